@@ -1,0 +1,98 @@
+"""Exact Hessian-vector products of an ``Objective``, three ways, each for ``V`` of shape ``[k, n]``.
+
+- ``"cached"``: the full-data gradient g(theta) = (1/N) sum_b n_b grad l_b(theta) is built
+  once with ``create_graph=True`` and kept; each product is then one double backward,
+  H v = d(g . v)/d theta. Fastest when the graph of all the data fits in memory; the
+  graph is rebuilt when theta changes (``Objective.clear_cache`` frees it).
+- ``"rev-rev"``: reverse-over-reverse streamed over batches: each batch builds its
+  gradient graph, serves every vector with it, and frees it.
+- ``"fwd-rev"``: forward-over-reverse, H v = d/dt grad L(theta + t v) at t = 0, with
+  ``torch.func.jvp`` of ``torch.func.grad``, streamed over batches.
+
+Several vectors go through one vmapped product (``is_grads_batched`` for the reverse
+modes, ``torch.func.vmap`` for fwd-rev), in chunks sized so that the chunk's extra
+memory, about one gradient graph per vector, stays within the objective's budget.
+``auto_mode`` picks ``"cached"`` when the whole graph fits in half the budget, else ``"fwd-rev"``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch.func import grad, jvp, vmap
+
+from landscape import memory
+
+if TYPE_CHECKING:
+    from landscape.objective import Objective
+
+Tensor = torch.Tensor
+MODES = ("cached", "rev-rev", "fwd-rev")
+
+
+def auto_mode(obj: Objective) -> str:
+    """``"cached"`` if twice the full-data gradient graph fits the budget, else ``"fwd-rev"``."""
+    return "cached" if 2 * _full_graph_bytes(obj) <= obj.memory_budget() else "fwd-rev"
+
+
+def _full_graph_bytes(obj: Objective) -> int:
+    if obj.n_examples is None:
+        for _ in obj.batches():
+            pass
+    return obj.graph_bytes(obj.n_examples)
+
+
+def hvp(obj: Objective, V: Tensor, theta: Tensor, mode: str) -> Tensor:
+    """H(theta) V for ``V [k, n]`` by ``mode`` (one of ``MODES``) -> ``[k, n]``."""
+    if mode == "cached":
+        leaf, g = _cached_gradient(obj, theta)
+        size = memory.chunk_size(V.shape[0], _full_graph_bytes(obj), obj.memory_budget())
+        return torch.cat([_double_backward(g, leaf, chunk, retain=True) for chunk in V.split(size)])
+    size = memory.chunk_size(V.shape[0], obj.graph_bytes(), obj.memory_budget())
+    chunks = V.split(size)
+    if mode == "rev-rev":
+        leaf = theta.clone().requires_grad_(True)
+
+        def per_batch(X, y):
+            g = _gradient_graph(obj, leaf, X, y)
+            last = len(chunks) - 1
+            return torch.cat([_double_backward(g, leaf, c, retain=i < last) for i, c in enumerate(chunks)])
+
+        return obj.batch_mean(per_batch)
+    if mode == "fwd-rev":
+
+        def per_batch(X, y):
+            g = grad(lambda t: obj.batch_loss(t, X, y))
+            one = lambda v: jvp(g, (theta,), (v,))[1]  # noqa: E731
+            return torch.cat([one(c[0])[None] if len(c) == 1 else vmap(one)(c) for c in chunks])
+
+        return obj.batch_mean(per_batch)
+    raise ValueError(f"unknown HVP mode {mode!r}; choose one of {', '.join(MODES)} or auto")
+
+
+def _gradient_graph(obj: Objective, leaf: Tensor, X, y) -> Tensor:
+    """grad l_b at ``leaf``, keeping its graph for a second backward."""
+    (g,) = torch.autograd.grad(obj.batch_loss(leaf, X, y), leaf, create_graph=True,
+                               allow_unused=True, materialize_grads=True)
+    return g
+
+
+def _cached_gradient(obj: Objective, theta: Tensor) -> tuple[Tensor, Tensor]:
+    cache = obj._cache
+    if cache is not None and torch.equal(cache[0], theta):
+        return cache[1], cache[2]
+    obj._cache = None  # free the old graph before building the new one
+    leaf = theta.clone().requires_grad_(True)
+    g = obj.batch_mean(lambda X, y: _gradient_graph(obj, leaf, X, y))
+    obj._cache = (theta.clone(), leaf, g)
+    return leaf, g
+
+
+def _double_backward(g: Tensor, leaf: Tensor, V: Tensor, retain: bool) -> Tensor:
+    """Rows of ``V [k, n]`` times d g / d leaf; zeros where g does not depend on leaf."""
+    if not g.requires_grad:
+        return torch.zeros_like(V)
+    (out,) = torch.autograd.grad(g, leaf, V if len(V) > 1 else V[0], retain_graph=retain,
+                                 is_grads_batched=len(V) > 1, allow_unused=True, materialize_grads=True)
+    return out.expand_as(V) if out.shape != V.shape else out

@@ -1,0 +1,71 @@
+"""Memory budgets: how many bytes a batched computation may use, and how many it needs.
+
+A budget is given as bytes (``int``) or a string such as ``"2GB"`` or ``"512MiB"``;
+``None`` means half the free memory of a CUDA device, or a quarter of the
+available host memory on the CPU. Needs are measured, not guessed: the bytes an
+autograd graph saves are counted with ``torch.autograd.graph.saved_tensors_hooks``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+
+import torch
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_bytes(value: int | str) -> int:
+    """``2048``, ``"2GB"``, ``"1.5 GiB"`` -> a positive number of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        number, unit = value, ""
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(value))
+        if not match or match.group(2).lower() not in _UNITS:
+            raise ValueError(f"memory size {value!r} is not a number of bytes like 2048, '512MB' or '2GiB'")
+        number, unit = float(match.group(1)), match.group(2).lower()
+    size = int(number * _UNITS[unit])
+    if size <= 0:
+        raise ValueError(f"memory size {value!r} must be positive")
+    return size
+
+
+def budget(device: torch.device, max_memory: int | str | None = None) -> int:
+    """Bytes a computation on ``device`` may use: ``max_memory``, or a safe share of what is free."""
+    if max_memory is not None:
+        return parse_bytes(max_memory)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free // 2
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        available = 4 * 2**30
+    return available // 4
+
+
+def saved_bytes(fn: Callable[[], object], exclude: tuple[torch.Tensor, ...] = ()) -> int:
+    """Bytes of the tensors autograd saves while ``fn()`` runs, each storage counted once.
+
+    Storages of ``exclude`` (parameters, which exist anyway) are not counted.
+    """
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in skip:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+def chunk_size(k: int, bytes_per_item: int, limit: int) -> int:
+    """How many of ``k`` items fit in ``limit`` bytes at ``bytes_per_item`` each (at least 1)."""
+    return max(1, min(k, limit // max(1, bytes_per_item)))

@@ -1,0 +1,406 @@
+"""The loss of a model over a whole data set, as a function of one flat parameter vector.
+
+``ParamSpace`` maps a flat vector ``theta`` of shape ``[n]`` (or a batch ``[k, n]``)
+to the model's named parameters, as views. ``Objective`` is the one place that
+knows the model and the data:
+
+    L(theta) = (1/N) * sum_b n_b * loss_fn(f(theta, X_b), y_b)
+
+where batch ``b`` holds ``n_b`` of the ``N`` examples and ``loss_fn`` is a *mean*
+over its batch (as ``torch.nn.functional.cross_entropy`` is by default), so an
+uneven last batch does not bias the result. Everything else in the toolkit calls
+``loss``, ``grad``, ``hvp`` and ``loss_many``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from landscape import hvp as _hvp
+from landscape import memory
+
+Tensor = torch.Tensor
+
+
+class ParamSpace:
+    """Flat vectors <-> named parameter tensors of ``model``.
+
+    ``params`` selects a subset by names or glob patterns (``"fc1.*"``); ``None``
+    takes every parameter with ``requires_grad``. The flat order is the model's
+    ``named_parameters()`` order.
+    """
+
+    def __init__(self, model: nn.Module, params: str | Sequence[str] | None = None):
+        trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+        if not trainable:
+            raise ValueError("the model has no trainable parameters (none with requires_grad=True)")
+        if params is None:
+            chosen = set(trainable)
+        else:
+            chosen = set()
+            for pattern in [params] if isinstance(params, str) else params:
+                hits = [name for name in trainable if fnmatch.fnmatchcase(name, pattern)]
+                if not hits:
+                    listing = ", ".join(list(trainable)[:12]) + (", ..." if len(trainable) > 12 else "")
+                    raise ValueError(f"parameter pattern {pattern!r} matches no trainable parameter; "
+                                     f"the model has: {listing}")
+                chosen.update(hits)
+        self.names = tuple(name for name in trainable if name in chosen)
+        self.shapes = tuple(trainable[name].shape for name in self.names)
+        self.numels = tuple(trainable[name].numel() for name in self.names)
+        self.n = sum(self.numels)
+
+    def unflatten(self, theta: Tensor) -> dict[str, Tensor]:
+        """``[n]`` -> ``{name: [*shape]}`` or ``[k, n]`` -> ``{name: [k, *shape]}``, as views of ``theta``."""
+        if theta.shape[-1:] != (self.n,):
+            raise ValueError(f"expected a parameter vector with last dimension {self.n}, got shape "
+                             f"{tuple(theta.shape)}")
+        lead = theta.shape[:-1]
+        pieces = theta.split(self.numels, dim=-1)
+        return {name: t.view(*lead, *shape) for name, t, shape in zip(self.names, pieces, self.shapes)}
+
+    def flatten(self, tensors: Mapping[str, Tensor]) -> Tensor:
+        """``{name: [*shape]}`` -> ``[n]`` (a new tensor, in this space's order)."""
+        return torch.cat([tensors[name].reshape(-1) for name in self.names])
+
+    def slices(self) -> dict[str, slice]:
+        """Where each named parameter lives in the flat vector."""
+        ends = torch.tensor(self.numels).cumsum(0).tolist()
+        return {name: slice(end - size, end) for name, end, size in zip(self.names, ends, self.numels)}
+
+
+@dataclass
+class HVPCheck:
+    """Exact HVPs against central finite differences of the gradient (see ``Objective.check_hvp``)."""
+
+    rel_error: float  # max over vectors of ||Hv - FD|| / ||FD||
+    rel_errors: list[float]
+    tolerance: float
+    ok: bool
+    mode: str
+    dtype: str
+    steps: list[float]  # the finite-difference step that agreed best, per vector
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _batch_len(X) -> int:
+    if isinstance(X, Tensor):
+        return X.shape[0]
+    if isinstance(X, Mapping):
+        return _batch_len(next(iter(X.values())))
+    return _batch_len(X[0])
+
+
+def _move(x, device: torch.device, dtype: torch.dtype):
+    """Move a tensor (or a tuple/list/dict of them) to ``device``; floating tensors take ``dtype``."""
+    if isinstance(x, Tensor):
+        return x.to(device=device, dtype=dtype if x.is_floating_point() else None, non_blocking=True)
+    if isinstance(x, Mapping):
+        return {key: _move(v, device, dtype) for key, v in x.items()}
+    if isinstance(x, (tuple, list)):
+        return type(x)(_move(v, device, dtype) for v in x)
+    return x
+
+
+def _is_pair(data) -> bool:
+    return isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data)
+
+
+class Objective:
+    """Loss, gradient and exact Hessian-vector products of ``loss_fn(model(X), y)`` over all the data.
+
+    Args:
+        model: any ``nn.Module``; it is never modified (parameters are swapped in with
+            ``torch.func.functional_call``). Buffers and frozen parameters are read live.
+        loss_fn: ``loss_fn(outputs, y) -> scalar``, the mean over the batch.
+        data: a pair of tensors ``(X, y)`` (split into ``batch_size`` chunks if given), or
+            any re-iterable of ``(X, y)`` batches such as a list or a ``DataLoader``.
+            ``X`` may be a tensor, a tuple (``model(*X)``) or a dict (``model(**X)``).
+        params: names or glob patterns of the parameters that make up ``theta``; the
+            others stay fixed. Unused parameters get zero gradient and curvature.
+        device, dtype: where and in which floating type to compute (default: the
+            model's). ``dtype=torch.float64`` gives float64 references.
+        train: evaluate in train mode (BatchNorm uses batch statistics and never
+            updates its running statistics; dropout is active and random). Default: eval mode.
+        hvp_mode: ``"cached"``, ``"rev-rev"``, ``"fwd-rev"`` or ``"auto"`` (see :mod:`landscape.hvp`).
+        max_memory: bytes (or ``"2GB"``) that batched products may use; default: a
+            share of the free memory of the device.
+
+    ``theta0`` is the model's parameter vector at construction, ``[n]``; ``counts``
+    tallies full-data losses, gradients and HVPs (one per vector).
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data, *,
+                 batch_size: int | None = None, params: str | Sequence[str] | None = None,
+                 device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+                 train: bool = False, hvp_mode: str = "auto", max_memory: int | str | None = None):
+        self.model, self.loss_fn, self.train = model, loss_fn, train
+        self.space = ParamSpace(model, params)
+        named = dict(model.named_parameters())
+        first = named[self.space.names[0]]
+        self.device = torch.device(device) if device is not None else first.device
+        self.dtype = dtype if dtype is not None else first.dtype
+        if not self.dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating type, got {self.dtype}")
+        if hvp_mode not in _hvp.MODES + ("auto",):
+            raise ValueError(f"hvp_mode must be one of {', '.join(_hvp.MODES)} or auto, got {hvp_mode!r}")
+        self.hvp_mode = hvp_mode
+        self.max_memory = None if max_memory is None else memory.parse_bytes(max_memory)
+        self.theta0 = torch.cat([named[name].detach().reshape(-1).to(self.device, self.dtype)
+                                 for name in self.space.names])
+        selected = set(self.space.names)
+        self._fixed = {name: _move(t.detach(), self.device, self.dtype)
+                       for name, t in [*named.items(), *model.named_buffers()] if name not in selected}
+        self._data, self.batch_size = data, batch_size
+        self._batches_spec = self._check_data(data, batch_size)
+        self.n_examples: int | None = None
+        self.counts: Counter = Counter()
+        self._cache = None  # the cached gradient graph of landscape.hvp
+        self._bytes_per_example: int | None = None
+        self._max_batch = 0
+
+    # -- data --------------------------------------------------------------------------
+
+    def _check_data(self, data, batch_size):
+        if _is_pair(data):
+            X, y = data
+            if X.shape[0] != y.shape[0]:
+                raise ValueError(f"X has {X.shape[0]} examples but y has {y.shape[0]}")
+            if X.shape[0] == 0:
+                raise ValueError("the data set is empty")
+            if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+                raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+            X, y = _move(X, self.device, self.dtype), _move(y, self.device, self.dtype)
+            size = batch_size or X.shape[0]
+            return [(X[i:i + size], y[i:i + size]) for i in range(0, X.shape[0], size)]
+        if batch_size is not None:
+            raise ValueError("batch_size applies to an (X, y) pair of tensors; batches given as an "
+                             "iterable are used as they come")
+        if not isinstance(data, Iterable):
+            raise ValueError(f"data must be an (X, y) pair of tensors or an iterable of (X, y) batches, "
+                             f"got {type(data).__name__}")
+        if iter(data) is data:
+            raise ValueError("data is a one-shot iterator (a generator?); pass a list of batches or a "
+                             "DataLoader, which can be iterated again for every pass")
+        return data
+
+    def batches(self) -> Iterator[tuple[object, Tensor, int]]:
+        """Yield ``(X, y, n_b)`` on the objective's device, for one pass over the data."""
+        total = 0
+        for batch in self._batches_spec:
+            if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+                raise ValueError(f"each batch must be an (X, y) pair, got {type(batch).__name__}")
+            X, y = _move(batch[0], self.device, self.dtype), _move(batch[1], self.device, self.dtype)
+            size = _batch_len(X)
+            total += size
+            self._max_batch = max(self._max_batch, size)
+            yield X, y, size
+        if total == 0:
+            raise ValueError("the data yielded no examples")
+        self.n_examples = total
+
+    def batch_mean(self, per_batch: Callable[[object, Tensor], Tensor]) -> Tensor:
+        """(1/N) sum_b n_b * per_batch(X_b, y_b), with the mode context entered once."""
+        acc, total = None, 0
+        with self.mode():
+            for X, y, size in self.batches():
+                value = per_batch(X, y) * size
+                acc = value if acc is None else acc + value
+                total += size
+        return acc / total
+
+    # -- the model as a function of theta ------------------------------------------------
+
+    @contextmanager
+    def mode(self):
+        """Put the model in the objective's train/eval mode for the duration; restore it after.
+
+        In train mode, normalization layers stop tracking running statistics, so the
+        loss is a pure function of theta (their output uses batch statistics anyway).
+        """
+        saved = [(m, m.training, getattr(m, "track_running_stats", None)) for m in self.model.modules()]
+        self.model.train(self.train)
+        if self.train:
+            for m, _, _ in saved:
+                if isinstance(m, nn.modules.batchnorm._NormBase):
+                    m.track_running_stats = False
+        try:
+            yield
+        finally:
+            for m, training, tracking in saved:
+                m.training = training
+                if tracking is not None:
+                    m.track_running_stats = tracking
+
+    def forward(self, theta: Tensor, X) -> Tensor:
+        """Model outputs at parameters ``theta [n]`` for one batch ``X`` (call inside ``mode()``)."""
+        tensors = {**self._fixed, **self.space.unflatten(theta)}
+        if isinstance(X, Mapping):
+            return functional_call(self.model, tensors, (), dict(X))
+        return functional_call(self.model, tensors, tuple(X) if isinstance(X, (tuple, list)) else (X,))
+
+    def batch_loss(self, theta: Tensor, X, y: Tensor) -> Tensor:
+        """``loss_fn(f(theta, X), y)`` for one batch (call inside ``mode()``)."""
+        return self.loss_fn(self.forward(theta, X), y)
+
+    def _point(self, theta: Tensor | None) -> Tensor:
+        if theta is None:
+            return self.theta0
+        if theta.shape != (self.space.n,):
+            raise ValueError(f"theta must have shape [{self.space.n}], got {tuple(theta.shape)}")
+        return theta.detach().to(self.device, self.dtype)
+
+    # -- the public evaluations ------------------------------------------------------------
+
+    def loss(self, theta: Tensor | None = None) -> Tensor:
+        """L(theta) over all the data, a 0-dim tensor (``theta=None``: ``theta0``)."""
+        theta = self._point(theta)
+        self.counts["loss"] += 1
+        with torch.no_grad():
+            return self.batch_mean(lambda X, y: self.batch_loss(theta, X, y))
+
+    def loss_and_grad(self, theta: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(L(theta), grad L(theta) ``[n]``) in one pass over the data."""
+        theta = self._point(theta).clone().requires_grad_(True)
+        self.counts["loss"] += 1
+        self.counts["grad"] += 1
+
+        def per_batch(X, y):
+            value = self.batch_loss(theta, X, y)
+            (g,) = torch.autograd.grad(value, theta, allow_unused=True, materialize_grads=True)
+            return torch.cat([value.detach()[None], g])
+
+        both = self.batch_mean(per_batch)
+        return both[0], both[1:]
+
+    def grad(self, theta: Tensor | None = None) -> Tensor:
+        """grad L(theta), ``[n]``."""
+        return self.loss_and_grad(theta)[1]
+
+    def hvp(self, V: Tensor, theta: Tensor | None = None, mode: str | None = None) -> Tensor:
+        """Exact Hessian-vector products H(theta) V for ``V`` of shape ``[n]`` or ``[k, n]``."""
+        theta = self._point(theta)
+        if V.shape[-1:] != (self.space.n,) or V.ndim not in (1, 2):
+            raise ValueError(f"V must have shape [{self.space.n}] or [k, {self.space.n}], got {tuple(V.shape)}")
+        batch = V.to(self.device, self.dtype).reshape(-1, self.space.n)
+        mode = mode or self.hvp_mode
+        if mode == "auto":
+            mode = _hvp.auto_mode(self)
+        out = _hvp.hvp(self, batch, theta, mode)
+        self.counts["hvp"] += batch.shape[0]
+        return out.reshape(V.shape)
+
+    def loss_many(self, thetas: Tensor) -> Tensor:
+        """L at each row of ``thetas [k, n]`` -> ``[k]``, vmapped in chunks that fit the memory budget."""
+        if thetas.ndim != 2 or thetas.shape[1] != self.space.n:
+            raise ValueError(f"thetas must have shape [k, {self.space.n}], got {tuple(thetas.shape)}")
+        thetas = thetas.detach().to(self.device, self.dtype)
+        size = memory.chunk_size(thetas.shape[0], self.graph_bytes(), self.memory_budget())
+        self.counts["loss"] += thetas.shape[0]
+
+        def per_batch(X, y):
+            one = lambda theta: self.batch_loss(theta, X, y)  # noqa: E731
+            return torch.cat([vmap(one)(chunk) for chunk in thetas.split(size)])
+
+        with torch.no_grad():
+            return self.batch_mean(per_batch)
+
+    def evaluate(self, theta: Tensor | None = None,
+                 metrics: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None = None) -> dict[str, float]:
+        """``{"loss": L, name: metric, ...}`` over all the data; each metric is a batch mean, weighted like the loss."""
+        theta = self._point(theta)
+        fns = {"loss": self.loss_fn, **(metrics or {})}
+        self.counts["loss"] += 1
+
+        def per_batch(X, y):
+            outputs = self.forward(theta, X)
+            return torch.stack([torch.as_tensor(fn(outputs, y), dtype=self.dtype, device=self.device)
+                                for fn in fns.values()])
+
+        with torch.no_grad():
+            values = self.batch_mean(per_batch)
+        return dict(zip(fns, values.tolist()))
+
+    # -- memory --------------------------------------------------------------------------
+
+    def memory_budget(self) -> int:
+        return memory.budget(self.device, self.max_memory)
+
+    def graph_bytes(self, examples: int | None = None) -> int:
+        """Bytes the gradient graph of ``examples`` examples saves (default: the largest batch seen).
+
+        Measured once on the first batch with ``memory.saved_bytes`` and scaled per example.
+        """
+        if self._bytes_per_example is None:
+            X, y, size = next(self.batches())
+            theta = self.theta0.clone().requires_grad_(True)
+
+            def probe():
+                with self.mode():
+                    value = self.batch_loss(theta, X, y)
+                    torch.autograd.grad(value, theta, create_graph=True, allow_unused=True)
+
+            fixed = tuple(t for t in self._fixed.values() if isinstance(t, Tensor))
+            self._bytes_per_example = -(-memory.saved_bytes(probe, exclude=(theta, *fixed)) // size)
+            self._max_batch = max(self._max_batch, size)
+        return self._bytes_per_example * (examples or self._max_batch)
+
+    def clear_cache(self) -> None:
+        """Drop the cached gradient graph (the ``"cached"`` HVP mode's memory)."""
+        self._cache = None
+
+    # -- self-check ----------------------------------------------------------------------
+
+    def to(self, dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> Objective:
+        """The same objective (model, data, parameter subset, mode) in another dtype or on another device."""
+        return Objective(self.model, self.loss_fn, self._data, batch_size=self.batch_size,
+                         params=list(self.space.names), device=device or self.device,
+                         dtype=dtype or self.dtype, train=self.train, hvp_mode=self.hvp_mode,
+                         max_memory=self.max_memory)
+
+    def check_hvp(self, theta: Tensor | None = None, n_vectors: int = 3, *, dtype: torch.dtype | None = torch.float64,
+                  steps: Sequence[float] | None = None, mode: str | None = None, seed: int = 0) -> HVPCheck:
+        """Compare HVPs on random unit vectors v with central differences of the gradient.
+
+        FD_h(v) = (g(theta + h v) - g(theta - h v)) / (2h) for each step h in ``steps``
+        (float64: 1e-3 ... 1e-7; float32: 1e-1 ... 1e-3); each vector's error is the
+        smallest ||Hv - FD_h|| / ||FD_h|| over the steps. Large steps cross the kinks of
+        ReLU-like activations, small ones lose digits to rounding; a correct derivative
+        agrees at some step, a wrong one at none. The check runs in ``dtype`` (default
+        float64, where errors are ~1e-9; ``None`` keeps the objective's dtype). An error
+        above ``tolerance`` means an autodiff rule in the model is wrong.
+        """
+        start = time.perf_counter()
+        obj = self if dtype in (None, self.dtype) else self.to(dtype=dtype)
+        theta = obj._point(theta)
+        exact = obj.dtype == torch.float64
+        steps = tuple(steps or ((1e-3, 1e-4, 1e-5, 1e-6, 1e-7) if exact else (1e-1, 3e-2, 1e-2, 3e-3, 1e-3)))
+        generator = torch.Generator().manual_seed(seed)
+        V = torch.randn(n_vectors, obj.space.n, generator=generator, dtype=torch.float64)
+        V = (V / V.norm(dim=1, keepdim=True)).to(obj.device, obj.dtype)
+        resolved = mode or (obj.hvp_mode if obj.hvp_mode != "auto" else _hvp.auto_mode(obj))
+        HV = obj.hvp(V, theta, mode=resolved)
+        errors, best_steps = [], []
+        for v, hv in zip(V, HV):
+            trials = []
+            for h in steps:
+                fd = (obj.grad(theta + h * v) - obj.grad(theta - h * v)) / (2 * h)
+                trials.append(((hv - fd).norm() / fd.norm().clamp_min(torch.finfo(obj.dtype).tiny)).item())
+            errors.append(min(trials))
+            best_steps.append(steps[trials.index(min(trials))])
+        tolerance = 1e-6 if exact else 1e-2
+        return HVPCheck(rel_error=max(errors), rel_errors=errors, tolerance=tolerance,
+                        ok=max(errors) <= tolerance, mode=resolved, dtype=str(obj.dtype).removeprefix("torch."),
+                        steps=best_steps, seconds=time.perf_counter() - start)

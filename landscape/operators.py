@@ -1,0 +1,149 @@
+"""Curvature operators of an ``Objective`` at a point: Hessian, generalized Gauss-Newton, empirical Fisher.
+
+Each is a symmetric ``n x n`` matrix ``M`` known only through products:
+``op @ v`` for ``v [n]`` is ``M v``; ``op @ V`` for ``V [k, n]`` is ``V M`` (row i is
+``M V[i]``). Algorithms take anything with ``shape``, ``dtype``, ``device`` and this
+``@``. ``to_scipy()`` wraps an operator as a ``scipy.sparse.linalg.LinearOperator``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.sparse.linalg import LinearOperator
+from torch.func import grad, jvp, vjp, vmap
+from torch.utils._pytree import tree_map
+
+from landscape import memory
+from landscape.objective import Objective
+
+Tensor = torch.Tensor
+
+
+class CurvatureOperator:
+    """Base class: subclasses override ``_matmat(V [k, n]) -> [k, n]``. ``n_matvecs`` counts products."""
+
+    def __init__(self, obj: Objective, theta: Tensor | None = None):
+        self.obj = obj
+        self.theta = obj._point(theta)
+        self.n_matvecs = 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.obj.space.n, self.obj.space.n)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.obj.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.obj.device
+
+    def __matmul__(self, V: Tensor) -> Tensor:
+        n = self.shape[0]
+        if V.ndim not in (1, 2) or V.shape[-1] != n:
+            raise ValueError(f"{type(self).__name__} is {n} x {n}: it multiplies [{n}] or [k, {n}], "
+                             f"got shape {tuple(V.shape)}")
+        batch = V.to(self.device, self.dtype).reshape(-1, n)
+        self.n_matvecs += batch.shape[0]
+        return self._matmat(batch).reshape(V.shape)
+
+    def _matmat(self, V: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def to_scipy(self) -> LinearOperator:
+        """This operator as a scipy ``LinearOperator`` (numpy in, numpy out, computed on ``device``)."""
+        np_dtype = np.float64 if self.dtype == torch.float64 else np.float32
+
+        def matmat(X: np.ndarray) -> np.ndarray:
+            V = torch.as_tensor(np.ascontiguousarray(np.asarray(X).T), dtype=self.dtype, device=self.device)
+            return (self @ V).T.cpu().numpy().astype(np_dtype, copy=False)
+
+        def matvec(x: np.ndarray) -> np.ndarray:
+            return matmat(np.asarray(x).reshape(-1, 1)).ravel()
+
+        return LinearOperator(self.shape, matvec=matvec, rmatvec=matvec, matmat=matmat,
+                              rmatmat=matmat, dtype=np_dtype)
+
+
+class HessianOperator(CurvatureOperator):
+    """H = d^2 L / d theta^2, by the objective's HVP engine (``Objective.hvp``)."""
+
+    def _matmat(self, V: Tensor) -> Tensor:
+        return self.obj.hvp(V, self.theta)
+
+
+class GGNOperator(CurvatureOperator):
+    """Generalized Gauss-Newton G = (1/N) sum_b n_b J_b^T H_b J_b.
+
+    J_b = d f(theta, X_b) / d theta is the Jacobian of the outputs, ``[outputs, n]``;
+    H_b = d^2 loss_fn(o, y_b) / d o^2 the Hessian of the loss in the outputs, by
+    autograd (for cross-entropy, blocks (diag(p) - p p^T) / n_b; for MSE, 2 I / numel).
+    Each product is J v by ``jvp``, H_b by forward-over-reverse, J^T by ``vjp``: no
+    Jacobian is formed. G is positive semi-definite when the loss is convex in the outputs.
+    """
+
+    def _matmat(self, V: Tensor) -> Tensor:
+        obj, theta = self.obj, self.theta
+        chunks = V.split(memory.chunk_size(len(V), obj.graph_bytes(), obj.memory_budget()))
+
+        def per_batch(X, y):
+            f = lambda t: obj.forward(t, X)  # noqa: E731
+            out, pullback = vjp(f, theta)
+            loss_grad = grad(lambda o: obj.loss_fn(o, y))
+
+            def one(v):
+                Jv = jvp(f, (theta,), (v,))[1]
+                return pullback(jvp(loss_grad, (out,), (Jv,))[1])[0]
+
+            return torch.cat([vmap(one)(c) for c in chunks])
+
+        return obj.batch_mean(per_batch)
+
+
+class FisherOperator(CurvatureOperator):
+    """Empirical Fisher F = (1/N) sum_i g_i g_i^T, with g_i = grad loss_fn(f(theta, x_i), y_i).
+
+    Per-example gradients come from ``vmap(grad)`` over examples, in chunks that fit
+    the memory budget; F V^T = sum_i g_i (g_i . V^T) needs no ``n x n`` matrix. Needs a
+    model whose output for one example does not depend on the rest of the batch
+    (eval mode BatchNorm is fine; train mode BatchNorm is not).
+    """
+
+    def _matmat(self, V: Tensor) -> Tensor:
+        obj, theta = self.obj, self.theta
+        if obj.train:
+            raise ValueError("the empirical Fisher needs per-example gradients, which train mode "
+                             "(batch statistics) does not define; build the objective with train=False")
+        per_example_bytes = obj.space.n * obj.theta0.element_size() + obj.graph_bytes(1)
+
+        def loss_one(t, x, y):
+            return obj.loss_fn(obj.forward(t, tree_map(lambda a: a.unsqueeze(0), x)), y.unsqueeze(0))
+
+        per_example_grads = vmap(grad(loss_one), in_dims=(None, 0, 0))
+
+        def per_batch(X, y):
+            size = memory.chunk_size(len(y), per_example_bytes, obj.memory_budget())
+            out = torch.zeros_like(V)
+            for start in range(0, len(y), size):
+                G = per_example_grads(theta, tree_map(lambda a: a[start:start + size], X), y[start:start + size])
+                out += (V @ G.T) @ G
+            return out / len(y)
+
+        return obj.batch_mean(per_batch)
+
+
+def hessian(obj: Objective, theta: Tensor | None = None) -> HessianOperator:
+    """The Hessian of ``obj`` at ``theta`` (default ``obj.theta0``) as an operator."""
+    return HessianOperator(obj, theta)
+
+
+def ggn(obj: Objective, theta: Tensor | None = None) -> GGNOperator:
+    """The generalized Gauss-Newton matrix of ``obj`` at ``theta`` as an operator."""
+    return GGNOperator(obj, theta)
+
+
+def fisher(obj: Objective, theta: Tensor | None = None) -> FisherOperator:
+    """The empirical Fisher of ``obj`` at ``theta`` as an operator."""
+    return FisherOperator(obj, theta)

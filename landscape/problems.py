@@ -1,0 +1,257 @@
+"""Problems: a model, its loss, its data and its metrics, built in or loaded from a user's file.
+
+``load("digits-mlp")`` builds a built-in problem; ``load("path/to/file.py:factory")``
+imports that file and calls ``factory()``, which returns a ``Problem`` or a tuple
+``(model, loss_fn, data)``. A problem file is Python code and runs as such: load
+only files you trust. ``load_checkpoint`` reads a state dict with
+``torch.load(..., weights_only=True)``, which executes nothing.
+
+Built-in problems (all deterministic for a given ``seed``, trained on the CPU in seconds):
+
+- ``quadratic``: L(theta) = 1/2 (theta - c)^T A (theta - c) with A = Q diag(eigenvalues) Q^T,
+  Q a random orthogonal matrix; the Hessian is exactly A. float64.
+- ``digits-mlp``: a tanh MLP 64-32-10 on scikit-learn's bundled 8x8 digits (1437 train,
+  360 test), cross-entropy, trained by full-batch Adam.
+- ``digits-cnn``: conv-BatchNorm-ReLU x2, average pooling, linear, on the same digits
+  as 1x8x8 images, trained by mini-batch Adam; evaluated in eval mode.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import pickle
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from landscape.objective import Objective
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class Problem:
+    """What an analysis needs: ``model``, ``loss_fn(outputs, y)`` (a batch mean), ``data`` and ``metrics``.
+
+    ``data`` and ``batch_size`` are as for ``Objective``; ``metrics`` maps names to
+    ``fn(outputs, y) -> batch mean``; ``test_data`` is an optional held-out ``(X, y)``.
+    """
+
+    name: str
+    model: nn.Module
+    loss_fn: Callable[[Tensor, Tensor], Tensor]
+    data: object
+    batch_size: int | None = None
+    metrics: dict[str, Callable[[Tensor, Tensor], Tensor]] = field(default_factory=dict)
+    test_data: object = None
+    description: str = ""
+
+    def objective(self, **kwargs) -> Objective:
+        """``Objective(model, loss_fn, data, batch_size=..., **kwargs)`` on the training data."""
+        kwargs.setdefault("batch_size", self.batch_size)
+        return Objective(self.model, self.loss_fn, self.data, **kwargs)
+
+
+def accuracy(outputs: Tensor, y: Tensor) -> Tensor:
+    """Fraction of rows whose largest output is at the label."""
+    return (outputs.argmax(dim=-1) == y).float().mean()
+
+
+# -- built-in problems ------------------------------------------------------------------
+
+
+class Quadratic(nn.Module):
+    """A model whose every output is 1/2 (theta - center)^T A (theta - center)."""
+
+    def __init__(self, A: Tensor, center: Tensor, start: Tensor):
+        super().__init__()
+        self.theta = nn.Parameter(start.clone())
+        self.register_buffer("A", A)
+        self.register_buffer("center", center)
+
+    def forward(self, x: Tensor) -> Tensor:
+        d = self.theta - self.center
+        return (0.5 * d @ (self.A @ d)).expand(x.shape[0])
+
+
+def quadratic(n: int = 100, eigenvalues=None, seed: int = 0) -> Problem:
+    """L(theta) = 1/2 (theta - c)^T A (theta - c), with A's spectrum ``eigenvalues`` (default 10^linspace(2, -2, n))."""
+    lam = (torch.logspace(2, -2, n, dtype=torch.float64) if eigenvalues is None
+           else torch.as_tensor(eigenvalues, dtype=torch.float64).reshape(-1))
+    if lam.numel() == 0 or not torch.isfinite(lam).all():
+        raise ValueError("quadratic needs a non-empty list of finite eigenvalues")
+    n = lam.numel()
+    g = torch.Generator().manual_seed(seed)
+    Q, R = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    Q = Q * torch.sign(torch.diagonal(R))  # Haar-distributed
+    A = (Q * lam) @ Q.T
+    A = (A + A.T) / 2
+    center = torch.randn(n, generator=g, dtype=torch.float64)
+    start = center + torch.randn(n, generator=g, dtype=torch.float64) / n**0.5
+    model = Quadratic(A, center, start)
+    data = (torch.zeros(1, 1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64))
+    return Problem("quadratic", model, lambda out, y: out.mean(), data,
+                   description=f"1/2 (theta - c)^T A (theta - c), n = {n}, eigenvalues from "
+                               f"{lam.max().item():.3g} to {lam.min().item():.3g}")
+
+
+def _digits(images: bool) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """scikit-learn's 1797 digits scaled to [0, 1], split 1437 / 360 by a fixed permutation."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    X = torch.tensor(digits.data, dtype=torch.float32) / 16.0
+    y = torch.tensor(digits.target, dtype=torch.long)
+    if images:
+        X = X.reshape(-1, 1, 8, 8)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    train, test = order[:1437], order[1437:]
+    return (X[train], y[train]), (X[test], y[test])
+
+
+def _train(model: nn.Module, data: tuple[Tensor, Tensor], steps: int, lr: float,
+           batch_size: int | None, seed: int) -> None:
+    """Adam on cross-entropy, mini-batches drawn by a local generator; model left in eval mode."""
+    X, y = data
+    g = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(len(y), (batch_size,), generator=g) if batch_size else slice(None)
+        optimizer.zero_grad()
+        F.cross_entropy(model(X[idx]), y[idx]).backward()
+        optimizer.step()
+    model.eval()
+
+
+def _seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
+    """Build a model with torch's default init drawn from ``seed``, leaving the global RNG as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def digits_mlp(hidden: int = 32, steps: int = 300, seed: int = 0) -> Problem:
+    """tanh MLP 64-``hidden``-10 on the digits, ``steps`` of full-batch Adam (lr 0.01); ``steps=0`` leaves it at init."""
+    train, test = _digits(images=False)
+    model = _seeded(lambda: nn.Sequential(nn.Linear(64, hidden), nn.Tanh(), nn.Linear(hidden, 10)), seed)
+    start = time.perf_counter()
+    _train(model, train, steps, lr=0.01, batch_size=None, seed=seed)
+    return Problem("digits-mlp", model, F.cross_entropy, train, metrics={"accuracy": accuracy},
+                   test_data=test,
+                   description=f"tanh MLP 64-{hidden}-10 on sklearn digits ({len(train[1])} train examples), "
+                               f"{steps} full-batch Adam steps in {time.perf_counter() - start:.1f} s")
+
+
+def digits_cnn(channels: int = 8, steps: int = 300, seed: int = 0) -> Problem:
+    """Small CNN with BatchNorm on 1x8x8 digits, ``steps`` of Adam on batches of 64 (lr 0.01), then eval mode."""
+    train, test = _digits(images=True)
+    c = channels
+
+    def build():
+        return nn.Sequential(
+            nn.Conv2d(1, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.AvgPool2d(2),
+            nn.Conv2d(c, 2 * c, 3, padding=1), nn.BatchNorm2d(2 * c), nn.ReLU(), nn.AvgPool2d(2),
+            nn.Flatten(), nn.Linear(2 * c * 4, 10))
+
+    model = _seeded(build, seed)
+    start = time.perf_counter()
+    _train(model, train, steps, lr=0.01, batch_size=64, seed=seed)
+    return Problem("digits-cnn", model, F.cross_entropy, train, metrics={"accuracy": accuracy},
+                   test_data=test,
+                   description=f"CNN conv-BN-ReLU x2 ({c}, {2 * c} channels) on sklearn digits "
+                               f"({len(train[1])} train examples), {steps} Adam steps in "
+                               f"{time.perf_counter() - start:.1f} s, eval mode")
+
+
+BUILTIN: dict[str, Callable[..., Problem]] = {
+    "quadratic": quadratic,
+    "digits-mlp": digits_mlp,
+    "digits-cnn": digits_cnn,
+}
+
+
+# -- loading --------------------------------------------------------------------------
+
+
+def load(spec: str, **kwargs) -> Problem:
+    """A built-in problem by name, or ``"path/to/file.py:factory"`` (``factory`` defaults to ``problem``).
+
+    ``kwargs`` go to the built-in's builder or to the factory.
+    """
+    if spec in BUILTIN:
+        return BUILTIN[spec](**kwargs)
+    path, sep, factory = spec.rpartition(":")
+    if not sep or not path.endswith(".py"):
+        path, factory = spec, "problem"
+    if not path.endswith(".py"):
+        raise ValueError(f"unknown problem {spec!r}: built-in problems are {', '.join(BUILTIN)}; "
+                         f"or give path/to/file.py:factory")
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"problem file {path} does not exist")
+    module_spec = importlib.util.spec_from_file_location(f"landscape_problem_{file.stem}", file)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as error:
+        raise ValueError(f"problem file {path} failed to run: {type(error).__name__}: {error}") from error
+    if not callable(getattr(module, factory, None)):
+        raise ValueError(f"problem file {path} has no function {factory}()")
+    try:
+        made = getattr(module, factory)(**kwargs)
+    except Exception as error:
+        raise ValueError(f"{path}:{factory}() failed: {type(error).__name__}: {error}") from error
+    if isinstance(made, Problem):
+        return made
+    if isinstance(made, tuple) and len(made) == 3 and isinstance(made[0], nn.Module):
+        return Problem(f"{file.name}:{factory}", *made)
+    raise ValueError(f"{path}:{factory}() must return a landscape Problem or a tuple (model, loss_fn, data), "
+                     f"got {type(made).__name__}")
+
+
+def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a state dict saved with ``torch.save`` into ``model`` (``weights_only=True``), or say why it does not fit.
+
+    Accepts a bare state dict or one under ``"state_dict"``, ``"model_state_dict"`` or
+    ``"model"``; a ``"module."`` prefix (from ``DataParallel``) is stripped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        reason = str(error).strip().splitlines()[0]
+        raise ValueError(f"checkpoint {path} holds more than tensors and plain containers, so "
+                         f"torch.load(weights_only=True) refuses it ({reason}); save model.state_dict()") from error
+    except Exception as error:
+        raise ValueError(f"checkpoint {path} is not a file torch.load can read: {type(error).__name__}: "
+                         f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}") from error
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
+            state = state[key]
+            break
+    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"checkpoint {path} is not a state dict of tensors")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    expected = model.state_dict()
+    problems = []
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing:
+        problems.append("missing " + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
+    if unexpected:
+        problems.append("unexpected " + ", ".join(unexpected[:5]) + (" ..." if len(unexpected) > 5 else ""))
+    problems += [f"{k} has shape {tuple(state[k].shape)} in the checkpoint but {tuple(v.shape)} in the model"
+                 for k, v in expected.items() if k in state and state[k].shape != v.shape][:5]
+    if problems:
+        raise ValueError(f"checkpoint {path} does not fit the model: " + "; ".join(problems))
+    model.load_state_dict(state)
+    return model
