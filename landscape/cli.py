@@ -36,10 +36,10 @@ def _problem(args) -> problems.Problem:
     return problem
 
 
-def report(problem: problems.Problem, obj: Objective, out=sys.stdout) -> None:
+def report(problem: problems.Problem, obj: Objective) -> None:
     """Print what the problem is and where it stands: size, loss, gradient norm, metrics, HVP check."""
     def line(key: str, value: str) -> None:
-        print(f"{key:<12} {value}", file=out, flush=True)
+        print(f"{key:<12} {value}", flush=True)
 
     line("problem", f"{problem.name}: {problem.description}" if problem.description else problem.name)
     line("parameters", f"{obj.space.n:,} in {len(obj.space.names)} tensors, "

@@ -67,7 +67,13 @@ def hvp(obj: Objective, V: Tensor, theta: Tensor, mode: str) -> Tensor:
             one = lambda v: jvp(g, (theta,), (v,))[1]  # noqa: E731
             return torch.cat([one(c[0])[None] if len(c) == 1 else vmap(one)(c) for c in chunks])
 
-        return obj.batch_mean(per_batch)
+        try:
+            return obj.batch_mean(per_batch)
+        except RuntimeError as error:
+            reason = str(error).strip().splitlines()[0]
+            raise ValueError(f"the fwd-rev HVP failed inside torch ({reason}): an operation in this model or "
+                             f"loss has no working forward-mode rule (F.mse_loss has none in torch <= 2.15, "
+                             f"pytorch issue 123996); use hvp_mode='rev-rev' or 'cached'") from error
     raise ValueError(f"unknown HVP mode {mode!r}; choose one of {', '.join(MODES)} or auto")
 
 

@@ -66,7 +66,7 @@ class ParamSpace:
                              f"{tuple(theta.shape)}")
         lead = theta.shape[:-1]
         pieces = theta.split(self.numels, dim=-1)
-        return {name: t.view(*lead, *shape) for name, t, shape in zip(self.names, pieces, self.shapes)}
+        return {name: t.view(lead + shape) for name, t, shape in zip(self.names, pieces, self.shapes)}
 
     def flatten(self, tensors: Mapping[str, Tensor]) -> Tensor:
         """``{name: [*shape]}`` -> ``[n]`` (a new tensor, in this space's order)."""

@@ -80,8 +80,8 @@ class GGNOperator(CurvatureOperator):
     J_b = d f(theta, X_b) / d theta is the Jacobian of the outputs, ``[outputs, n]``;
     H_b = d^2 loss_fn(o, y_b) / d o^2 the Hessian of the loss in the outputs, by
     autograd (for cross-entropy, blocks (diag(p) - p p^T) / n_b; for MSE, 2 I / numel).
-    Each product is J v by ``jvp``, H_b by forward-over-reverse, J^T by ``vjp``: no
-    Jacobian is formed. G is positive semi-definite when the loss is convex in the outputs.
+    Each product is J v by ``jvp``, H_b by reverse-over-reverse (``vjp`` of ``grad``; H_b
+    is symmetric), J^T by ``vjp``: no Jacobian is formed. G is positive semi-definite when the loss is convex in the outputs.
     """
 
     def _matmat(self, V: Tensor) -> Tensor:
@@ -91,11 +91,10 @@ class GGNOperator(CurvatureOperator):
         def per_batch(X, y):
             f = lambda t: obj.forward(t, X)  # noqa: E731
             out, pullback = vjp(f, theta)
-            loss_grad = grad(lambda o: obj.loss_fn(o, y))
+            _, loss_hvp = vjp(grad(lambda o: obj.loss_fn(o, y)), out)
 
             def one(v):
-                Jv = jvp(f, (theta,), (v,))[1]
-                return pullback(jvp(loss_grad, (out,), (Jv,))[1])[0]
+                return pullback(loss_hvp(jvp(f, (theta,), (v,))[1])[0])[0]
 
             return torch.cat([vmap(one)(c) for c in chunks])
 

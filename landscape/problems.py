@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import pickle
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -227,12 +228,16 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = str(error).strip().splitlines()[0]
-        raise ValueError(f"checkpoint {path} holds more than tensors and plain containers, so "
-                         f"torch.load(weights_only=True) refuses it ({reason}); save model.state_dict()") from error
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if refused:
+            raise ValueError(f"checkpoint {path} holds a {refused.group(1)} object, which torch.load(weights_only=True) "
+                             f"refuses to unpickle; save model.state_dict() instead") from error
+        reason = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", str(error), re.S)
+        raise ValueError(f"checkpoint {path} is not a file torch.load can read"
+                         + (f" ({reason.group(1)})" if reason else "")) from error
     except Exception as error:
-        raise ValueError(f"checkpoint {path} is not a file torch.load can read: {type(error).__name__}: "
-                         f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}") from error
+        first = (str(error).strip().splitlines() or [""])[0]
+        raise ValueError(f"checkpoint {path} is not a file torch.load can read ({type(error).__name__}: {first})") from error
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
             state = state[key]

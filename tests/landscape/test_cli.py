@@ -1,0 +1,76 @@
+"""The landscape command: its numbers against the API, and one-line errors with exit code 2."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from landscape.cli import main
+
+
+def field(text: str, key: str) -> str:
+    return re.search(rf"^{key}\s+(.*)$", text, re.M).group(1)
+
+
+@pytest.mark.parametrize("name", ["quadratic", "digits-mlp", "digits-cnn"])
+def test_info_on_each_builtin(name, capsys, request):
+    assert main(["info", "--problem", name]) == 0
+    out = capsys.readouterr().out
+    assert field(out, "HVP check").endswith(": ok")
+    if name == "quadratic":
+        assert field(out, "parameters").startswith("100 in 1 tensors, float64")
+        return
+    problem = request.getfixturevalue(name.replace("-", "_"))  # the same deterministic training
+    X, y = problem.data
+    with torch.no_grad():
+        outputs = problem.model(X)
+        loss = F.cross_entropy(outputs, y).item()
+        accuracy = (outputs.argmax(-1) == y).float().mean().item()
+    assert float(field(out, "loss")) == pytest.approx(loss, rel=1e-5)
+    assert float(field(out, "accuracy").split()[0]) == pytest.approx(accuracy, abs=1e-4)
+    n = sum(p.numel() for p in problem.model.parameters())
+    assert field(out, "parameters").startswith(f"{n:,} in")
+
+
+def test_info_with_a_checkpoint_and_a_subset(tmp_path, capsys, digits_mlp):
+    torch.save(digits_mlp.model.state_dict(), tmp_path / "mlp.pt")
+    assert main(["info", "--checkpoint", str(tmp_path / "mlp.pt"), "--params", "2.*", "--dtype", "float64"]) == 0
+    out = capsys.readouterr().out
+    assert field(out, "parameters") == "330 in 2 tensors, float64 on cpu"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["info", "--problem", "resnet"], "unknown problem 'resnet'"),
+    (["info", "--problem", "missing.py:make"], "problem file missing.py does not exist"),
+    (["info", "--problem", "quadratic", "--checkpoint", "nope.pt"], "checkpoint nope.pt does not exist"),
+    (["info", "--problem", "quadratic", "--params", "fc*"], "'fc\\*' matches no trainable parameter"),
+    (["info", "--device", "gpu0"], "not a device name"),
+])
+def test_bad_input_exits_2_with_one_line(args, message, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(message, err) and err.startswith("landscape info: error: ")
+
+
+def test_a_checkpoint_for_another_model_exits_2(tmp_path, capsys):
+    torch.save({"weight": torch.zeros(3)}, tmp_path / "other.pt")
+    assert main(["info", "--problem", "quadratic", "--checkpoint", str(tmp_path / "other.pt")]) == 2
+    assert "does not fit the model: missing theta, A, center; unexpected weight" in capsys.readouterr().err
+
+
+def test_demo(capsys):
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert field(out, "parameters").startswith("2,410 in 4 tensors")
+    assert field(out, "HVP check").endswith(": ok")
+
+
+def test_the_command_runs_as_a_module():
+    done = subprocess.run([sys.executable, "-m", "landscape", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "info" in done.stdout and "demo" in done.stdout
+    done = subprocess.run([sys.executable, "-m", "landscape", "info", "--dtype", "float16"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "invalid choice: 'float16'" in done.stderr

@@ -1,0 +1,211 @@
+"""Objective and ParamSpace: values against plain autograd on the module, batching, modes, errors."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from landscape import Objective, ParamSpace
+from tests.reference import dense_hessian, flat_grad, make, rel
+
+
+def test_unflatten_gives_views_of_theta():
+    model, *_ = make("cnn-bn")
+    space = ParamSpace(model)
+    theta = torch.randn(space.n, dtype=torch.float64)
+    named = space.unflatten(theta)
+    assert [tuple(t.shape) for t in named.values()] == [tuple(p.shape) for p in model.parameters()]
+    assert all(t.untyped_storage().data_ptr() == theta.untyped_storage().data_ptr() for t in named.values())
+    theta[0] = 123.0
+    assert named["0.weight"].reshape(-1)[0] == 123.0
+    batch = torch.randn(4, space.n)
+    views = space.unflatten(batch)
+    assert views["4.weight"].shape == (4, 3, 32)
+    assert torch.equal(views["4.weight"][2], space.unflatten(batch[2])["4.weight"])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.lists(st.integers(1, 4), min_size=0, max_size=3), min_size=1, max_size=5))
+def test_flatten_inverts_unflatten(shapes):
+    model = nn.Module()
+    for i, shape in enumerate(shapes):
+        model.register_parameter(f"p{i}", nn.Parameter(torch.randn(tuple(shape))))
+    space = ParamSpace(model)
+    theta = torch.randn(space.n)
+    assert torch.equal(space.flatten(space.unflatten(theta)), theta)
+    assert space.n == sum(p.numel() for p in model.parameters())
+
+
+def test_unknown_parameter_pattern_lists_the_names():
+    model, *_ = make("mlp")
+    with pytest.raises(ValueError, match=r"'fc\.\*' matches no trainable parameter; the model has: 0.weight, 0.bias"):
+        ParamSpace(model, ["fc.*"])
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn-bn", "layernorm", "buffers"])
+def test_loss_and_grad_equal_autograd_on_the_module(name):
+    model, loss_fn, X, y = make(name)
+    obj = Objective(model, loss_fn, (X, y), batch_size=10)
+    loss, g = obj.loss_and_grad()
+    with torch.no_grad():
+        assert abs(loss.item() - loss_fn(model(X), y).item()) < 1e-14
+    assert rel(g, flat_grad(model, loss_fn, X, y)) < 1e-13
+    assert torch.equal(obj.loss(), loss)
+
+
+def test_uneven_batches_give_the_full_batch_values():
+    model, loss_fn, X, y = make("layernorm", n_examples=31)
+    full = Objective(model, loss_fn, (X, y))
+    cuts = [0, 1, 13, 30, 31]
+    pieces = Objective(model, loss_fn, [(X[a:b], y[a:b]) for a, b in zip(cuts, cuts[1:])])
+    loader = Objective(model, loss_fn, DataLoader(TensorDataset(X, y), batch_size=8))  # 8, 8, 8, 7
+    v = torch.randn(full.space.n, dtype=torch.float64)
+    for other in (pieces, loader):
+        assert abs(other.loss() - full.loss()) < 1e-14
+        assert rel(other.grad(), full.grad()) < 1e-13
+        assert rel(other.hvp(v), full.hvp(v)) < 1e-13
+    # a plain average of batch means would be biased by the one-example batch
+    naive = sum(loss_fn(model(X[a:b]), y[a:b]) for a, b in zip(cuts, cuts[1:])) / 4
+    assert abs(naive.item() - full.loss().item()) > 1e-3
+
+
+def test_eval_mode_by_default_and_the_models_mode_restored():
+    model, loss_fn, X, y = make("cnn-bn")
+    model.train()
+    obj = Objective(model, loss_fn, (X, y))
+    loss = obj.loss()
+    assert model.training  # restored
+    model.eval()
+    with torch.no_grad():
+        assert abs(loss - loss_fn(model(X), y)) < 1e-14
+        model.train()
+        assert abs(Objective(model, loss_fn, (X, y), train=True).loss() - loss_fn(model(X), y)) < 1e-14
+
+
+def test_float64_on_request_leaves_the_model_alone():
+    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
+    X, y = torch.randn(9, 4), torch.randint(0, 3, (9,))
+    obj = Objective(model, F.cross_entropy, (X, y), dtype=torch.float64)
+    assert obj.theta0.dtype == obj.loss().dtype == obj.hvp(torch.ones(obj.space.n)).dtype == torch.float64
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    ref = model.double()
+    H = dense_hessian(ref, F.cross_entropy, X.double(), y)
+    v = torch.randn(obj.space.n, dtype=torch.float64)
+    assert rel(obj.hvp(v), H @ v) < 1e-12
+
+
+def test_theta_changes_the_point_not_the_model():
+    model, loss_fn, X, y = make("mlp")
+    obj = Objective(model, loss_fn, (X, y))
+    theta = obj.theta0 + 0.1
+    loss = obj.loss(theta)
+    with torch.no_grad():
+        assert torch.equal(obj.space.flatten(dict(model.named_parameters())), obj.theta0)
+        for p, t in zip(model.parameters(), obj.space.unflatten(theta).values()):
+            p.copy_(t)
+        assert abs(loss - loss_fn(model(X), y)) < 1e-14
+
+
+def test_loss_many_equals_one_at_a_time():
+    model, loss_fn, X, y = make("cnn-bn")
+    obj = Objective(model, loss_fn, (X, y), batch_size=7, max_memory=1)  # one point per chunk
+    thetas = obj.theta0 + 0.2 * torch.randn(5, obj.space.n, generator=torch.Generator().manual_seed(0),
+                                             dtype=torch.float64)
+    many = obj.loss_many(thetas)
+    assert many.shape == (5,)
+    assert torch.allclose(many, torch.stack([obj.loss(t) for t in thetas]), rtol=1e-14, atol=0)
+    whole = Objective(model, loss_fn, (X, y), batch_size=7).loss_many(thetas)  # all points in one chunk
+    assert torch.allclose(whole, many, rtol=1e-14, atol=0)
+
+
+def test_evaluate_weights_metrics_like_the_loss():
+    model, loss_fn, X, y = make("mlp")
+    obj = Objective(model, loss_fn, (X, y), batch_size=10)
+    acc = lambda out, target: (out.argmax(-1) == target).double().mean()  # noqa: E731
+    values = obj.evaluate(metrics={"accuracy": acc})
+    with torch.no_grad():
+        assert values["accuracy"] == pytest.approx(acc(model(X), y).item(), abs=1e-15)
+        assert values["loss"] == pytest.approx(loss_fn(model(X), y).item(), abs=1e-15)
+
+
+def test_counts():
+    model, loss_fn, X, y = make("mlp")
+    obj = Objective(model, loss_fn, (X, y))
+    obj.loss()
+    obj.grad()
+    obj.hvp(torch.ones(3, obj.space.n, dtype=torch.float64))
+    obj.loss_many(torch.stack([obj.theta0] * 4))
+    assert dict(obj.counts) == {"loss": 6, "grad": 1, "hvp": 3}
+
+
+def test_frozen_parameters_stay_fixed():
+    model, loss_fn, X, y = make("mlp")
+    model[0].weight.requires_grad_(False)
+    obj = Objective(model, loss_fn, (X, y))
+    assert obj.space.names == ("0.bias", "2.weight", "2.bias")
+    names = ["0.bias", "2.weight", "2.bias"]
+    v = torch.randn(obj.space.n, dtype=torch.float64)
+    model[0].weight.requires_grad_(True)
+    assert rel(obj.hvp(v), dense_hessian(model, loss_fn, X, y, names=names) @ v) < 1e-12
+
+
+@pytest.mark.parametrize("data, message", [
+    ((x for x in [(torch.zeros(2, 4), torch.zeros(2))]), "one-shot iterator"),
+    ((torch.zeros(3, 4), torch.zeros(2)), "X has 3 examples but y has 2"),
+    ((torch.zeros(0, 4), torch.zeros(0)), "empty"),
+    (42, "must be an \\(X, y\\) pair"),
+])
+def test_bad_data_is_refused(data, message):
+    with pytest.raises(ValueError, match=message):
+        Objective(nn.Linear(4, 3), F.cross_entropy, data)
+
+
+def test_batch_size_needs_tensors():
+    with pytest.raises(ValueError, match="batch_size applies to an"):
+        Objective(nn.Linear(4, 3), F.cross_entropy, [(torch.zeros(2, 4), torch.zeros(2))], batch_size=4)
+
+
+def test_check_hvp_passes_exact_derivatives():
+    model, loss_fn, X, y = make("layernorm")
+    check = Objective(model, loss_fn, (X, y), batch_size=10).check_hvp()
+    assert check.ok and check.rel_error < 1e-8 and len(check.rel_errors) == 3
+    assert check.to_dict()["dtype"] == "float64"
+
+
+class SloppyCube(torch.autograd.Function):
+    """x^3 whose backward is right to first order but hides x from the second derivative."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x**3
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (x,) = ctx.saved_tensors
+        return grad_out * 3 * x.detach() ** 2
+
+
+def test_check_hvp_catches_a_wrong_second_derivative():
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return SloppyCube.apply(self.fc(x))
+
+    model, _, X, y = make("mlp")
+    obj = Objective(Model().double(), F.cross_entropy, (X, y))
+    check = obj.check_hvp(mode="rev-rev")
+    assert not check.ok and check.rel_error > 1e-2
+
+
+def test_check_hvp_in_float32_keeps_the_dtype():
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    X, y = torch.randn(50, 4), torch.randint(0, 3, (50,))
+    check = Objective(model, F.cross_entropy, (X, y)).check_hvp(dtype=None)
+    assert check.dtype == "float32" and check.ok and check.rel_error < 1e-2

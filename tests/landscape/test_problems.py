@@ -1,0 +1,157 @@
+"""Built-in problems, user problem files and checkpoints."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+import landscape
+from landscape.problems import BUILTIN
+from tests.reference import dense_hessian, rel
+
+
+def test_quadratic_has_exactly_its_spectrum():
+    eigenvalues = [7.5, 3.0, 3.0, 1e-3, 0.0, -0.25, -4.0]
+    problem = landscape.load("quadratic", eigenvalues=eigenvalues, seed=3)
+    obj = problem.objective()
+    H = (landscape.hessian(obj) @ torch.eye(obj.space.n, dtype=torch.float64)).numpy()
+    assert np.allclose(np.linalg.eigvalsh(H), sorted(eigenvalues), rtol=0, atol=1e-13)
+    A, c, theta = problem.model.A, problem.model.center, obj.theta0
+    assert abs(obj.loss().item() - 0.5 * (theta - c) @ A @ (theta - c)) < 1e-13
+    assert rel(obj.grad(), A @ (theta - c)) < 1e-13
+
+
+def test_quadratic_default_spectrum():
+    obj = landscape.load("quadratic").objective()
+    H = landscape.hessian(obj) @ torch.eye(100, dtype=torch.float64)
+    assert np.allclose(np.linalg.eigvalsh(H.numpy())[::-1], np.logspace(2, -2, 100), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("fixture", ["digits_mlp", "digits_cnn"])
+def test_digits_problems_are_trained_and_deterministic(fixture, request):
+    problem = request.getfixturevalue(fixture)
+    obj = problem.objective()
+    X, y = problem.data
+    assert len(y) == 1437 and len(problem.test_data[1]) == 360
+    assert not problem.model.training
+    with torch.no_grad():
+        assert abs(obj.loss().item() - F.cross_entropy(problem.model(X), y).item()) < 1e-6
+        test_acc = (problem.model(problem.test_data[0]).argmax(-1) == problem.test_data[1]).float().mean()
+    assert obj.evaluate(metrics=problem.metrics)["accuracy"] > 0.98 and test_acc > 0.95
+    state = torch.random.get_rng_state()
+    again = landscape.load(problem.name)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the global RNG is untouched
+    assert torch.equal(again.objective().theta0, obj.theta0)
+
+
+def test_digits_cnn_hvp_is_exact_despite_relu_kinks(digits_cnn):
+    check = digits_cnn.objective().check_hvp()
+    assert check.ok and check.rel_error < 1e-7
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in digits_cnn.model.modules()) == 2
+
+
+def test_digits_mlp_hvp_equals_the_dense_hessian_block(digits_mlp):
+    """The last layer (330 parameters) of the real problem, against the module's own dense Hessian."""
+    obj = digits_mlp.objective(params="2.*", dtype=torch.float64)
+    model = digits_mlp.model.double()
+    try:
+        X, y = digits_mlp.data
+        H = dense_hessian(model, F.cross_entropy, X.double(), y, names=["2.weight", "2.bias"])
+    finally:
+        model.float()
+    V = torch.randn(3, obj.space.n, dtype=torch.float64)
+    assert rel(obj.hvp(V), V @ H) < 1e-10
+
+
+def write(tmp_path, text, name="myproblem.py"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+PROBLEM_FILE = """
+import torch
+from torch import nn
+from torch.nn import functional as F
+from landscape import Problem
+
+def make(width=3):
+    model = nn.Linear(4, width)
+    X, y = torch.randn(10, 4), torch.randint(0, width, (10,))
+    return model, F.cross_entropy, (X, y)
+
+def problem():
+    model, loss, data = make()
+    return Problem("mine", model, loss, data)
+
+def broken():
+    raise RuntimeError("no GPU here")
+
+def wrong():
+    return 42
+"""
+
+
+def test_load_a_problem_file(tmp_path):
+    path = write(tmp_path, PROBLEM_FILE)
+    assert landscape.load(str(path)).name == "mine"
+    made = landscape.load(f"{path}:make", width=5)
+    assert made.model.out_features == 5 and made.name == "myproblem.py:make"
+    assert made.objective().space.n == 25
+
+
+@pytest.mark.parametrize("suffix, message", [
+    (":nothere", "has no function nothere()"),
+    (":broken", r"myproblem.py:broken\(\) failed: RuntimeError: no GPU here"),
+    (":wrong", "must return a landscape Problem or a tuple"),
+])
+def test_bad_problem_files_say_why(tmp_path, suffix, message):
+    path = write(tmp_path, PROBLEM_FILE)
+    with pytest.raises(ValueError, match=message):
+        landscape.load(f"{path}{suffix}")
+
+
+def test_unknown_problems_and_files(tmp_path):
+    with pytest.raises(ValueError, match="unknown problem 'digits-mpl': built-in problems are " + ", ".join(BUILTIN)):
+        landscape.load("digits-mpl")
+    with pytest.raises(FileNotFoundError, match="problem file .*nope.py does not exist"):
+        landscape.load(str(tmp_path / "nope.py"))
+    with pytest.raises(ValueError, match="failed to run: SyntaxError"):
+        landscape.load(str(write(tmp_path, "def problem(:\n", "bad.py")))
+
+
+def mlp():
+    return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+
+
+def test_checkpoint_round_trip(tmp_path):
+    source, target = mlp(), mlp()
+    torch.save({"model_state_dict": source.state_dict(), "epoch": 3}, tmp_path / "ck.pt")
+    landscape.load_checkpoint(target, tmp_path / "ck.pt")
+    assert all(torch.equal(a, b) for a, b in zip(source.parameters(), target.parameters()))
+    torch.save({f"module.{k}": v for k, v in source.state_dict().items()}, tmp_path / "dp.pt")
+    landscape.load_checkpoint(mlp(), tmp_path / "dp.pt")
+
+
+class Pickled:
+    pass
+
+
+def test_bad_checkpoints_say_why(tmp_path):
+    torch.save(nn.Sequential(nn.Linear(4, 7), nn.Tanh(), nn.Linear(7, 3)).state_dict(), tmp_path / "wide.pt")
+    with pytest.raises(ValueError, match=r"does not fit the model: 0.weight has shape \(7, 4\) in the checkpoint "
+                                         r"but \(6, 4\) in the model"):
+        landscape.load_checkpoint(mlp(), tmp_path / "wide.pt")
+    torch.save({"0.weight": torch.zeros(6, 4)}, tmp_path / "part.pt")
+    with pytest.raises(ValueError, match="missing 0.bias, 2.weight, 2.bias"):
+        landscape.load_checkpoint(mlp(), tmp_path / "part.pt")
+    torch.save({"net": Pickled()}, tmp_path / "obj.pt")
+    with pytest.raises(ValueError, match=r"holds a tests.landscape.test_problems.Pickled object, "
+                                         r"which torch.load\(weights_only=True\) refuses"):
+        landscape.load_checkpoint(mlp(), tmp_path / "obj.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a file torch.load can read"):
+        landscape.load_checkpoint(mlp(), tmp_path / "junk.pt")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        landscape.load_checkpoint(mlp(), tmp_path / "missing.pt")
