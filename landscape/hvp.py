@@ -9,10 +9,17 @@
 - ``"fwd-rev"``: forward-over-reverse, H v = d/dt grad L(theta + t v) at t = 0, with
   ``torch.func.jvp`` of ``torch.func.grad``, streamed over batches.
 
-Several vectors go through one vmapped product (``is_grads_batched`` for the reverse
-modes, ``torch.func.vmap`` for fwd-rev), in chunks sized so that the chunk's extra
-memory, about one gradient graph per vector, stays within the objective's budget.
-``auto_mode`` picks ``"cached"`` when the whole graph fits in half the budget, else ``"fwd-rev"``.
+Several vectors share the work that does not depend on them: the reverse modes build
+each gradient graph once for all k vectors. On CUDA the vectors then go through one
+vmapped product (``is_grads_batched``; ``torch.func.vmap`` for fwd-rev), in chunks sized
+so that the chunk's extra memory, about one gradient graph per vector, stays within the
+objective's budget. On the CPU the reverse modes loop over the vectors instead: there a
+vmapped double backward is slower than a loop (2.4x per vector on digits-cnn, see
+docs/benchmarks.md).
+
+``auto_mode`` picks ``"cached"`` when twice the full-data graph fits the budget, else
+``"rev-rev"``; fwd-rev, slower on the CPU and lacking forward-mode rules for some
+operations, is there to be chosen.
 """
 
 from __future__ import annotations
@@ -32,8 +39,8 @@ MODES = ("cached", "rev-rev", "fwd-rev")
 
 
 def auto_mode(obj: Objective) -> str:
-    """``"cached"`` if twice the full-data gradient graph fits the budget, else ``"fwd-rev"``."""
-    return "cached" if 2 * _full_graph_bytes(obj) <= obj.memory_budget() else "fwd-rev"
+    """``"cached"`` if twice the full-data gradient graph fits the budget, else ``"rev-rev"``."""
+    return "cached" if 2 * _full_graph_bytes(obj) <= obj.memory_budget() else "rev-rev"
 
 
 def _full_graph_bytes(obj: Objective) -> int:
@@ -43,13 +50,18 @@ def _full_graph_bytes(obj: Objective) -> int:
     return obj.graph_bytes(obj.n_examples)
 
 
-def hvp(obj: Objective, V: Tensor, theta: Tensor, mode: str) -> Tensor:
-    """H(theta) V for ``V [k, n]`` by ``mode`` (one of ``MODES``) -> ``[k, n]``."""
+def hvp(obj: Objective, V: Tensor, theta: Tensor, mode: str, vectorize: bool | None = None) -> Tensor:
+    """H(theta) V for ``V [k, n]`` by ``mode`` (one of ``MODES``) -> ``[k, n]``.
+
+    ``vectorize``: vmap over vectors (default: on CUDA, and always for fwd-rev) or loop.
+    """
+    if vectorize is None:
+        vectorize = obj.device.type != "cpu" or mode == "fwd-rev"
     if mode == "cached":
         leaf, g = _cached_gradient(obj, theta)
-        size = memory.chunk_size(V.shape[0], _full_graph_bytes(obj), obj.memory_budget())
+        size = memory.chunk_size(V.shape[0], _full_graph_bytes(obj), obj.memory_budget()) if vectorize else 1
         return torch.cat([_double_backward(g, leaf, chunk, retain=True) for chunk in V.split(size)])
-    size = memory.chunk_size(V.shape[0], obj.graph_bytes(), obj.memory_budget())
+    size = memory.chunk_size(V.shape[0], obj.graph_bytes(), obj.memory_budget()) if vectorize else 1
     chunks = V.split(size)
     if mode == "rev-rev":
         leaf = theta.clone().requires_grad_(True)
