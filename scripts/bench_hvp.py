@@ -5,7 +5,7 @@ For digits-mlp and digits-cnn (full training set, one batch), in one run:
      in each mode, and PyHessian's two HVPs (a cached single-batch graph, and its
      dataloader path that rebuilds the graph per product), timed interleaved so
      drift affects all alike; ratios are to landscape's gradient;
-  2. batched HVP throughput for k = 1, 4, 16, 64 vectors, per mode, looping over the
+  2. batched HVP throughput for k = 1, 4, 16, 32, 64 vectors, per mode, looping over the
      vectors and vmapping them, as vectors/s and as a multiple of the k = 1 throughput;
   3. peak extra memory of a first product (k = 1 and 64) on a fresh objective, per
      mode: on CUDA the allocator's peak; on Linux CPUs the resident-set high-water
@@ -38,7 +38,7 @@ import landscape
 from landscape.hvp import MODES, hvp
 
 PROBLEMS = ("digits-mlp", "digits-cnn")
-KS = (1, 4, 16, 64)
+KS = (1, 4, 16, 32, 64)
 
 
 def sync(device: torch.device) -> None:
