@@ -7,6 +7,7 @@ reported in one line on stderr with exit code 2.
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 
 import torch
@@ -30,9 +31,12 @@ def _device(spec: str | None) -> torch.device | None:
 
 
 def _problem(args) -> problems.Problem:
-    problem = problems.load(args.problem)
-    if getattr(args, "checkpoint", None):
-        problems.load_checkpoint(problem.model, args.checkpoint)
+    checkpoint = getattr(args, "checkpoint", None)
+    builder = problems.BUILTIN.get(args.problem)
+    untrained = checkpoint and builder and "steps" in inspect.signature(builder).parameters
+    problem = problems.load(args.problem, **({"steps": 0} if untrained else {}))  # no training to overwrite
+    if checkpoint:
+        problems.load_checkpoint(problem.model, checkpoint)
     return problem
 
 
@@ -112,4 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except (ValueError, FileNotFoundError) as error:
         print(f"landscape {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except RuntimeError as error:  # torch refusing the model on its data: shapes, dtypes, devices
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        print(f"landscape {args.command}: error: the model failed on its data: {first}", file=sys.stderr)
         return 2

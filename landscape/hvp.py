@@ -24,6 +24,8 @@ operations, is there to be chosen.
 
 from __future__ import annotations
 
+import re
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import torch
@@ -36,6 +38,13 @@ if TYPE_CHECKING:
 
 Tensor = torch.Tensor
 MODES = ("cached", "rev-rev", "fwd-rev")
+
+
+@contextmanager
+def autograd_on():
+    """Autograd on, also inside ``torch.no_grad()`` or ``torch.inference_mode()``."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
 
 
 def auto_mode(obj: Objective) -> str:
@@ -57,6 +66,11 @@ def hvp(obj: Objective, V: Tensor, theta: Tensor, mode: str, vectorize: bool | N
     """
     if vectorize is None:
         vectorize = obj.device.type != "cpu" or mode == "fwd-rev"
+    with autograd_on():
+        return _products(obj, V, theta.clone(), mode, vectorize)
+
+
+def _products(obj: Objective, V: Tensor, theta: Tensor, mode: str, vectorize: bool) -> Tensor:
     if mode == "cached":
         leaf, g = _cached_gradient(obj, theta)
         size = memory.chunk_size(V.shape[0], _full_graph_bytes(obj), obj.memory_budget()) if vectorize else 1
@@ -81,18 +95,22 @@ def hvp(obj: Objective, V: Tensor, theta: Tensor, mode: str, vectorize: bool | N
 
         try:
             return obj.batch_mean(per_batch)
-        except RuntimeError as error:
+        except (RuntimeError, NotImplementedError) as error:
+            if not re.search(r"forward[- ]?(mode|AD|grad)|ZeroTensor|jvp|not implemented", str(error), re.I):
+                raise
             reason = str(error).strip().splitlines()[0]
             raise ValueError(f"the fwd-rev HVP failed inside torch ({reason}): an operation in this model or "
-                             f"loss has no working forward-mode rule (F.mse_loss has none in torch <= 2.15, "
-                             f"pytorch issue 123996); use hvp_mode='rev-rev' or 'cached'") from error
+                             f"loss has no working forward-mode rule (F.mse_loss in torch 2.13, pytorch "
+                             f"issue 123996); use hvp_mode='rev-rev' or 'cached'") from error
     raise ValueError(f"unknown HVP mode {mode!r}; choose one of {', '.join(MODES)} or auto")
 
 
 def _gradient_graph(obj: Objective, leaf: Tensor, X, y) -> Tensor:
-    """grad l_b at ``leaf``, keeping its graph for a second backward."""
-    (g,) = torch.autograd.grad(obj.batch_loss(leaf, X, y), leaf, create_graph=True,
-                               allow_unused=True, materialize_grads=True)
+    """grad l_b at ``leaf``, keeping its graph for a second backward (zeros if l_b ignores theta)."""
+    value = obj.batch_loss(leaf, X, y)
+    if not value.requires_grad:
+        return torch.zeros_like(leaf)
+    (g,) = torch.autograd.grad(value, leaf, create_graph=True, allow_unused=True, materialize_grads=True)
     return g
 
 

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
+from torch.utils._pytree import tree_map
 
 from landscape import hvp as _hvp
 from landscape import memory
@@ -40,15 +41,24 @@ class ParamSpace:
     """
 
     def __init__(self, model: nn.Module, params: str | Sequence[str] | None = None):
-        trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
+        trainable: dict[str, nn.Parameter] = {}
+        alias: dict[str, str] = {}  # every name of a parameter, tied ones included -> its first name
+        first: dict[int, str] = {}
+        for name, p in model.named_parameters(remove_duplicate=False):
+            if p.requires_grad:
+                alias[name] = first.setdefault(id(p), name)
+                trainable.setdefault(alias[name], p)
         if not trainable:
             raise ValueError("the model has no trainable parameters (none with requires_grad=True)")
         if params is None:
             chosen = set(trainable)
         else:
+            patterns = [params] if isinstance(params, str) else list(params)
+            if not patterns:
+                raise ValueError("params is empty: give parameter names or glob patterns, or None for all")
             chosen = set()
-            for pattern in [params] if isinstance(params, str) else params:
-                hits = [name for name in trainable if fnmatch.fnmatchcase(name, pattern)]
+            for pattern in patterns:
+                hits = [alias[name] for name in alias if fnmatch.fnmatchcase(name, pattern)]
                 if not hits:
                     listing = ", ".join(list(trainable)[:12]) + (", ..." if len(trainable) > 12 else "")
                     raise ValueError(f"parameter pattern {pattern!r} matches no trainable parameter; "
@@ -89,6 +99,7 @@ class HVPCheck:
     mode: str
     dtype: str
     steps: list[float]  # the finite-difference step that agreed best, per vector
+    seed: int
     seconds: float
 
     def to_dict(self) -> dict:
@@ -106,7 +117,8 @@ def _batch_len(X) -> int:
 def _move(x, device: torch.device, dtype: torch.dtype):
     """Move a tensor (or a tuple/list/dict of them) to ``device``; floating tensors take ``dtype``."""
     if isinstance(x, Tensor):
-        return x.to(device=device, dtype=dtype if x.is_floating_point() else None, non_blocking=True)
+        return x.to(device=device, dtype=dtype if x.is_floating_point() else None,
+                    non_blocking=device.type != "cpu")
     if isinstance(x, Mapping):
         return {key: _move(v, device, dtype) for key, v in x.items()}
     if isinstance(x, (tuple, list)):
@@ -115,7 +127,12 @@ def _move(x, device: torch.device, dtype: torch.dtype):
 
 
 def _is_pair(data) -> bool:
-    return isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, Tensor) for t in data)
+    """An ``(X, y)`` pair: ``y`` a tensor, ``X`` a tensor or a tuple or dict of tensors."""
+    if not (isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[1], Tensor)):
+        return False
+    X = data[0]
+    leaves = X.values() if isinstance(X, Mapping) else X if isinstance(X, (tuple, list)) else [X]
+    return len(leaves) > 0 and all(isinstance(t, Tensor) for t in leaves)
 
 
 class Objective:
@@ -123,7 +140,8 @@ class Objective:
 
     Args:
         model: any ``nn.Module``; it is never modified (parameters are swapped in with
-            ``torch.func.functional_call``). Buffers and frozen parameters are read live.
+            ``torch.func.functional_call``). Its buffers and frozen parameters are copied
+            at construction, so the objective is a fixed function of theta.
         loss_fn: ``loss_fn(outputs, y) -> scalar``, the mean over the batch.
         data: a pair of tensors ``(X, y)`` (split into ``batch_size`` chunks if given), or
             any re-iterable of ``(X, y)`` batches such as a list or a ``DataLoader``.
@@ -133,13 +151,14 @@ class Objective:
         device, dtype: where and in which floating type to compute (default: the
             model's). ``dtype=torch.float64`` gives float64 references.
         train: evaluate in train mode (BatchNorm uses batch statistics and never
-            updates its running statistics; dropout is active and random). Default: eval mode.
+            updates its running statistics). Default: eval mode. Active dropout is refused
+            in train mode: it would make the loss a random function.
         hvp_mode: ``"cached"``, ``"rev-rev"``, ``"fwd-rev"`` or ``"auto"`` (see :mod:`landscape.hvp`).
         max_memory: bytes (or ``"2GB"``) that batched products may use; default: a
             share of the free memory of the device.
 
     ``theta0`` is the model's parameter vector at construction, ``[n]``; ``counts``
-    tallies full-data losses, gradients and HVPs (one per vector).
+    tallies full-data forward passes (one per point), gradients and HVPs (one per vector).
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data, *,
@@ -150,10 +169,16 @@ class Objective:
         self.space = ParamSpace(model, params)
         named = dict(model.named_parameters())
         first = named[self.space.names[0]]
-        self.device = torch.device(device) if device is not None else first.device
+        try:
+            self.device = torch.device(device) if device is not None else first.device
+        except (RuntimeError, TypeError) as error:
+            raise ValueError(f"device {device!r} is not a device name like cpu, cuda or cuda:1") from error
         self.dtype = dtype if dtype is not None else first.dtype
-        if not self.dtype.is_floating_point:
-            raise ValueError(f"dtype must be a floating type, got {self.dtype}")
+        if not (isinstance(self.dtype, torch.dtype) and self.dtype.is_floating_point):
+            raise ValueError(f"dtype must be a floating torch dtype such as torch.float64, got {dtype!r}")
+        if train and any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules()):
+            raise ValueError("train=True with active dropout makes the loss a random function of theta; "
+                             "use train=False, or set the dropout probability to 0")
         if hvp_mode not in _hvp.MODES + ("auto",):
             raise ValueError(f"hvp_mode must be one of {', '.join(_hvp.MODES)} or auto, got {hvp_mode!r}")
         self.hvp_mode = hvp_mode
@@ -161,12 +186,16 @@ class Objective:
         self.theta0 = torch.cat([named[name].detach().reshape(-1).to(self.device, self.dtype)
                                  for name in self.space.names])
         selected = set(self.space.names)
-        self._fixed = {name: _move(t.detach(), self.device, self.dtype)
-                       for name, t in [*named.items(), *model.named_buffers()] if name not in selected}
+        self._fixed = {}
+        for name, t in [*named.items(), *model.named_buffers()]:
+            if name not in selected:
+                moved = _move(t.detach(), self.device, self.dtype)
+                self._fixed[name] = moved.clone() if moved.data_ptr() == t.data_ptr() else moved
         self._data, self.batch_size = data, batch_size
         self._batches_spec = self._check_data(data, batch_size)
-        self.n_examples: int | None = None
+        self.n_examples: int | None = data[1].shape[0] if _is_pair(data) else None
         self.counts: Counter = Counter()
+        self._auto_mode: str | None = None  # what "auto" resolved to, decided once
         self._cache = None  # the cached gradient graph of landscape.hvp
         self._bytes_per_example: int | None = None
         self._max_batch = 0
@@ -176,22 +205,23 @@ class Objective:
     def _check_data(self, data, batch_size):
         if _is_pair(data):
             X, y = data
-            if X.shape[0] != y.shape[0]:
-                raise ValueError(f"X has {X.shape[0]} examples but y has {y.shape[0]}")
-            if X.shape[0] == 0:
+            if _batch_len(X) != y.shape[0]:
+                raise ValueError(f"X has {_batch_len(X)} examples but y has {y.shape[0]}")
+            if y.shape[0] == 0:
                 raise ValueError("the data set is empty")
-            if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                           or batch_size < 1):
                 raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
             X, y = _move(X, self.device, self.dtype), _move(y, self.device, self.dtype)
-            size = batch_size or X.shape[0]
-            return [(X[i:i + size], y[i:i + size]) for i in range(0, X.shape[0], size)]
+            size = batch_size or y.shape[0]
+            return [(tree_map(lambda t: t[i:i + size], X), y[i:i + size]) for i in range(0, y.shape[0], size)]
         if batch_size is not None:
             raise ValueError("batch_size applies to an (X, y) pair of tensors; batches given as an "
                              "iterable are used as they come")
         if not isinstance(data, Iterable):
             raise ValueError(f"data must be an (X, y) pair of tensors or an iterable of (X, y) batches, "
                              f"got {type(data).__name__}")
-        if iter(data) is data:
+        if not hasattr(data, "__len__") and iter(data) is data:
             raise ValueError("data is a one-shot iterator (a generator?); pass a list of batches or a "
                              "DataLoader, which can be iterated again for every pass")
         return data
@@ -253,11 +283,17 @@ class Objective:
 
     def batch_loss(self, theta: Tensor, X, y: Tensor) -> Tensor:
         """``loss_fn(f(theta, X), y)`` for one batch (call inside ``mode()``)."""
-        return self.loss_fn(self.forward(theta, X), y)
+        value = self.loss_fn(self.forward(theta, X), y)
+        if not isinstance(value, Tensor) or value.ndim != 0:
+            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"loss_fn must return a scalar (the batch mean), got {shape}; "
+                             f"use reduction='mean'")
+        return value
 
     def _point(self, theta: Tensor | None) -> Tensor:
         if theta is None:
             return self.theta0
+        theta = torch.as_tensor(theta)
         if theta.shape != (self.space.n,):
             raise ValueError(f"theta must have shape [{self.space.n}], got {tuple(theta.shape)}")
         return theta.detach().to(self.device, self.dtype)
@@ -267,22 +303,24 @@ class Objective:
     def loss(self, theta: Tensor | None = None) -> Tensor:
         """L(theta) over all the data, a 0-dim tensor (``theta=None``: ``theta0``)."""
         theta = self._point(theta)
-        self.counts["loss"] += 1
+        self.counts["forward"] += 1
         with torch.no_grad():
             return self.batch_mean(lambda X, y: self.batch_loss(theta, X, y))
 
     def loss_and_grad(self, theta: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(L(theta), grad L(theta) ``[n]``) in one pass over the data."""
-        theta = self._point(theta).clone().requires_grad_(True)
-        self.counts["loss"] += 1
+        self.counts["forward"] += 1
         self.counts["grad"] += 1
 
         def per_batch(X, y):
             value = self.batch_loss(theta, X, y)
-            (g,) = torch.autograd.grad(value, theta, allow_unused=True, materialize_grads=True)
+            g = (torch.autograd.grad(value, theta, allow_unused=True, materialize_grads=True)[0]
+                 if value.requires_grad else torch.zeros_like(theta))
             return torch.cat([value.detach()[None], g])
 
-        both = self.batch_mean(per_batch)
+        with _hvp.autograd_on():
+            theta = self._point(theta).clone().requires_grad_(True)
+            both = self.batch_mean(per_batch)
         return both[0], both[1:]
 
     def grad(self, theta: Tensor | None = None) -> Tensor:
@@ -295,20 +333,29 @@ class Objective:
         if V.shape[-1:] != (self.space.n,) or V.ndim not in (1, 2):
             raise ValueError(f"V must have shape [{self.space.n}] or [k, {self.space.n}], got {tuple(V.shape)}")
         batch = V.to(self.device, self.dtype).reshape(-1, self.space.n)
-        mode = mode or self.hvp_mode
-        if mode == "auto":
-            mode = _hvp.auto_mode(self)
-        out = _hvp.hvp(self, batch, theta, mode)
+        if batch.shape[0] == 0:
+            raise ValueError("V has no rows")
+        out = _hvp.hvp(self, batch, theta, self.resolve_mode(mode))
         self.counts["hvp"] += batch.shape[0]
         return out.reshape(V.shape)
 
+    def resolve_mode(self, mode: str | None = None) -> str:
+        """The HVP mode a call uses: ``mode``, else the objective's; ``"auto"`` is decided once."""
+        mode = mode or self.hvp_mode
+        if mode != "auto":
+            return mode
+        if self._auto_mode is None:
+            self._auto_mode = _hvp.auto_mode(self)
+        return self._auto_mode
+
     def loss_many(self, thetas: Tensor) -> Tensor:
         """L at each row of ``thetas [k, n]`` -> ``[k]``, vmapped in chunks that fit the memory budget."""
-        if thetas.ndim != 2 or thetas.shape[1] != self.space.n:
+        thetas = torch.as_tensor(thetas)
+        if thetas.ndim != 2 or thetas.shape[1] != self.space.n or thetas.shape[0] == 0:
             raise ValueError(f"thetas must have shape [k, {self.space.n}], got {tuple(thetas.shape)}")
         thetas = thetas.detach().to(self.device, self.dtype)
         size = memory.chunk_size(thetas.shape[0], self.graph_bytes(), self.memory_budget())
-        self.counts["loss"] += thetas.shape[0]
+        self.counts["forward"] += thetas.shape[0]
 
         def per_batch(X, y):
             one = lambda theta: self.batch_loss(theta, X, y)  # noqa: E731
@@ -322,7 +369,7 @@ class Objective:
         """``{"loss": L, name: metric, ...}`` over all the data; each metric is a batch mean, weighted like the loss."""
         theta = self._point(theta)
         fns = {"loss": self.loss_fn, **(metrics or {})}
-        self.counts["loss"] += 1
+        self.counts["forward"] += 1
 
         def per_batch(X, y):
             outputs = self.forward(theta, X)
@@ -348,9 +395,10 @@ class Objective:
             theta = self.theta0.clone().requires_grad_(True)
 
             def probe():
-                with self.mode():
+                with self.mode(), _hvp.autograd_on():
                     value = self.batch_loss(theta, X, y)
-                    torch.autograd.grad(value, theta, create_graph=True, allow_unused=True)
+                    if value.requires_grad:
+                        torch.autograd.grad(value, theta, create_graph=True, allow_unused=True)
 
             fixed = tuple(t for t in self._fixed.values() if isinstance(t, Tensor))
             self._bytes_per_example = -(-memory.saved_bytes(probe, exclude=(theta, *fixed)) // size)
@@ -382,6 +430,8 @@ class Objective:
         float64, where errors are ~1e-9; ``None`` keeps the objective's dtype). An error
         above ``tolerance`` means an autodiff rule in the model is wrong.
         """
+        if n_vectors < 1:
+            raise ValueError(f"n_vectors must be at least 1, got {n_vectors}")
         start = time.perf_counter()
         obj = self if dtype in (None, self.dtype) else self.to(dtype=dtype)
         theta = obj._point(theta)
@@ -390,7 +440,7 @@ class Objective:
         generator = torch.Generator().manual_seed(seed)
         V = torch.randn(n_vectors, obj.space.n, generator=generator, dtype=torch.float64)
         V = (V / V.norm(dim=1, keepdim=True)).to(obj.device, obj.dtype)
-        resolved = mode or (obj.hvp_mode if obj.hvp_mode != "auto" else _hvp.auto_mode(obj))
+        resolved = obj.resolve_mode(mode)
         HV = obj.hvp(V, theta, mode=resolved)
         errors, best_steps = [], []
         for v, hv in zip(V, HV):
@@ -403,4 +453,4 @@ class Objective:
         tolerance = 1e-6 if exact else 1e-2
         return HVPCheck(rel_error=max(errors), rel_errors=errors, tolerance=tolerance,
                         ok=max(errors) <= tolerance, mode=resolved, dtype=str(obj.dtype).removeprefix("torch."),
-                        steps=best_steps, seconds=time.perf_counter() - start)
+                        steps=best_steps, seed=seed, seconds=time.perf_counter() - start)

@@ -15,6 +15,7 @@ from torch.func import grad, jvp, vjp, vmap
 from torch.utils._pytree import tree_map
 
 from landscape import memory
+from landscape.hvp import autograd_on
 from landscape.objective import Objective
 
 Tensor = torch.Tensor
@@ -25,7 +26,7 @@ class CurvatureOperator:
 
     def __init__(self, obj: Objective, theta: Tensor | None = None):
         self.obj = obj
-        self.theta = obj._point(theta)
+        self.theta = obj._point(theta).clone()  # a fixed point, whatever the caller does to theta later
         self.n_matvecs = 0
 
     @property
@@ -46,8 +47,11 @@ class CurvatureOperator:
             raise ValueError(f"{type(self).__name__} is {n} x {n}: it multiplies [{n}] or [k, {n}], "
                              f"got shape {tuple(V.shape)}")
         batch = V.to(self.device, self.dtype).reshape(-1, n)
+        if batch.shape[0] == 0:
+            raise ValueError("V has no rows")
         self.n_matvecs += batch.shape[0]
-        return self._matmat(batch).reshape(V.shape)
+        with autograd_on():
+            return self._matmat(batch).reshape(V.shape)
 
     def _matmat(self, V: Tensor) -> Tensor:
         raise NotImplementedError

@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib.util
 import pickle
 import re
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -196,12 +197,18 @@ def load(spec: str, **kwargs) -> Problem:
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"problem file {path} does not exist")
-    module_spec = importlib.util.spec_from_file_location(f"landscape_problem_{file.stem}", file)
+    name = f"landscape_problem_{file.stem}"
+    module_spec = importlib.util.spec_from_file_location(name, file)
     module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module  # dataclasses and pickling look their module up there
+    sys.path.insert(0, str(file.resolve().parent))  # so the file can import its neighbours
     try:
         module_spec.loader.exec_module(module)
     except Exception as error:
+        del sys.modules[name]
         raise ValueError(f"problem file {path} failed to run: {type(error).__name__}: {error}") from error
+    finally:
+        sys.path.remove(str(file.resolve().parent))
     if not callable(getattr(module, factory, None)):
         raise ValueError(f"problem file {path} has no function {factory}()")
     try:

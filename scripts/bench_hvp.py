@@ -223,7 +223,7 @@ def main() -> None:
         print(f"  first cached product (builds the graph): {entry['cached_graph_build_seconds'] * 1e3:.3f} ms; "
               f"modes agree to {entry['max_rel_diff_between_modes']:.1e}, PyHessian to "
               f"{entry['rel_diff_pyhessian']:.1e}")
-        print(f"  batched throughput, vectors/s (x k=1):")
+        print("  batched throughput, vectors/s (x k=1):")
         rows = entry["throughput"]
         print("  " + f"{'k':>4}" + "".join(f"{name:>17}" for name in rows))
         for k in KS:

@@ -74,3 +74,12 @@ def test_the_command_runs_as_a_module():
     done = subprocess.run([sys.executable, "-m", "landscape", "info", "--dtype", "float16"],
                           capture_output=True, text=True)
     assert done.returncode == 2 and "invalid choice: 'float16'" in done.stderr
+
+
+def test_a_model_that_does_not_fit_its_data_exits_2(tmp_path, capsys):
+    (tmp_path / "misfit.py").write_text(
+        "import torch\nfrom torch import nn\nfrom torch.nn import functional as F\n"
+        "def problem():\n    return nn.Linear(5, 3), F.cross_entropy, (torch.randn(4, 7), torch.zeros(4, dtype=torch.long))\n")
+    assert main(["info", "--problem", str(tmp_path / "misfit.py")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the model failed on its data: mat1 and mat2 shapes cannot be multiplied" in err

@@ -138,7 +138,7 @@ def test_counts():
     obj.grad()
     obj.hvp(torch.ones(3, obj.space.n, dtype=torch.float64))
     obj.loss_many(torch.stack([obj.theta0] * 4))
-    assert dict(obj.counts) == {"loss": 6, "grad": 1, "hvp": 3}
+    assert dict(obj.counts) == {"forward": 6, "grad": 1, "hvp": 3}
 
 
 def test_frozen_parameters_stay_fixed():
@@ -209,3 +209,131 @@ def test_check_hvp_in_float32_keeps_the_dtype():
     X, y = torch.randn(50, 4), torch.randint(0, 3, (50,))
     check = Objective(model, F.cross_entropy, (X, y)).check_hvp(dtype=None)
     assert check.dtype == "float32" and check.ok and check.rel_error < 1e-2
+
+
+def test_derivatives_work_inside_no_grad():
+    model, loss_fn, X, y = make("mlp")
+    obj = Objective(model, loss_fn, (X, y))
+    v = torch.randn(obj.space.n, dtype=torch.float64)
+    expected = obj.hvp(v), obj.grad()
+    with torch.no_grad():
+        for mode in ("cached", "rev-rev", "fwd-rev"):
+            assert rel(obj.hvp(v, mode=mode), expected[0]) < 1e-12
+        assert torch.equal(obj.grad(), expected[1])
+    with torch.inference_mode():
+        assert torch.equal(obj.grad(), expected[1])
+
+
+def test_a_subset_of_unused_parameters_is_all_zeros():
+    model, loss_fn, X, y = make("unused")
+    obj = Objective(model, loss_fn, (X, y), params="unused.*")
+    assert torch.all(obj.grad() == 0)
+    for mode in ("cached", "rev-rev", "fwd-rev"):
+        assert torch.all(obj.hvp(torch.ones(2, obj.space.n, dtype=torch.float64), mode=mode) == 0)
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 3), nn.Linear(2, 3)
+
+    def forward(self, x, z):
+        return torch.tanh(self.a(x)) + self.b(z)
+
+
+def test_tuple_and_dict_inputs_in_the_pair_form():
+    model = TwoInputs().double()
+    X, Z = torch.randn(11, 4, dtype=torch.float64), torch.randn(11, 2, dtype=torch.float64)
+    y = torch.randint(0, 3, (11,))
+    with torch.no_grad():
+        expected = F.cross_entropy(model(X, Z), y)
+    for data in (((X, Z), y), ({"x": X, "z": Z}, y)):
+        obj = Objective(model, F.cross_entropy, data, batch_size=4)
+        assert abs(obj.loss() - expected) < 1e-14
+        assert obj.n_examples == 11
+
+
+def test_tied_weights_answer_to_either_name():
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc, self.dec = nn.Linear(4, 4, bias=False), nn.Linear(4, 4, bias=False)
+            self.dec.weight = self.enc.weight
+
+        def forward(self, x):
+            return self.dec(torch.tanh(self.enc(x)))
+
+    model = Tied().double()
+    X, y = torch.randn(9, 4, dtype=torch.float64), torch.randint(0, 4, (9,))
+    obj = Objective(model, F.cross_entropy, (X, y), params="dec.weight")
+    assert obj.space.names == ("enc.weight",) and obj.space.n == 16
+    H = dense_hessian(model, F.cross_entropy, X, y)
+    v = torch.randn(16, dtype=torch.float64)
+    assert rel(obj.hvp(v), H @ v) < 1e-12
+
+
+def test_buffers_are_a_snapshot():
+    model, loss_fn, X, y = make("cnn-bn")
+    obj = Objective(model, loss_fn, (X, y), hvp_mode="cached")
+    v = torch.randn(obj.space.n, dtype=torch.float64)
+    before = obj.loss(), obj.hvp(v)
+    with torch.no_grad():
+        model[1].running_mean.add_(1.0)
+    assert torch.equal(obj.loss(), before[0]) and torch.equal(obj.hvp(v), before[1])
+
+
+def test_train_mode_with_dropout_is_refused():
+    model = nn.Sequential(nn.Linear(4, 5), nn.Dropout(0.5), nn.Linear(5, 3))
+    with pytest.raises(ValueError, match="active dropout makes the loss a random function"):
+        Objective(model, F.cross_entropy, (torch.randn(3, 4), torch.zeros(3, dtype=torch.long)), train=True)
+    Objective(model, F.cross_entropy, (torch.randn(3, 4), torch.zeros(3, dtype=torch.long)))  # eval: fine
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"params": []}, "params is empty"),
+    ({"dtype": "float64"}, "dtype must be a floating torch dtype"),
+    ({"dtype": torch.int32}, "dtype must be a floating torch dtype"),
+    ({"device": "gpu0"}, "not a device name"),
+    ({"batch_size": True}, "batch_size must be a positive integer"),
+    ({"hvp_mode": "exact"}, "hvp_mode must be one of"),
+])
+def test_bad_arguments_say_what_is_wrong(kwargs, message):
+    model, loss_fn, X, y = make("mlp")
+    with pytest.raises(ValueError, match=message):
+        Objective(model, loss_fn, (X, y), **kwargs)
+
+
+def test_a_loss_that_is_not_a_batch_mean_is_refused():
+    model, _, X, y = make("mlp")
+    obj = Objective(model, lambda out, t: F.cross_entropy(out, t, reduction="none"), (X, y))
+    with pytest.raises(ValueError, match=r"loss_fn must return a scalar \(the batch mean\), got \(23,\)"):
+        obj.loss()
+
+
+def test_theta_may_be_numpy_and_empty_batches_of_vectors_are_refused():
+    model, loss_fn, X, y = make("mlp")
+    obj = Objective(model, loss_fn, (X, y))
+    assert torch.equal(obj.loss(obj.theta0.numpy()), obj.loss())
+    with pytest.raises(ValueError, match="V has no rows"):
+        obj.hvp(torch.zeros(0, obj.space.n))
+    with pytest.raises(ValueError, match="n_vectors must be at least 1"):
+        obj.check_hvp(n_vectors=0)
+
+
+def test_auto_mode_is_decided_once():
+    model, loss_fn, X, y = make("mlp")
+    obj = Objective(model, loss_fn, (X, y))
+    assert obj.resolve_mode() == "cached"
+    obj.max_memory = 1  # whatever the budget says later, the choice stands (and the cache with it)
+    assert obj.resolve_mode() == "cached"
+    assert Objective(model, loss_fn, (X, y), max_memory=1).resolve_mode() == "rev-rev"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("mode", ["cached", "rev-rev", "fwd-rev"])
+def test_cuda_hvps_equal_the_cpu_reference(mode):
+    model, loss_fn, X, y = make("cnn-bn")
+    obj = Objective(model, loss_fn, (X, y), batch_size=10, device="cuda", hvp_mode=mode)
+    V = torch.randn(4, obj.space.n, dtype=torch.float64)
+    assert obj.hvp(V).device.type == "cuda"
+    assert rel(obj.hvp(V).cpu(), V @ dense_hessian(model, loss_fn, X, y)) < 1e-10

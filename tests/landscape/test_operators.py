@@ -95,3 +95,35 @@ def test_to_scipy_gives_the_known_spectrum():
     assert np.allclose(sorted(top), [5.0 - 7.0 / 29, 5.0], atol=1e-10)
     x = np.random.default_rng(0).standard_normal((30, 3))
     assert np.allclose(op @ x, np.column_stack([op.matvec(c) for c in x.T]), atol=1e-12)
+
+
+@pytest.mark.parametrize("make_op", [landscape.ggn, landscape.fisher])
+def test_ggn_and_fisher_on_a_parameter_subset_are_blocks(make_op):
+    model, loss_fn, X, y = make("mlp")
+    full = make_op(Objective(model, loss_fn, (X, y)))
+    block = make_op(Objective(model, loss_fn, (X, y), params="2.*"))
+    M = full @ torch.eye(51, dtype=torch.float64)
+    cut = slice(30, 51)  # 2.weight and 2.bias come last
+    assert rel(block @ torch.eye(21, dtype=torch.float64), M[cut, cut]) < 1e-12
+
+
+def test_operator_keeps_its_point():
+    model, loss_fn, X, y = make("mlp")
+    obj = Objective(model, loss_fn, (X, y))
+    theta = obj.theta0.clone()
+    H = landscape.hessian(obj, theta)
+    v = torch.randn(51, dtype=torch.float64)
+    before = H @ v
+    theta += 1.0
+    assert torch.equal(H @ v, before)
+
+
+def test_to_scipy_in_float32():
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    X, y = torch.randn(40, 4), torch.randint(0, 3, (40,))
+    H = landscape.hessian(Objective(model, F.cross_entropy, (X, y)))
+    op = H.to_scipy()
+    assert op.dtype == np.float32
+    dense = (H @ torch.eye(H.shape[0])).double().numpy()
+    top = eigsh(op, k=1, which="LA", return_eigenvectors=False)[0]
+    assert abs(top - np.linalg.eigvalsh((dense + dense.T) / 2)[-1]) < 1e-4 * abs(top)

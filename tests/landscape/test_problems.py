@@ -155,3 +155,24 @@ def test_bad_checkpoints_say_why(tmp_path):
         landscape.load_checkpoint(mlp(), tmp_path / "junk.pt")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         landscape.load_checkpoint(mlp(), tmp_path / "missing.pt")
+
+
+def test_a_problem_file_can_import_its_neighbours_and_use_dataclasses(tmp_path):
+    write(tmp_path, "WIDTH = 5\n", "helpers.py")
+    write(tmp_path, """
+from __future__ import annotations
+from dataclasses import dataclass
+import torch
+from torch import nn
+from torch.nn import functional as F
+from helpers import WIDTH
+
+@dataclass
+class Config:
+    width: int = WIDTH
+
+def problem():
+    model = nn.Linear(4, Config().width)
+    return model, F.cross_entropy, (torch.randn(6, 4), torch.randint(0, 5, (6,)))
+""", "withimports.py")
+    assert landscape.load(str(tmp_path / "withimports.py")).model.out_features == 5
