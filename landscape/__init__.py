@@ -5,12 +5,15 @@
     obj = problem.objective()                 # L(theta) over all the data, theta = obj.theta0 [n]
     H = landscape.hessian(obj)                # H @ v for v [n] or [k, n]
     print(obj.check_hvp().rel_error)          # exact HVPs against finite differences
+    top = landscape.eigenvalues(H, k=5)       # Lanczos, residual-checked
 """
 
 from landscape.objective import HVPCheck, Objective, ParamSpace
+from landscape import linalg
 from landscape.operators import fisher, ggn, hessian
 from landscape.problems import Problem, load, load_checkpoint
+from landscape.spectrum import density, eigenvalues
 
 __version__ = "0.1.0"
-__all__ = ["HVPCheck", "Objective", "ParamSpace", "Problem", "fisher", "ggn", "hessian", "load",
-           "load_checkpoint"]
+__all__ = ["HVPCheck", "Objective", "ParamSpace", "Problem", "density", "eigenvalues", "fisher", "ggn",
+           "hessian", "load", "load_checkpoint"]

@@ -137,6 +137,19 @@ class FisherOperator(CurvatureOperator):
         return obj.batch_mean(per_batch)
 
 
+class MatrixOperator:
+    """A dense symmetric matrix ``A [n, n]`` as an operator: ``op @ V`` is ``V A`` for ``V [k, n]``."""
+
+    def __init__(self, A):
+        self.A = torch.as_tensor(A)
+        if self.A.ndim != 2 or self.A.shape[0] != self.A.shape[1]:
+            raise ValueError(f"MatrixOperator needs a square matrix, got shape {tuple(self.A.shape)}")
+        self.shape, self.dtype, self.device = tuple(self.A.shape), self.A.dtype, self.A.device
+
+    def __matmul__(self, V: Tensor) -> Tensor:
+        return V @ self.A
+
+
 def hessian(obj: Objective, theta: Tensor | None = None) -> HessianOperator:
     """The Hessian of ``obj`` at ``theta`` (default ``obj.theta0``) as an operator."""
     return HessianOperator(obj, theta)

@@ -1,0 +1,144 @@
+"""Spectral density by stochastic Lanczos quadrature (SLQ; Golub and Meurant; Ghorbani et al. 2019).
+
+For a unit probe q, m Lanczos steps give a tridiagonal T_q = S diag(theta) S^T, and
+q^T f(H) q ~ sum_i w_i f(theta_i) with w_i = S[0, i]^2: a Gauss quadrature that is exact
+for polynomials f of degree up to 2m - 1. Averaging over probes estimates
+tr f(H) / n, so phi(t) = (1/P) sum_p sum_i w_pi delta(t - theta_pi) estimates the
+eigenvalue density, and a Gaussian of width sigma in place of delta makes it a curve.
+
+The P probes run as independent recurrences in lockstep: each step is one product
+``op @ Q_j`` with ``Q_j [P, n]``, which is where a GPU's batched HVPs pay. Each
+probe's basis is reorthogonalized in full when ``P * (m + 1) * n`` float64 numbers fit
+the memory budget; without it the moments stay accurate and only copies of converged
+nodes appear, sharing their weight.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from landscape import memory
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class SpectralDensity:
+    """SLQ nodes and weights, ``[probes, steps]`` each (NaN-padded where a probe broke down early).
+
+    Each probe's weights sum to 1. ``curve()`` gives the broadened density on a grid.
+    """
+
+    nodes: np.ndarray
+    weights: np.ndarray
+    n_matvecs: int
+    reorthogonalized: bool
+    seconds: float
+
+    @property
+    def probes(self) -> int:
+        return self.nodes.shape[0]
+
+    def default_sigma(self) -> float:
+        """1% of the spectral range the nodes span (or 1e-3 of their scale if they coincide)."""
+        nodes = self.nodes[np.isfinite(self.nodes)]
+        spread = nodes.max() - nodes.min()
+        return 0.01 * spread if spread > 0 else 1e-3 * max(abs(nodes).max(), 1.0)
+
+    def curve(self, grid: np.ndarray | None = None, sigma: float | None = None,
+              points: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+        """(grid, density): sum of weight * N(t; node, sigma^2), averaged over probes.
+
+        Default grid: ``points`` points from the smallest node - 6 sigma to the largest
+        + 6 sigma, so the curve integrates to 1 on it (to ~1e-9).
+        """
+        sigma = sigma or self.default_sigma()
+        ok = np.isfinite(self.nodes)
+        nodes, weights = self.nodes[ok], self.weights[ok] / self.probes
+        if grid is None:
+            grid = np.linspace(nodes.min() - 6 * sigma, nodes.max() + 6 * sigma, points)
+        z = (grid[:, None] - nodes[None, :]) / sigma
+        values = (np.exp(-0.5 * z**2) * weights).sum(1) / (sigma * math.sqrt(2 * math.pi))
+        return grid, values
+
+    def moment(self, j: int) -> float:
+        """The SLQ estimate of tr(H^j) / n."""
+        ok = np.isfinite(self.nodes)
+        return float((self.weights[ok] * self.nodes[ok] ** j).sum() / self.probes)
+
+    def mass_below(self, threshold: float = 0.0) -> float:
+        """The fraction of the density's mass at eigenvalues below ``threshold``."""
+        ok = np.isfinite(self.nodes)
+        return float(self.weights[ok][self.nodes[ok] < threshold].sum() / self.probes)
+
+    def to_dict(self) -> dict:
+        return {"nodes": np.where(np.isfinite(self.nodes), self.nodes, None).tolist(),
+                "weights": np.where(np.isfinite(self.weights), self.weights, None).tolist(),
+                "probes": self.probes, "n_matvecs": self.n_matvecs,
+                "reorthogonalized": self.reorthogonalized, "seconds": self.seconds}
+
+
+def slq(op, probes: int = 16, steps: int = 80, seed: int = 0, reorthogonalize: bool | None = None,
+        max_memory: int | str | None = None, progress: bool = False) -> SpectralDensity:
+    """``probes`` Rademacher probes, ``steps`` Lanczos steps each, in lockstep (one ``[probes, n]`` product a step).
+
+    ``reorthogonalize``: full reorthogonalization of each probe's basis (default: when
+    it fits ``max_memory``, see ``landscape.memory.budget``).
+    """
+    start_time = time.perf_counter()
+    n = op.shape[0]
+    if probes < 1 or steps < 1:
+        raise ValueError(f"probes and steps must be at least 1, got {probes} and {steps}")
+    steps = min(steps, n)
+    device = torch.device(op.device)
+    if reorthogonalize is None:
+        reorthogonalize = probes * (steps + 1) * n * 8 <= memory.budget(device, max_memory)
+    generator = torch.Generator().manual_seed(seed)
+    q = (torch.randint(0, 2, (probes, n), generator=generator, dtype=torch.float64) * 2 - 1) / math.sqrt(n)
+    q = q.to(device)
+    basis = [q] if reorthogonalize else None
+    previous = torch.zeros_like(q)
+    alpha = np.zeros((probes, steps))
+    beta = np.zeros((probes, steps))
+    length = np.full(probes, steps)  # how many steps each probe's recurrence ran
+    active = torch.ones(probes, dtype=torch.bool, device=device)
+    last_beta = torch.zeros(probes, dtype=torch.float64, device=device)
+    n_matvecs, scale = 0, 1e-300
+    for j in tqdm(range(steps), desc=f"SLQ {probes} probes", unit="step", disable=not progress, leave=False):
+        w = (op @ q.to(op.dtype)).to(torch.float64)
+        n_matvecs += probes
+        a = (w * q).sum(1)
+        w = w - a[:, None] * q - last_beta[:, None] * previous
+        if reorthogonalize:
+            Q = torch.stack(basis)  # [j + 1, P, n]
+            for _ in range(2):
+                w = w - torch.einsum("jp,jpn->pn", torch.einsum("jpn,pn->jp", Q, w), Q)
+        b = w.norm(dim=1)
+        alpha[:, j] = a.cpu().numpy()
+        beta[:, j] = b.cpu().numpy()
+        scale = max(scale, a.abs().max().item(), b.max().item())
+        stopped = active & (b <= 1e-10 * scale)
+        for p in torch.nonzero(stopped).flatten().tolist():  # an invariant subspace: the quadrature is exact
+            length[p] = j + 1
+        active &= ~stopped
+        if j == steps - 1 or not active.any():
+            break
+        previous, last_beta = q, b
+        q = torch.where(active[:, None], w / b.clamp_min(1e-300)[:, None], torch.zeros_like(w))
+        if reorthogonalize:
+            basis.append(q)
+    nodes = np.full((probes, steps), np.nan)
+    weights = np.full((probes, steps), np.nan)
+    for p in range(probes):
+        m = length[p]
+        T = np.diag(alpha[p, :m]) + np.diag(beta[p, :m - 1], 1) + np.diag(beta[p, :m - 1], -1)
+        theta, S = np.linalg.eigh(T)
+        nodes[p, :m], weights[p, :m] = theta, S[0] ** 2
+    return SpectralDensity(nodes=nodes, weights=weights, n_matvecs=n_matvecs,
+                           reorthogonalized=bool(reorthogonalize), seconds=time.perf_counter() - start_time)
