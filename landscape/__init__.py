@@ -12,8 +12,9 @@ from landscape.objective import HVPCheck, Objective, ParamSpace
 from landscape import linalg
 from landscape.operators import fisher, ggn, hessian
 from landscape.problems import Problem, load, load_checkpoint
-from landscape.spectrum import density, eigenvalues
+from landscape.sharpness import Sharpness, sharpness
+from landscape.spectrum import density, eigenvalues, per_layer
 
 __version__ = "0.1.0"
-__all__ = ["HVPCheck", "Objective", "ParamSpace", "Problem", "density", "eigenvalues", "fisher", "ggn",
-           "hessian", "load", "load_checkpoint"]
+__all__ = ["HVPCheck", "Objective", "ParamSpace", "Problem", "Sharpness", "density", "eigenvalues", "fisher",
+           "ggn", "hessian", "load", "load_checkpoint", "per_layer", "sharpness"]

@@ -413,10 +413,17 @@ class Objective:
 
     def to(self, dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> Objective:
         """The same objective (model, data, parameter subset, mode) in another dtype or on another device."""
-        return Objective(self.model, self.loss_fn, self._data, batch_size=self.batch_size,
-                         params=list(self.space.names), device=device or self.device,
-                         dtype=dtype or self.dtype, train=self.train, hvp_mode=self.hvp_mode,
-                         max_memory=self.max_memory)
+        return self._like(dtype=dtype or self.dtype, device=device or self.device)
+
+    def restrict(self, params: str | Sequence[str]) -> Objective:
+        """The same objective over other parameters (names or glob patterns of the model's), the rest fixed."""
+        return self._like(params=params)
+
+    def _like(self, **changes) -> Objective:
+        settings = {"batch_size": self.batch_size, "params": list(self.space.names), "device": self.device,
+                    "dtype": self.dtype, "train": self.train, "hvp_mode": self.hvp_mode,
+                    "max_memory": self.max_memory, **changes}
+        return Objective(self.model, self.loss_fn, self._data, **settings)
 
     def check_hvp(self, theta: Tensor | None = None, n_vectors: int = 3, *, dtype: torch.dtype | None = torch.float64,
                   steps: Sequence[float] | None = None, mode: str | None = None, seed: int = 0) -> HVPCheck:

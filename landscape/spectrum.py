@@ -5,6 +5,7 @@
     both = landscape.eigenvalues(H, k=3, which="both")   # 3 largest and 3 smallest
     rho = landscape.density(H, probes=16, steps=80)      # stochastic Lanczos quadrature
     grid, values = rho.curve()
+    layers = landscape.per_layer(obj, k=2)               # each module's diagonal Hessian block
 
 Every function takes an operator (``shape``, ``dtype``, ``device``, ``op @ V [k, n]``), so
 the same calls work for ``ggn``, ``fisher`` or a plain matrix wrapped as an operator.
@@ -16,6 +17,8 @@ import torch
 
 from landscape.linalg.density import SpectralDensity, slq
 from landscape.linalg.lanczos import EigenResult, lanczos
+from landscape.objective import Objective
+from landscape.operators import hessian
 
 Tensor = torch.Tensor
 
@@ -35,3 +38,23 @@ def eigenvalues(op, k: int = 1, which: str = "largest", tol: float = 1e-6, max_s
 def density(op, probes: int = 16, steps: int = 80, seed: int = 0, progress: bool = False) -> SpectralDensity:
     """The spectral density of ``op`` by stochastic Lanczos quadrature, ``probes`` recurrences in lockstep."""
     return slq(op, probes=probes, steps=steps, seed=seed, progress=progress)
+
+
+def per_layer(obj: Objective, k: int = 1, which: str = "largest", groups: dict[str, list[str]] | None = None,
+              tol: float = 1e-6, seed: int = 0) -> dict[str, EigenResult]:
+    """Eigenpairs of the Hessian's diagonal blocks: H restricted to each group of parameters, the rest fixed.
+
+    ``groups`` maps a name to parameter names or glob patterns; by default one group per
+    module that owns parameters of ``obj`` (its weight and bias together). ``k`` is capped
+    at what a block's size allows.
+    """
+    if groups is None:
+        groups = {}
+        for name in obj.space.names:
+            groups.setdefault(name.rpartition(".")[0] or name, []).append(name)
+    results = {}
+    for group, params in groups.items():
+        block = obj.restrict(params)
+        block_k = min(k, block.space.n // (2 if which == "both" else 1))
+        results[group] = lanczos(hessian(block), k=block_k, which=which, tol=tol, seed=seed)
+    return results

@@ -1,0 +1,123 @@
+"""Sharpness of a minimum, several ways at once, each with what it cost.
+
+- lambda_max and lambda_min of the Hessian (one Lanczos run at both ends), and their ratio;
+- the trace (Hutch++) and the fraction of the spectral density's mass below zero (SLQ);
+- epsilon-sharpness (Keskar et al. 2017): 100 (max_{delta in C} L(theta + delta) - L(theta)) / (1 + L(theta))
+  over the box C = {|delta_i| <= epsilon (|theta_i| + 1)}, found by projected sign-gradient ascent;
+- adaptive sharpness (Kwon et al. 2021): max_{||delta / (|theta| + eta)||_2 <= rho} L(theta + delta) - L(theta),
+  found by projected gradient ascent in u = delta / (|theta| + eta), on the sphere ||u|| = rho.
+
+The ascents are local searches: they give lower bounds of the maxima (the best loss seen).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from landscape.linalg.density import slq
+from landscape.linalg.lanczos import lanczos
+from landscape.linalg.trace import hutchpp
+from landscape.objective import Objective
+from landscape.operators import hessian
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class Sharpness:
+    """Every measure of ``sharpness()``; ``cost[name]`` holds the products or gradients and seconds it took."""
+
+    loss: float
+    lambda_max: float
+    lambda_min: float
+    ratio: float  # lambda_min / lambda_max
+    trace: float
+    trace_stderr: float
+    negative_mass: float
+    epsilon_sharpness: float
+    adaptive_sharpness: float
+    cost: dict
+    settings: dict
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def epsilon_sharpness(obj: Objective, theta: Tensor | None = None, epsilon: float = 1e-3, steps: int = 20,
+                      seed: int = 0) -> float:
+    """Keskar et al.'s sharpness in percent; the box's half-widths are epsilon (|theta_i| + 1).
+
+    Starts at a random point of the box (``seed``), takes ``steps`` sign-gradient steps of
+    2.5 / steps of the half-width, projecting back onto the box, and keeps the best loss.
+    """
+    theta = obj._point(theta)
+    base = obj.loss(theta).item()
+    radius = epsilon * (theta.abs() + 1)
+    generator = torch.Generator().manual_seed(seed)
+    delta = radius * (torch.rand(theta.shape, generator=generator, dtype=torch.float64) * 2 - 1).to(radius)
+    best = base
+    for _ in range(steps):
+        value, g = obj.loss_and_grad(theta + delta)
+        best = max(best, value.item())
+        delta = torch.clamp(delta + 2.5 / steps * radius * g.sign(), -radius, radius)
+    best = max(best, obj.loss(theta + delta).item())
+    return 100 * (best - base) / (1 + base)
+
+
+def adaptive_sharpness(obj: Objective, theta: Tensor | None = None, rho: float = 0.05, eta: float = 0.01,
+                       steps: int = 20, seed: int = 0) -> float:
+    """Kwon et al.'s adaptive sharpness with T = diag(|theta| + eta) and an l2 ball of radius ``rho``.
+
+    Ascent in u (delta = T u): u <- rho * normalize(u + rho * normalize(T g)), which for a
+    quadratic is the power iteration of T H T and reaches 1/2 rho^2 lambda_max(T H T).
+    """
+    theta = obj._point(theta)
+    base = obj.loss(theta).item()
+    scale = theta.abs() + eta
+    generator = torch.Generator().manual_seed(seed)
+    u = torch.randn(theta.shape, generator=generator, dtype=torch.float64).to(theta)
+    u = rho * u / u.norm()
+    best = base
+    for _ in range(steps):
+        value, g = obj.loss_and_grad(theta + scale * u)
+        best = max(best, value.item())
+        step = scale * g
+        u = u + rho * step / step.norm().clamp_min(torch.finfo(step.dtype).tiny)
+        u = rho * u / u.norm()
+    best = max(best, obj.loss(theta + scale * u).item())
+    return best - base
+
+
+def sharpness(obj: Objective, theta: Tensor | None = None, *, tol: float = 1e-6, trace_budget: int = 99,
+              probes: int = 8, steps: int = 40, epsilon: float = 1e-3, rho: float = 0.05, eta: float = 0.01,
+              ascent_steps: int = 20, seed: int = 0) -> Sharpness:
+    """All the measures of this module at ``theta`` (default ``obj.theta0``), with their costs."""
+    theta = obj._point(theta)
+    H = hessian(obj, theta)
+    cost = {}
+
+    def timed(name, fn, unit):
+        before, start = dict(obj.counts), time.perf_counter()
+        result = fn()
+        spent = {key: obj.counts[key] - before.get(key, 0) for key in ("hvp", "grad", "forward")}
+        cost[name] = {"n_matvecs" if unit == "hvp" else "n_gradients": spent[unit],
+                      "n_forward": spent["forward"], "seconds": time.perf_counter() - start}
+        return result
+
+    ends = timed("eigenvalues", lambda: lanczos(H, k=1, which="both", tol=tol, seed=seed), "hvp")
+    trace = timed("trace", lambda: hutchpp(H, budget=trace_budget, seed=seed), "hvp")
+    rho_density = timed("density", lambda: slq(H, probes=probes, steps=steps, seed=seed), "hvp")
+    eps = timed("epsilon_sharpness", lambda: epsilon_sharpness(obj, theta, epsilon, ascent_steps, seed), "grad")
+    adaptive = timed("adaptive_sharpness", lambda: adaptive_sharpness(obj, theta, rho, eta, ascent_steps, seed),
+                     "grad")
+    lam_max, lam_min = float(ends.eigenvalues[0]), float(ends.eigenvalues[-1])
+    return Sharpness(loss=obj.loss(theta).item(), lambda_max=lam_max, lambda_min=lam_min,
+                     ratio=lam_min / lam_max if lam_max != 0 else float("nan"), trace=trace.estimate,
+                     trace_stderr=trace.stderr, negative_mass=rho_density.mass_below(0.0),
+                     epsilon_sharpness=eps, adaptive_sharpness=adaptive, cost=cost,
+                     settings={"tol": tol, "trace_budget": trace_budget, "probes": probes, "steps": steps,
+                               "epsilon": epsilon, "rho": rho, "eta": eta, "ascent_steps": ascent_steps,
+                               "seed": seed, "eigenvalues_converged": ends.converged})

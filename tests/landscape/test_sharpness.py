@@ -1,0 +1,74 @@
+"""Sharpness measures against closed forms on quadratics and dense Hessians; per-layer blocks."""
+
+import numpy as np
+import pytest
+import torch
+
+import landscape
+from landscape import Objective
+from landscape.problems import Quadratic
+from landscape.sharpness import adaptive_sharpness, epsilon_sharpness
+from tests.reference import dense_hessian, make
+
+
+def diagonal_quadratic(a, seed=0) -> Objective:
+    """L = 1/2 (theta - c)^T diag(a) (theta - c), at its minimum theta = c."""
+    a = torch.as_tensor(a, dtype=torch.float64)
+    c = torch.randn(len(a), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    model = Quadratic(torch.diag(a), c, c)
+    return Objective(model, lambda out, y: out.mean(), (torch.zeros(1, 1, dtype=torch.float64), torch.zeros(1)))
+
+
+def test_epsilon_sharpness_reaches_the_corner_of_the_box():
+    a = np.linspace(0.5, 8.0, 20)
+    obj = diagonal_quadratic(a)
+    r = 1e-2 * (obj.theta0.abs().numpy() + 1)
+    assert epsilon_sharpness(obj, epsilon=1e-2) == pytest.approx(100 * 0.5 * np.sum(a * r**2), rel=1e-10)
+
+
+def test_adaptive_sharpness_is_the_top_of_t_h_t():
+    a = np.r_[1.0, 2.0, 3.0, 40.0, np.linspace(0.1, 1, 16)]
+    obj = diagonal_quadratic(a, seed=1)
+    T = obj.theta0.abs().numpy() + 0.01
+    expected = 0.5 * 0.05**2 * np.max(a * T**2)
+    assert adaptive_sharpness(obj, rho=0.05, eta=0.01, steps=40) == pytest.approx(expected, rel=1e-6)
+
+
+def test_sharpness_on_a_network_against_the_dense_hessian():
+    model, loss_fn, X, y = make("layernorm")
+    H = dense_hessian(model, loss_fn, X, y).numpy()
+    eig = np.linalg.eigvalsh((H + H.T) / 2)
+    obj = Objective(model, loss_fn, (X, y))
+    result = landscape.sharpness(obj, tol=1e-10, probes=32, steps=40)
+    assert result.lambda_max == pytest.approx(eig[-1], rel=1e-8)
+    assert result.lambda_min == pytest.approx(eig[0], rel=1e-8)
+    assert result.ratio == pytest.approx(eig[0] / eig[-1], rel=1e-7)
+    assert abs(result.trace - eig.sum()) <= 3 * result.trace_stderr
+    assert result.negative_mass == pytest.approx(np.mean(eig < 0), abs=0.15)
+    assert result.epsilon_sharpness > 0 and result.adaptive_sharpness > 0
+    assert result.cost["eigenvalues"]["n_matvecs"] > 0 and result.cost["trace"]["n_matvecs"] == 99
+    assert result.cost["density"]["n_matvecs"] == 32 * 40
+    assert result.cost["epsilon_sharpness"]["n_gradients"] == 20
+    assert result.to_dict()["settings"]["eigenvalues_converged"]
+
+
+def test_per_layer_spectra_are_the_diagonal_blocks():
+    model, loss_fn, X, y = make("cnn-bn")
+    H = dense_hessian(model, loss_fn, X, y).numpy()
+    obj = Objective(model, loss_fn, (X, y))
+    layers = landscape.per_layer(obj, k=2, tol=1e-10)
+    assert list(layers) == ["0", "1", "4"]  # conv, batchnorm, linear
+    for group, result in layers.items():
+        cut = np.r_[tuple(np.arange(s.start, s.stop) for name, s in obj.space.slices().items()
+                          if name.startswith(group + "."))]
+        block = H[np.ix_(cut, cut)]
+        assert np.allclose(result.eigenvalues, np.linalg.eigvalsh((block + block.T) / 2)[::-1][:2], rtol=1e-8)
+
+
+def test_per_layer_with_named_groups():
+    model, loss_fn, X, y = make("mlp")
+    obj = Objective(model, loss_fn, (X, y))
+    layers = landscape.per_layer(obj, k=1, groups={"weights": ["*.weight"], "biases": ["*.bias"]}, tol=1e-10)
+    assert set(layers) == {"weights", "biases"}
+    H = dense_hessian(model, loss_fn, X, y, names=["0.bias", "2.bias"]).numpy()
+    assert layers["biases"].eigenvalues[0] == pytest.approx(np.linalg.eigvalsh(H)[-1], rel=1e-8)
