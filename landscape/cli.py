@@ -1,4 +1,4 @@
-"""The ``landscape`` command: ``info`` and ``demo`` (more subcommands arrive with their analyses).
+"""The ``landscape`` command: ``info``, ``spectrum`` and ``demo``.
 
 Bad input (an unknown problem, a missing file, a checkpoint that does not fit) is
 reported in one line on stderr with exit code 2.
@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import json
 import sys
+from pathlib import Path
 
 import torch
 
 from landscape import problems
+from landscape.linalg.trace import hutchpp
 from landscape.objective import Objective
+from landscape.operators import hessian
+from landscape.spectrum import density, eigenvalues
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -65,11 +70,49 @@ def report(problem: problems.Problem, obj: Objective) -> None:
                       f"({check.dtype}, {len(check.rel_errors)} random unit vectors, {check.mode} mode): {verdict}")
 
 
+def _objective(args, problem: problems.Problem) -> Objective:
+    return problem.objective(params=args.params, device=_device(args.device),
+                             dtype=DTYPES[args.dtype] if args.dtype else None)
+
+
 def _info(args) -> int:
     problem = _problem(args)
-    obj = problem.objective(params=args.params, device=_device(args.device),
-                            dtype=DTYPES[args.dtype] if args.dtype else None)
-    report(problem, obj)
+    report(problem, _objective(args, problem))
+    return 0
+
+
+def _spectrum(args) -> int:
+    if args.k < 1:
+        raise ValueError(f"--k must be at least 1, got {args.k}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    problem = _problem(args)
+    obj = _objective(args, problem)
+    H = hessian(obj)
+    print(f"problem      {problem.name}, {obj.space.n:,} parameters, {str(obj.dtype).removeprefix('torch.')} "
+          f"on {obj.device}", flush=True)
+    top = eigenvalues(H, k=args.k, which=args.which, tol=args.tol, progress=True)
+    print(f"eigenvalues  {args.which} {args.k}: {top.n_matvecs} HVPs, {top.seconds:.2f} s, "
+          f"{'converged' if top.converged else 'NOT converged (budget spent)'} at tol {args.tol:g}")
+    for i, (value, residual) in enumerate(zip(top.eigenvalues, top.residuals), 1):
+        print(f"  {i:>3}  {value: .8e}   residual {residual:.1e}")
+    summary = {"problem": problem.name, "parameters": obj.space.n, "dtype": str(obj.dtype).removeprefix("torch."),
+               "eigenvalues": top.to_dict()}
+    if args.trace:
+        trace = hutchpp(H, budget=args.trace_budget)
+        print(f"trace        {trace.estimate:.6g} +- {trace.stderr:.2g} (Hutch++, {trace.n_matvecs} HVPs)")
+        summary["trace"] = trace.to_dict()
+    if args.density:
+        rho = density(H, probes=args.probes, steps=args.steps, progress=True)
+        from viz.plots import spectral_density
+
+        spectral_density(rho, log=args.scale == "log", eigenvalues=top.eigenvalues,
+                         title=f"{problem.name}: Hessian spectral density", path=out / "density.png")
+        print(f"density      {args.probes} probes x {args.steps} steps, {rho.n_matvecs} HVPs, "
+              f"{100 * rho.mass_below(0.0):.1f}% of the mass below zero; wrote {out / 'density.png'}")
+        summary["density"] = rho.to_dict()
+    (out / "spectrum.json").write_text(json.dumps(summary, indent=2))
+    print(f"wrote        {out / 'spectrum.json'}")
     return 0
 
 
@@ -90,17 +133,27 @@ def parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="parameters, loss, gradient norm, metrics and an HVP check of a problem",
                           description="Print a problem's size, loss, gradient norm and metrics, and check "
                                       "its exact Hessian-vector products against finite differences.")
-    info.add_argument("--problem", default="digits-mlp", metavar="NAME_OR_PATH",
-                      help=f"a built-in problem ({', '.join(problems.BUILTIN)}) or path/to/file.py:factory, "
-                           f"a Python file whose factory() returns a Problem or (model, loss_fn, data); "
-                           f"it runs as code (default: digits-mlp)")
-    info.add_argument("--checkpoint", metavar="FILE",
-                      help="a state dict saved with torch.save, loaded with weights_only=True")
-    info.add_argument("--params", nargs="+", metavar="PATTERN",
-                      help="analyse only these parameters (names or glob patterns, e.g. 'fc2.*')")
-    info.add_argument("--device", help="cpu, cuda or cuda:N (default: where the model is)")
-    info.add_argument("--dtype", choices=sorted(DTYPES), help="compute in this precision (default: the model's)")
+    _problem_arguments(info)
     info.set_defaults(run=_info)
+
+    spectrum = sub.add_parser("spectrum", help="Hessian eigenvalues (Lanczos), trace and spectral density",
+                              description="Compute the Hessian's extreme eigenvalues with thick-restart Lanczos "
+                                          "(residual-checked), optionally its trace (Hutch++) and spectral density "
+                                          "(stochastic Lanczos quadrature, with a plot); write spectrum.json.")
+    _problem_arguments(spectrum)
+    spectrum.add_argument("--k", type=int, default=10, help="how many eigenvalues (at each end with --which both; "
+                                                            "default 10)")
+    spectrum.add_argument("--which", choices=["largest", "smallest", "both"], default="largest")
+    spectrum.add_argument("--tol", type=float, default=1e-6,
+                          help="residual tolerance ||Hv - lambda v|| <= tol |lambda_max| (default 1e-6)")
+    spectrum.add_argument("--trace", action="store_true", help="also estimate the trace with Hutch++")
+    spectrum.add_argument("--trace-budget", type=int, default=99, metavar="N", help="HVPs for the trace (default 99)")
+    spectrum.add_argument("--density", action="store_true", help="also compute the spectral density and plot it")
+    spectrum.add_argument("--probes", type=int, default=16, help="density probes (default 16)")
+    spectrum.add_argument("--steps", type=int, default=80, help="Lanczos steps per density probe (default 80)")
+    spectrum.add_argument("--scale", choices=["log", "linear"], default="log", help="density axis (default log)")
+    spectrum.add_argument("--out", required=True, metavar="DIR", help="directory for spectrum.json and density.png")
+    spectrum.set_defaults(run=_spectrum)
 
     demo = sub.add_parser("demo", help="train the built-in digits-mlp and check its HVPs",
                           description="Train the built-in digits-mlp (seconds on a CPU) and print its "
@@ -108,6 +161,19 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", help="cpu, cuda or cuda:N (default: cpu)")
     demo.set_defaults(run=_demo)
     return top
+
+
+def _problem_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--problem", default="digits-mlp", metavar="NAME_OR_PATH",
+                     help=f"a built-in problem ({', '.join(problems.BUILTIN)}) or path/to/file.py:factory, "
+                          f"a Python file whose factory() returns a Problem or (model, loss_fn, data); "
+                          f"it runs as code (default: digits-mlp)")
+    sub.add_argument("--checkpoint", metavar="FILE",
+                     help="a state dict saved with torch.save, loaded with weights_only=True")
+    sub.add_argument("--params", nargs="+", metavar="PATTERN",
+                     help="analyse only these parameters (names or glob patterns, e.g. 'fc2.*')")
+    sub.add_argument("--device", help="cpu, cuda or cuda:N (default: where the model is)")
+    sub.add_argument("--dtype", choices=sorted(DTYPES), help="compute in this precision (default: the model's)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -110,7 +110,8 @@ def slq(op, probes: int = 16, steps: int = 80, seed: int = 0, reorthogonalize: b
     active = torch.ones(probes, dtype=torch.bool, device=device)
     last_beta = torch.zeros(probes, dtype=torch.float64, device=device)
     n_matvecs, scale = 0, 1e-300
-    for j in tqdm(range(steps), desc=f"SLQ {probes} probes", unit="step", disable=not progress, leave=False):
+    for j in tqdm(range(steps), desc=f"SLQ {probes} probes", unit="step", disable=None if progress else True,
+                  leave=False, mininterval=0.5):
         w = (op @ q.to(op.dtype)).to(torch.float64)
         n_matvecs += probes
         a = (w * q).sum(1)

@@ -126,7 +126,8 @@ def lanczos(op, k: int = 1, which: str = "largest", tol: float = 1e-6, max_steps
     theta = S = None
     from_random, run = v0 is None, 0  # is the current Krylov run started from a random vector; its length
     guard = None  # after a warm start broke down: where the random run that explores the rest begins
-    bar = tqdm(total=max_steps, desc=f"Lanczos {which} {k}", unit="matvec", disable=not progress, leave=False)
+    bar = tqdm(total=max_steps, desc=f"Lanczos {which} {k}", unit="matvec", disable=None if progress else True,
+               leave=False, mininterval=0.5)
     while True:
         w = (op @ Q[j].to(op.device, op.dtype)[None])[0].to(basis_device, torch.float64)
         steps += 1
@@ -152,7 +153,7 @@ def lanczos(op, k: int = 1, which: str = "largest", tol: float = 1e-6, max_steps
         done = (len(idx) == want and np.all(residuals[idx] <= tol * scale) and settled
                 and _explored(T, guard, size, beta, which, tol * scale))
         bar.update()
-        bar.set_postfix(residual=f"{residuals[idx].max() / scale:.1e}")
+        bar.set_postfix(residual=f"{residuals[idx].max() / scale:.1e}", refresh=False)
         if done or steps >= max_steps or size == n:
             break
         if breakdown:  # an invariant subspace: continue in its complement

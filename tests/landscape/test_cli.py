@@ -83,3 +83,28 @@ def test_a_model_that_does_not_fit_its_data_exits_2(tmp_path, capsys):
     assert main(["info", "--problem", str(tmp_path / "misfit.py")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "the model failed on its data: mat1 and mat2 shapes cannot be multiplied" in err
+
+
+def test_spectrum_writes_the_known_spectrum(tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    assert main(["spectrum", "--problem", "quadratic", "--k", "4", "--tol", "1e-10", "--trace", "--trace-budget",
+                 "300", "--density", "--probes", "4", "--steps", "30", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "spectrum.json").read_text())
+    truth = np.logspace(2, -2, 100)
+    assert np.allclose(summary["eigenvalues"]["eigenvalues"], truth[:4], rtol=1e-10)
+    assert summary["eigenvalues"]["converged"] and "converged at tol 1e-10" in out
+    assert summary["trace"]["estimate"] == pytest.approx(truth.sum(), rel=1e-10)  # the sketch spans all 100
+    assert summary["density"]["n_matvecs"] == 4 * 30 and (tmp_path / "density.png").stat().st_size > 10_000
+    printed = [float(line.split()[1]) for line in out.splitlines() if re.match(r"\s+\d+\s", line)]
+    assert np.allclose(printed, truth[:4], rtol=1e-8)
+
+
+def test_spectrum_bad_k_exits_2(tmp_path, capsys):
+    assert main(["spectrum", "--problem", "quadratic", "--k", "0", "--out", str(tmp_path)]) == 2
+    assert "--k must be at least 1" in capsys.readouterr().err
+    assert main(["spectrum", "--problem", "quadratic", "--k", "60", "--which", "both", "--out", str(tmp_path)]) == 2
+    assert "asked for 120 eigenvalues of a 100 x 100 operator" in capsys.readouterr().err
