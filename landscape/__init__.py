@@ -13,8 +13,8 @@ from landscape import linalg
 from landscape.operators import fisher, ggn, hessian
 from landscape.problems import Problem, load, load_checkpoint
 from landscape.sharpness import Sharpness, sharpness
-from landscape.spectrum import density, eigenvalues, per_layer
+from landscape.spectrum import density, eigenvalues, per_layer, trace
 
 __version__ = "0.1.0"
 __all__ = ["HVPCheck", "Objective", "ParamSpace", "Problem", "Sharpness", "density", "eigenvalues", "fisher",
-           "ggn", "hessian", "load", "load_checkpoint", "per_layer", "sharpness"]
+           "ggn", "hessian", "load", "load_checkpoint", "per_layer", "sharpness", "trace"]

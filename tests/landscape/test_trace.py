@@ -83,3 +83,11 @@ def test_frobenius_norm():
 def test_float32_operator():
     A = torch.as_tensor(symmetric(np.linspace(1, 3, 40)), dtype=torch.float32)
     assert hutchpp(MatrixOperator(A), budget=120).estimate == pytest.approx(float(A.double().trace()), rel=1e-5)
+
+
+def test_the_default_trace_is_hutchpp():
+    A = MatrixOperator(symmetric(np.linspace(0, 1, 50)))
+    assert landscape.trace(A, budget=30).method == "hutch++"
+    assert landscape.trace(A, method="hutchinson", budget=30).method == "hutchinson"
+    with pytest.raises(ValueError, match="method must be one of hutch\\+\\+, hutchinson"):
+        landscape.trace(A, method="exact")
