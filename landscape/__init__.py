@@ -17,4 +17,4 @@ from landscape.spectrum import density, eigenvalues, per_layer, trace
 
 __version__ = "0.1.0"
 __all__ = ["HVPCheck", "Objective", "ParamSpace", "Problem", "Sharpness", "density", "eigenvalues", "fisher",
-           "ggn", "hessian", "load", "load_checkpoint", "per_layer", "sharpness", "trace"]
+           "ggn", "hessian", "linalg", "load", "load_checkpoint", "per_layer", "sharpness", "trace"]

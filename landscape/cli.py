@@ -117,9 +117,14 @@ def _spectrum(args) -> int:
 
 
 def _demo(args) -> int:
-    print("landscape demo: train the built-in digits-mlp, then check its exact Hessian-vector products.\n")
+    print("landscape demo: train the built-in digits-mlp, check its exact Hessian-vector products, "
+          "find the top of its Hessian spectrum.\n")
     problem = problems.load("digits-mlp")
-    report(problem, problem.objective(device=_device(args.device)))
+    obj = problem.objective(device=_device(args.device))
+    report(problem, obj)
+    top = eigenvalues(hessian(obj), k=3)
+    print(f"{'top of H':<12} {', '.join(f'{v:.6g}' for v in top.eigenvalues)} (Lanczos: {top.n_matvecs} HVPs, "
+          f"residuals <= {top.residuals.max():.0e}, {'converged' if top.converged else 'NOT converged'})")
     return 0
 
 
@@ -155,9 +160,10 @@ def parser() -> argparse.ArgumentParser:
     spectrum.add_argument("--out", required=True, metavar="DIR", help="directory for spectrum.json and density.png")
     spectrum.set_defaults(run=_spectrum)
 
-    demo = sub.add_parser("demo", help="train the built-in digits-mlp and check its HVPs",
+    demo = sub.add_parser("demo", help="train the built-in digits-mlp, check its HVPs, find its top eigenvalues",
                           description="Train the built-in digits-mlp (seconds on a CPU) and print its "
-                                      "parameter count, loss, gradient norm, accuracy and an HVP check.")
+                                      "parameter count, loss, gradient norm, accuracy, an HVP check and the "
+                                      "top three eigenvalues of its Hessian.")
     demo.add_argument("--device", help="cpu, cuda or cuda:N (default: cpu)")
     demo.set_defaults(run=_demo)
     return top

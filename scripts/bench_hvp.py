@@ -22,7 +22,6 @@ import argparse
 import ctypes
 import gc
 import json
-import platform
 import re
 import statistics
 import subprocess
@@ -34,6 +33,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+import benchlib
 import landscape
 from landscape.hvp import MODES, hvp
 
@@ -205,9 +205,7 @@ def main() -> None:
         print(json.dumps(memory_table(problem, torch.device("cpu"))))
         return
     device = torch.device(args.device)
-    report = {"date": time.strftime("%Y-%m-%d"), "device": torch.cuda.get_device_name(device) if device.type == "cuda"
-              else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
-              "torch": torch.__version__, "repeats": args.repeats, "problems": {}}
+    report = benchlib.header(device, repeats=args.repeats, problems={})
     for name in PROBLEMS:
         problem = landscape.load(name)
         entry = single_costs(problem, device, args.repeats)
@@ -231,10 +229,7 @@ def main() -> None:
                                         for v in rows))
         print("  peak extra memory of a first product, MB: " + ", ".join(
             f"{key} {'n/a' if value is None else f'{value / 2**20:.1f}'}" for key, value in entry["peak_memory_bytes"].items()))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_hvp.json").write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {out / 'bench_hvp.json'}")
+    benchlib.write(report, args.out, "bench_hvp.json")
 
 
 if __name__ == "__main__":

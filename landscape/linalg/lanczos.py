@@ -93,9 +93,9 @@ def lanczos(op, k: int = 1, which: str = "largest", tol: float = 1e-6, max_steps
     n = op.shape[0]
     if which not in WHICH:
         raise ValueError(f"which must be one of {', '.join(WHICH)}, got {which!r}")
-    want = k * (2 if which == "both" else 1)
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
+    want = k * (2 if which == "both" else 1)
     if want > n:
         raise ValueError(f"asked for {want} eigenvalues of a {n} x {n} operator")
     if tol <= 0:
@@ -118,6 +118,8 @@ def lanczos(op, k: int = 1, which: str = "largest", tol: float = 1e-6, max_steps
     if v0 is not None:
         rows = v0.detach().reshape(-1, n).to(basis_device, torch.float64)
         start = (rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-300)).sum(0)
+        if not torch.isfinite(start).all() or start.norm() == 0:
+            raise ValueError("v0 must be a nonzero, finite vector (or rows of them)")
     else:
         start = random_vector()
     Q[0] = start / start.norm()
@@ -184,7 +186,7 @@ def lanczos(op, k: int = 1, which: str = "largest", tol: float = 1e-6, max_steps
     idx = idx[order]
     values = theta[idx]
     residuals = beta * np.abs(S[-1, idx])
-    converged = bool(np.all(residuals <= tol * scale))
+    converged = bool(len(idx) == want and np.all(residuals <= tol * scale))
     return EigenResult(eigenvalues=values, eigenvectors=vectors[order].to(op.device), residuals=residuals,
                        converged=converged, n_matvecs=steps, restarts=restarts, which=which, tol=tol,
                        seconds=time.perf_counter() - start_time)

@@ -61,11 +61,21 @@ def test_a_checkpoint_for_another_model_exits_2(tmp_path, capsys):
     assert "does not fit the model: missing theta, A, center; unexpected weight" in capsys.readouterr().err
 
 
-def test_demo(capsys):
+def test_demo(capsys, digits_mlp):
+    import numpy as np
+
+    import landscape
+
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     assert field(out, "parameters").startswith("2,410 in 4 tensors")
     assert field(out, "HVP check").endswith(": ok")
+    obj = digits_mlp.objective(dtype=torch.float64)  # the dense float64 Hessian of the same trained model
+    eye = torch.eye(obj.space.n, dtype=torch.float64)
+    H = torch.cat([landscape.hessian(obj) @ eye[i:i + 256] for i in range(0, obj.space.n, 256)]).numpy()
+    truth = np.linalg.eigvalsh((H + H.T) / 2)[::-1][:3]
+    printed = [float(v) for v in field(out, "top of H").split(" (")[0].split(", ")]
+    assert np.allclose(printed, truth, rtol=1e-5) and "converged)" in out
 
 
 def test_the_command_runs_as_a_module():

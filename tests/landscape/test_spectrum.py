@@ -94,6 +94,13 @@ def test_exactly_repeated_eigenvalue_is_found_once_as_documented():
     assert np.all(np.linalg.norm(V @ A - result.eigenvalues[:, None] * V, axis=1) < 1e-8)
 
 
+def test_bad_warm_starts_and_k():
+    with pytest.raises(ValueError, match="v0 must be a nonzero, finite vector"):
+        landscape.eigenvalues(MatrixOperator(np.eye(5)), v0=torch.zeros(5))
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        landscape.eigenvalues(MatrixOperator(np.eye(5)), k=0)
+
+
 def test_k_larger_than_the_dimension_is_an_error():
     with pytest.raises(ValueError, match="asked for 6 eigenvalues of a 5 x 5 operator"):
         landscape.eigenvalues(MatrixOperator(np.eye(5)), k=3, which="both")
