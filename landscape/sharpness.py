@@ -1,7 +1,8 @@
 """Sharpness of a minimum, several ways at once, each with what it cost.
 
 - lambda_max and lambda_min of the Hessian (one Lanczos run at both ends), and their ratio;
-- the trace (Hutch++) and the fraction of the spectral density's mass below zero (SLQ);
+- the trace (Hutch++) and the fraction of the spectral density's mass below zero (SLQ nodes
+  below -1e-6 |lambda|_max, so that rounding around a null space does not count);
 - epsilon-sharpness (Keskar et al. 2017): 100 (max_{delta in C} L(theta + delta) - L(theta)) / (1 + L(theta))
   over the box C = {|delta_i| <= epsilon (|theta_i| + 1)}, found by projected sign-gradient ascent;
 - adaptive sharpness (Kwon et al. 2021): max_{||delta / (|theta| + eta)||_2 <= rho} L(theta + delta) - L(theta),
@@ -107,7 +108,8 @@ def sharpness(obj: Objective, theta: Tensor | None = None, *, tol: float = 1e-6,
                       "n_forward": spent["forward"], "seconds": time.perf_counter() - start}
         return result
 
-    ends = timed("eigenvalues", lambda: lanczos(H, k=1, which="both", tol=tol, seed=seed), "hvp")
+    which = "both" if H.shape[0] > 1 else "largest"  # a 1 x 1 Hessian has one eigenvalue, both ends at once
+    ends = timed("eigenvalues", lambda: lanczos(H, k=1, which=which, tol=tol, seed=seed), "hvp")
     trace = timed("trace", lambda: hutchpp(H, budget=trace_budget, seed=seed), "hvp")
     rho_density = timed("density", lambda: slq(H, probes=probes, steps=steps, seed=seed), "hvp")
     eps = timed("epsilon_sharpness", lambda: epsilon_sharpness(obj, theta, epsilon, ascent_steps, seed), "grad")
@@ -116,7 +118,7 @@ def sharpness(obj: Objective, theta: Tensor | None = None, *, tol: float = 1e-6,
     lam_max, lam_min = float(ends.eigenvalues[0]), float(ends.eigenvalues[-1])
     return Sharpness(loss=obj.loss(theta).item(), lambda_max=lam_max, lambda_min=lam_min,
                      ratio=lam_min / lam_max if lam_max != 0 else float("nan"), trace=trace.estimate,
-                     trace_stderr=trace.stderr, negative_mass=rho_density.mass_below(0.0),
+                     trace_stderr=trace.stderr, negative_mass=rho_density.mass_below(),
                      epsilon_sharpness=eps, adaptive_sharpness=adaptive, cost=cost,
                      settings={"tol": tol, "trace_budget": trace_budget, "probes": probes, "steps": steps,
                                "epsilon": epsilon, "rho": rho, "eta": eta, "ascent_steps": ascent_steps,

@@ -26,15 +26,19 @@ Tensor = torch.Tensor
 
 
 def eigenvalues(op, k: int = 1, which: str = "largest", tol: float = 1e-6, max_steps: int | None = None,
-                seed: int = 0, v0: Tensor | None = None, progress: bool = False) -> EigenResult:
+                seed: int = 0, v0: Tensor | None = None, basis_size: int | None = None,
+                max_memory: int | str | None = None, progress: bool = False) -> EigenResult:
     """The ``k`` largest, smallest or both (k at each end) eigenpairs of ``op``, by thick-restart Lanczos.
 
     Converged pairs satisfy ||H v - lambda v|| <= tol * max |lambda| (reported as
     ``residuals``); ``v0`` (e.g. last step's eigenvectors ``[j, n]``) warm-starts it.
     Eigenvalues come sorted descending as float64, eigenvectors as ``[k, n]``.
-    See ``landscape.linalg.lanczos.lanczos`` for the basis-size and memory options.
+    ``tol`` is relative to |lambda_max|; ``landscape.linalg.lanczos.lanczos`` says what that
+    means for small and nearly repeated eigenvalues, and what ``basis_size`` and
+    ``max_memory`` do.
     """
-    return lanczos(op, k=k, which=which, tol=tol, max_steps=max_steps, seed=seed, v0=v0, progress=progress)
+    return lanczos(op, k=k, which=which, tol=tol, max_steps=max_steps, seed=seed, v0=v0, basis_size=basis_size,
+                   max_memory=max_memory, progress=progress)
 
 
 def density(op, probes: int = 16, steps: int = 80, seed: int = 0, progress: bool = False) -> SpectralDensity:
@@ -67,6 +71,7 @@ def per_layer(obj: Objective, k: int = 1, which: str = "largest", groups: dict[s
     results = {}
     for group, params in groups.items():
         block = obj.restrict(params)
-        block_k = min(k, block.space.n // (2 if which == "both" else 1))
-        results[group] = lanczos(hessian(block), k=block_k, which=which, tol=tol, seed=seed)
+        block_which = which if block.space.n > 1 else "largest"  # a single parameter: its one eigenvalue
+        block_k = min(k, block.space.n // (2 if block_which == "both" else 1))
+        results[group] = lanczos(hessian(block), k=block_k, which=block_which, tol=tol, seed=seed)
     return results

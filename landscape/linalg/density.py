@@ -72,9 +72,15 @@ class SpectralDensity:
         ok = np.isfinite(self.nodes)
         return float((self.weights[ok] * self.nodes[ok] ** j).sum() / self.probes)
 
-    def mass_below(self, threshold: float = 0.0) -> float:
-        """The fraction of the density's mass at eigenvalues below ``threshold``."""
+    def mass_below(self, threshold: float | None = None) -> float:
+        """The fraction of the density's mass at nodes below ``threshold``.
+
+        Default: -1e-6 of the largest |node|, so that a null space's nodes at +-1e-16 (rounding)
+        do not count as negative curvature.
+        """
         ok = np.isfinite(self.nodes)
+        if threshold is None:
+            threshold = -1e-6 * np.abs(self.nodes[ok]).max()
         return float(self.weights[ok][self.nodes[ok] < threshold].sum() / self.probes)
 
     def to_dict(self) -> dict:

@@ -8,17 +8,24 @@ matrix T = Q H Q^T is filled from those coefficients, so after a thick restart (
 Simon 2000: keep the wanted Ritz vectors, continue from the residual direction) and after
 a breakdown (an invariant subspace: continue with a random vector orthogonal to the
 basis) the same Rayleigh-Ritz step applies. A Ritz pair (theta, y = Q^T s) of the basis
-built so far has residual ||H y - theta y|| = beta * |s_last|, where beta is the norm of
-the last orthogonalized vector; a pair is converged when that is at most
-``tol * max |theta|``, so |lambda - theta| <= residual and usually ~ residual^2 / gap.
+built so far has residual ||H y - theta y|| = beta * |s_last| in exact arithmetic, where
+beta is the norm of the last orthogonalized vector; the iteration stops when that is at
+most ``tol * max |theta|`` for every wanted pair, so |lambda - theta| <= residual and
+usually ~ residual^2 / gap. The residuals returned are measured, not inferred: the raw
+products H q_i are kept beside the basis, so H y = sum_i s_i (H q_i) as the operator
+computed it, rounding included (a float32 operator's ~1e-7 shows there), and
+``converged`` says whether those meet the tolerance.
 
-A single start vector sees one direction of each eigenspace: of an eigenvalue repeated
-exactly (a symmetry, not a near-tie), Lanczos returns one copy, and the next distinct
-eigenvalues fill the remaining places. Near-ties are resolved as usual.
+``tol`` is relative to the largest |eigenvalue|: eigenvalues much smaller than
+lambda_max are known to about tol * |lambda_max| in absolute terms, and eigenvalues
+closer together than that are not told apart. A single start vector sees one direction
+of each eigenspace, so of an eigenvalue repeated exactly (or within tol * |lambda_max|),
+Lanczos may return one copy and let the next eigenvalues fill the remaining places.
 """
 
 from __future__ import annotations
 
+import operator
 import time
 from dataclasses import dataclass, field
 
@@ -37,8 +44,9 @@ class EigenResult:
     """Eigenpairs of a symmetric operator, sorted by eigenvalue, descending.
 
     ``eigenvalues [k]`` float64; ``eigenvectors [k, n]`` float64 (unit norm);
-    ``residuals [k]`` = ||H v - lambda v||; ``converged`` when every residual is at most
-    ``tol * max |lambda|``; ``n_matvecs`` products with the operator; ``restarts``.
+    ``residuals [k]`` = ||H v - lambda v|| as the operator computes H v; ``converged`` when the
+    iteration met its stopping test and every residual is at most ``tol * max |lambda|``;
+    ``n_matvecs`` products with the operator; ``restarts``; ``settings`` to reproduce it.
     """
 
     eigenvalues: np.ndarray
@@ -50,13 +58,13 @@ class EigenResult:
     which: str
     tol: float
     seconds: float
-    extra: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)  # seed, max_steps, basis_size: what reproduces it
 
     def to_dict(self) -> dict:
         """The numbers and the cost, without the eigenvectors (JSON-ready)."""
         return {"eigenvalues": self.eigenvalues.tolist(), "residuals": self.residuals.tolist(),
                 "converged": self.converged, "n_matvecs": self.n_matvecs, "restarts": self.restarts,
-                "which": self.which, "tol": self.tol, "seconds": self.seconds, **self.extra}
+                "which": self.which, "tol": self.tol, "seconds": self.seconds, "settings": self.settings}
 
 
 def _wanted(theta: np.ndarray, k: int, which: str) -> np.ndarray:
@@ -80,20 +88,25 @@ def lanczos(op, k: int = 1, which: str = "largest", tol: float = 1e-6, max_steps
         max_steps: the budget of products with ``op`` (default ``max(300, 30 k)``).
         seed: seeds the random start (and any restart after a breakdown), on the CPU.
         v0: a warm start ``[n]`` or ``[j, n]`` (e.g. last step's eigenvectors): the start
-            vector is their normalized sum, so the cost follows how much the operator
-            changed. If they span an invariant subspace, the breakdown continues with
-            random vectors, so eigenvalues outside their span are still found.
+            vector is their normalized sum plus a 1% random part, so that eigenvalues
+            outside their span (a new top eigenvalue) still surface; it saves about a
+            fifth of the products on a slowly changing operator.
         basis_size: the Krylov basis size before a thick restart (default ``max(2 k + 20, 40)``,
             at most ``n``).
-        max_memory: bytes the basis may take on the operator's device before it moves
-            to the CPU (default: the free-memory share of ``landscape.memory.budget``).
+        max_memory: bytes the basis and the kept products (2 (m + 1) n float64 numbers)
+            may take on the operator's device before they move to the CPU (default: the
+            free-memory share of ``landscape.memory.budget``).
         progress: show a progress bar (products, and the worst wanted residual).
     """
     start_time = time.perf_counter()
     n = op.shape[0]
     if which not in WHICH:
         raise ValueError(f"which must be one of {', '.join(WHICH)}, got {which!r}")
-    if not isinstance(k, int) or k < 1:
+    try:
+        k = operator.index(k)
+    except TypeError:
+        k = 0
+    if k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     want = k * (2 if which == "both" else 1)
     if want > n:
@@ -103,9 +116,11 @@ def lanczos(op, k: int = 1, which: str = "largest", tol: float = 1e-6, max_steps
     m = min(n, basis_size or max(2 * want + 20, 40))
     if m < min(n, want + 2):
         raise ValueError(f"basis_size {m} is too small for {want} eigenpairs (need at least {want + 2})")
-    max_steps = max_steps or max(300, 30 * want)
+    max_steps = max(300, 30 * want) if max_steps is None else max_steps
+    if max_steps < want:
+        raise ValueError(f"max_steps {max_steps} is below the {want} products that {want} eigenpairs need")
     basis_device = op.device
-    if (m + 1) * n * 8 > memory.budget(torch.device(op.device), max_memory):
+    if 2 * (m + 1) * n * 8 > memory.budget(torch.device(op.device), max_memory):
         basis_device = torch.device("cpu")
 
     generator = torch.Generator().manual_seed(seed)
@@ -114,12 +129,15 @@ def lanczos(op, k: int = 1, which: str = "largest", tol: float = 1e-6, max_steps
         return torch.randn(n, generator=generator, dtype=torch.float64).to(basis_device)
 
     Q = torch.zeros(m + 1, n, dtype=torch.float64, device=basis_device)
+    HQ = torch.zeros_like(Q)  # the raw products op @ Q[i], for measured residuals
     T = np.zeros((m + 1, m + 1))
     if v0 is not None:
         rows = v0.detach().reshape(-1, n).to(basis_device, torch.float64)
         start = (rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-300)).sum(0)
         if not torch.isfinite(start).all() or start.norm() == 0:
             raise ValueError("v0 must be a nonzero, finite vector (or rows of them)")
+        noise = random_vector()  # so that eigenvalues outside v0's span surface before v0's pairs converge
+        start = start / start.norm() + 1e-2 * noise / noise.norm()
     else:
         start = random_vector()
     Q[0] = start / start.norm()
@@ -132,6 +150,7 @@ def lanczos(op, k: int = 1, which: str = "largest", tol: float = 1e-6, max_steps
                leave=False, mininterval=0.5)
     while True:
         w = (op @ Q[j].to(op.device, op.dtype)[None])[0].to(basis_device, torch.float64)
+        HQ[j] = w
         steps += 1
         run += 1
         coef = Q[:size] @ w
@@ -152,8 +171,8 @@ def lanczos(op, k: int = 1, which: str = "largest", tol: float = 1e-6, max_steps
         # and the complement is one eigenspace, of the Rayleigh quotient T[j, j].
         settled = not breakdown or (from_random and run == 1
                                     and _cannot_enter(T[j, j], theta[idx], k, which, tol * scale))
-        done = (len(idx) == want and np.all(residuals[idx] <= tol * scale) and settled
-                and _explored(T, guard, size, beta, which, tol * scale))
+        done = (len(idx) == want and (size > want or size == n) and np.all(residuals[idx] <= tol * scale)
+                and settled and _explored(T, guard, size, beta, which, tol * scale))
         bar.update()
         bar.set_postfix(residual=f"{residuals[idx].max() / scale:.1e}", refresh=False)
         if done or steps >= max_steps or size == n:
@@ -167,8 +186,9 @@ def lanczos(op, k: int = 1, which: str = "largest", tol: float = 1e-6, max_steps
                 guard = -1  # placed below, once the new vector has its index
             from_random, run = True, 0
         if size == m:  # thick restart: keep the wanted Ritz vectors and as many more of the best
-            keep = _restart_set(theta, idx, m)
-            Y = torch.as_tensor(S[:, keep].T.copy(), device=basis_device) @ Q[:size]
+            keep = _restart_set(theta, idx, m, which)
+            mix = torch.as_tensor(S[:, keep].T.copy(), device=basis_device)
+            Y, HQ[:len(keep)] = mix @ Q[:size], mix @ HQ[:size]
             T[:] = 0
             T[np.arange(len(keep)), np.arange(len(keep))] = theta[keep]
             Q[:len(keep)] = Y
@@ -181,15 +201,17 @@ def lanczos(op, k: int = 1, which: str = "largest", tol: float = 1e-6, max_steps
         j = size
         size += 1
     bar.close()
-    vectors = torch.as_tensor(S[:, idx].T.copy(), device=basis_device) @ Q[:size]
-    order = np.argsort(-theta[idx], kind="stable")
-    idx = idx[order]
+    idx = idx[np.argsort(-theta[idx], kind="stable")]
+    mix = torch.as_tensor(S[:, idx].T.copy(), device=basis_device)
+    vectors, products = mix @ Q[:size], mix @ HQ[:size]
     values = theta[idx]
-    residuals = beta * np.abs(S[-1, idx])
-    converged = bool(len(idx) == want and np.all(residuals <= tol * scale))
-    return EigenResult(eigenvalues=values, eigenvectors=vectors[order].to(op.device), residuals=residuals,
+    residuals = (products - torch.as_tensor(values, device=basis_device)[:, None] * vectors).norm(dim=1).cpu().numpy()
+    converged = bool((done or size == n) and np.all(residuals <= tol * scale))
+    return EigenResult(eigenvalues=values, eigenvectors=vectors.to(op.device), residuals=residuals,
                        converged=converged, n_matvecs=steps, restarts=restarts, which=which, tol=tol,
-                       seconds=time.perf_counter() - start_time)
+                       seconds=time.perf_counter() - start_time,
+                       settings={"seed": seed, "max_steps": max_steps, "basis_size": m, "warm_start": v0 is not None,
+                                 "basis_device": str(basis_device)})
 
 
 def _explored(T: np.ndarray, guard: int | None, size: int, beta: float, which: str, slack: float) -> bool:
@@ -215,17 +237,14 @@ def _cannot_enter(q: float, values: np.ndarray, k: int, which: str, slack: float
     return values[:k].max() - slack <= q <= values[-k:].min() + slack
 
 
-def _restart_set(theta: np.ndarray, idx: np.ndarray, m: int) -> np.ndarray:
+def _restart_set(theta: np.ndarray, idx: np.ndarray, m: int, which: str) -> np.ndarray:
     """The wanted Ritz indices, then the next ones towards the wanted end(s), about half the basis."""
     size = len(theta)
     position = np.arange(size)
-    if idx.max() < size - 1:  # smallest
-        priority = position
-    elif idx.min() > 0:  # largest
-        priority = size - 1 - position
-    else:  # both ends
-        priority = np.minimum(position, size - 1 - position)
+    priority = {"smallest": position, "largest": size - 1 - position,
+                "both": np.minimum(position, size - 1 - position)}[which]
     order = np.argsort(priority, kind="stable")
     return np.sort(order[:max(len(idx) + 1, m // 2)])
+
 
 

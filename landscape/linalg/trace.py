@@ -56,6 +56,10 @@ class DiagonalEstimate:
     n_matvecs: int
     seconds: float
 
+    def to_dict(self) -> dict:
+        return {"estimate": self.estimate.tolist(), "stderr": self.stderr.tolist(), "n_matvecs": self.n_matvecs,
+                "seconds": self.seconds}
+
 
 class _Probes:
     """Rademacher vectors ``[k, n]`` from one seeded CPU generator, in the operator's dtype and device."""
@@ -116,9 +120,10 @@ def hutchinson(op, budget: int | None = None, rtol: float | None = None, seed: i
 
 def hutchpp(op, budget: int | None = None, rtol: float | None = None, seed: int = 0,
             sketch: int | None = None, chunk: int = 16) -> TraceEstimate:
-    """tr(H) by Hutch++: a sketch of ``sketch`` products (default budget // 3; with ``rtol``, min(n, 30)),
-    as many to apply H to its range, and Hutchinson on the rest (the remaining budget,
-    or until the standard error is at most ``rtol`` |tr|)."""
+    """tr(H) by Hutch++: a sketch of ``sketch`` products (default budget // 3; with ``rtol``, min(n, 30);
+    at most n and (budget - 1) // 2), as many to apply H to its range, and Hutchinson on the
+    rest (the remaining budget, or until the standard error is at most ``rtol`` |tr|). A
+    sketch of n spans everything: the trace is then exact, at 2n products."""
     start = time.perf_counter()
     n = op.shape[0]
     cap = _budget(budget, rtol, n, minimum=3)
@@ -160,6 +165,8 @@ def diagonal(op, budget: int = 100, seed: int = 0, chunk: int = 16) -> DiagonalE
 def frobenius(op, budget: int = 100, seed: int = 0, chunk: int = 16) -> TraceEstimate:
     """||H||_F = sqrt(E ||H z||^2) over ``budget`` Rademacher probes; the standard error by the delta method."""
     start = time.perf_counter()
+    if budget < 2:
+        raise ValueError(f"budget must be at least 2 products, got {budget}")
     probes = _Probes(op, seed)
     samples: list[float] = []
     while len(samples) < budget:

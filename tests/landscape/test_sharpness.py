@@ -72,3 +72,25 @@ def test_per_layer_with_named_groups():
     assert set(layers) == {"weights", "biases"}
     H = dense_hessian(model, loss_fn, X, y, names=["0.bias", "2.bias"]).numpy()
     assert layers["biases"].eigenvalues[0] == pytest.approx(np.linalg.eigvalsh(H)[-1], rel=1e-8)
+
+
+def test_one_parameter_models_and_blocks():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.PReLU()).double()
+    X, y = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 2, dtype=torch.float64)
+    obj = Objective(model, torch.nn.functional.mse_loss, (X, y))
+    layers = landscape.per_layer(obj, k=1, which="both", tol=1e-10)
+    H = dense_hessian(model, torch.nn.functional.mse_loss, X, y, names=["1.weight"]).item()
+    assert layers["1"].eigenvalues == pytest.approx([H], rel=1e-8)
+    scalar = diagonal_quadratic([3.0])
+    result = landscape.sharpness(scalar, probes=2, steps=1, trace_budget=3)
+    assert result.lambda_max == result.lambda_min == pytest.approx(3.0) and result.trace == pytest.approx(3.0)
+
+
+def test_negative_mass_ignores_rounding_around_a_null_space():
+    from landscape.operators import MatrixOperator
+    from tests.landscape.test_spectrum import symmetric
+
+    A = symmetric(np.r_[np.zeros(95), 1.0, 2.0, 3.0, 4.0, 50.0])
+    assert landscape.density(MatrixOperator(A), probes=4).mass_below() == 0.0
+    B = symmetric(np.r_[-np.ones(20), np.linspace(0.5, 3, 80)])
+    assert landscape.density(MatrixOperator(B), probes=32, steps=40).mass_below() == pytest.approx(0.2, abs=0.08)

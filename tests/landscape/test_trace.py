@@ -91,3 +91,10 @@ def test_the_default_trace_is_hutchpp():
     assert landscape.trace(A, method="hutchinson", budget=30).method == "hutchinson"
     with pytest.raises(ValueError, match="method must be one of hutch\\+\\+, hutchinson"):
         landscape.trace(A, method="exact")
+
+
+def test_diagonal_to_dict_and_frobenius_budget():
+    A = MatrixOperator(symmetric(np.linspace(0, 1, 10)))
+    assert len(diagonal(A, budget=4).to_dict()["estimate"]) == 10
+    with pytest.raises(ValueError, match="budget must be at least 2"):
+        frobenius(A, budget=0)
