@@ -92,8 +92,14 @@ def _spectrum(args) -> int:
     print(f"problem      {problem.name}, {obj.space.n:,} parameters, {str(obj.dtype).removeprefix('torch.')} "
           f"on {obj.device}", flush=True)
     top = eigenvalues(H, k=args.k, which=args.which, tol=args.tol, progress=True)
-    print(f"eigenvalues  {args.which} {args.k}: {top.n_matvecs} HVPs, {top.seconds:.2f} s, "
-          f"{'converged' if top.converged else 'NOT converged (budget spent)'} at tol {args.tol:g}")
+    if top.converged:
+        verdict = "converged"
+    elif top.n_matvecs >= top.settings["max_steps"]:
+        verdict = "NOT converged: the step budget ran out"
+    else:
+        verdict = ("NOT converged: the measured residuals stay above tol, the precision of the products "
+                   "(try --dtype float64 or a larger --tol)")
+    print(f"eigenvalues  {args.which} {args.k}: {top.n_matvecs} HVPs, {top.seconds:.2f} s, {verdict} at tol {args.tol:g}")
     for i, (value, residual) in enumerate(zip(top.eigenvalues, top.residuals), 1):
         print(f"  {i:>3}  {value: .8e}   residual {residual:.1e}")
     summary = {"problem": problem.name, "parameters": obj.space.n, "dtype": str(obj.dtype).removeprefix("torch."),

@@ -118,3 +118,9 @@ def test_spectrum_bad_k_exits_2(tmp_path, capsys):
     assert "--k must be at least 1" in capsys.readouterr().err
     assert main(["spectrum", "--problem", "quadratic", "--k", "60", "--which", "both", "--out", str(tmp_path)]) == 2
     assert "asked for 120 eigenvalues of a 100 x 100 operator" in capsys.readouterr().err
+
+
+def test_spectrum_says_when_float32_products_limit_the_tolerance(tmp_path, capsys):
+    assert main(["spectrum", "--problem", "quadratic", "--dtype", "float32", "--k", "1", "--tol", "1e-12",
+                 "--out", str(tmp_path)]) == 0
+    assert "NOT converged: the measured residuals stay above tol" in capsys.readouterr().out
