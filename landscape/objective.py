@@ -164,7 +164,8 @@ class Objective:
     def __init__(self, model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data, *,
                  batch_size: int | None = None, params: str | Sequence[str] | None = None,
                  device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-                 train: bool = False, hvp_mode: str = "auto", max_memory: int | str | None = None):
+                 train: bool = False, hvp_mode: str = "auto", max_memory: int | str | None = None,
+                 _snapshot_of: Objective | None = None):
         self.model, self.loss_fn, self.train = model, loss_fn, train
         self.space = ParamSpace(model, params)
         named = dict(model.named_parameters())
@@ -183,14 +184,19 @@ class Objective:
             raise ValueError(f"hvp_mode must be one of {', '.join(_hvp.MODES)} or auto, got {hvp_mode!r}")
         self.hvp_mode = hvp_mode
         self.max_memory = None if max_memory is None else memory.parse_bytes(max_memory)
-        self.theta0 = torch.cat([named[name].detach().reshape(-1).to(self.device, self.dtype)
+        # The snapshot: from the model (copied), or from another objective's snapshot (shared, read-only).
+        origin = _snapshot_of
+        source = ({**origin._fixed, **origin.space.unflatten(origin.theta0)} if origin is not None
+                  else {**named, **dict(model.named_buffers())})
+        self.theta0 = torch.cat([source[name].detach().reshape(-1).to(self.device, self.dtype)
                                  for name in self.space.names])
         selected = set(self.space.names)
         self._fixed = {}
-        for name, t in [*named.items(), *model.named_buffers()]:
+        for name, t in source.items():
             if name not in selected:
                 moved = _move(t.detach(), self.device, self.dtype)
-                self._fixed[name] = moved.clone() if moved.data_ptr() == t.data_ptr() else moved
+                copied = origin is None and moved.data_ptr() == t.data_ptr()
+                self._fixed[name] = moved.clone() if copied else moved
         self._data, self.batch_size = data, batch_size
         self._batches_spec = self._check_data(data, batch_size)
         self.n_examples: int | None = data[1].shape[0] if _is_pair(data) else None
@@ -400,8 +406,7 @@ class Objective:
                     if value.requires_grad:
                         torch.autograd.grad(value, theta, create_graph=True, allow_unused=True)
 
-            fixed = tuple(t for t in self._fixed.values() if isinstance(t, Tensor))
-            self._bytes_per_example = -(-memory.saved_bytes(probe, exclude=(theta, *fixed)) // size)
+            self._bytes_per_example = -(-memory.saved_bytes(probe, exclude=(theta, *self._fixed.values())) // size)
             self._max_batch = max(self._max_batch, size)
         return self._bytes_per_example * (examples or self._max_batch)
 
@@ -412,18 +417,21 @@ class Objective:
     # -- self-check ----------------------------------------------------------------------
 
     def to(self, dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> Objective:
-        """The same objective (model, data, parameter subset, mode) in another dtype or on another device."""
+        """The same objective (snapshot, data, parameter subset, mode) in another dtype or on another device."""
         return self._like(dtype=dtype or self.dtype, device=device or self.device)
 
     def restrict(self, params: str | Sequence[str]) -> Objective:
-        """The same objective over other parameters (names or glob patterns of the model's), the rest fixed."""
+        """The same objective over other parameters (names or glob patterns of the model's), the rest fixed.
+
+        It shares this objective's snapshot (theta0 and the fixed tensors) instead of copying the model again.
+        """
         return self._like(params=params)
 
     def _like(self, **changes) -> Objective:
         settings = {"batch_size": self.batch_size, "params": list(self.space.names), "device": self.device,
                     "dtype": self.dtype, "train": self.train, "hvp_mode": self.hvp_mode,
                     "max_memory": self.max_memory, **changes}
-        return Objective(self.model, self.loss_fn, self._data, **settings)
+        return Objective(self.model, self.loss_fn, self._data, _snapshot_of=self, **settings)
 
     def check_hvp(self, theta: Tensor | None = None, n_vectors: int = 3, *, dtype: torch.dtype | None = torch.float64,
                   steps: Sequence[float] | None = None, mode: str | None = None, seed: int = 0) -> HVPCheck:

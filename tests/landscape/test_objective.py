@@ -337,3 +337,16 @@ def test_cuda_hvps_equal_the_cpu_reference(mode):
     V = torch.randn(4, obj.space.n, dtype=torch.float64)
     assert obj.hvp(V).device.type == "cuda"
     assert rel(obj.hvp(V).cpu(), V @ dense_hessian(model, loss_fn, X, y)) < 1e-10
+
+
+def test_restrict_shares_the_snapshot_and_keeps_its_point():
+    model, loss_fn, X, y = make("mlp")
+    obj = Objective(model, loss_fn, (X, y))
+    with torch.no_grad():
+        model[0].weight.add_(1.0)  # the model moves on; the objective's snapshot does not
+    block = obj.restrict("2.*")
+    assert block.space.names == ("2.weight", "2.bias")
+    assert block._fixed["0.weight"].untyped_storage().data_ptr() == obj.theta0.untyped_storage().data_ptr()
+    assert torch.equal(block.theta0, obj.theta0[30:])
+    assert torch.equal(block.loss(), obj.loss())
+    assert torch.equal(obj.to(dtype=torch.float64).theta0, obj.theta0)  # already float64: shared values
