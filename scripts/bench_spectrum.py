@@ -9,7 +9,11 @@ In one run, per problem:
   2. trace: relative RMS error over seeds of Hutchinson and Hutch++ at equal HVP
      budgets, and PyHessian's trace at its defaults;
   3. SLQ density with 16 probes: lockstep (one [16, n] product a step) against one
-     probe at a time, as a time ratio.
+     probe at a time, as a time ratio;
+  4. warm start, as when tracking sharpness during training: top-1 and top-10 at theta0,
+     then 10 gradient-descent steps at lr = 1 / lambda_max, then Lanczos at the new point
+     cold and warm-started from the old eigenvectors (float64, tol 1e-6): HVPs of each
+     and how far apart their eigenvalues are.
 
     python scripts/bench_spectrum.py [--device cuda] [--out DIR]
 
@@ -125,6 +129,24 @@ def density_row(problem, device) -> dict:
             "speedup": one_by_one / lockstep}
 
 
+def warm_rows(problem, device) -> list[dict]:
+    obj = problem.objective(device=device, dtype=torch.float64)
+    lr = 1.0 / landscape.eigenvalues(landscape.hessian(obj), k=1).eigenvalues[0]
+    theta = obj.theta0.clone()
+    for _ in range(10):
+        theta -= lr * obj.grad(theta)
+    rows = []
+    for k in (1, 10):
+        old = landscape.eigenvalues(landscape.hessian(obj), k=k, tol=1e-6)
+        cold = landscape.eigenvalues(landscape.hessian(obj, theta), k=k, tol=1e-6)
+        warm = landscape.eigenvalues(landscape.hessian(obj, theta), k=k, tol=1e-6, v0=old.eigenvectors)
+        rows.append({"k": k, "cold_hvps": cold.n_matvecs, "warm_hvps": warm.n_matvecs,
+                     "max_rel_diff": float(np.max(np.abs(warm.eigenvalues - cold.eigenvalues) / cold.eigenvalues)),
+                     "lambda_max_change": float(cold.eigenvalues[0] / old.eigenvalues[0] - 1),
+                     "both_converged": cold.converged and warm.converged})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -142,6 +164,7 @@ def main() -> None:
         entry["eigenvalues"] = eigen_rows(problem, device, truth)
         entry["trace_errors"] = trace_rows(problem, device, trace, args.seeds)
         entry["density"] = density_row(problem, device)
+        entry["warm_start"] = warm_rows(problem, device)
         report["problems"][name] = entry
         print(f"\n{name}: n = {entry['n']:,}, lambda_max {truth[0]:.6g}, trace {trace:.6g} "
               f"(dense float64 reference, {entry['dense_seconds']:.0f} s)")
@@ -154,6 +177,10 @@ def main() -> None:
         d = entry["density"]
         print(f"  SLQ 16 probes x 40 steps: lockstep {d['lockstep_seconds']:.2f} s, one at a time "
               f"{d['one_at_a_time_seconds']:.2f} s, speedup {d['speedup']:.2f}x")
+        for row in entry["warm_start"]:
+            print(f"  warm start, top-{row['k']} after 10 GD steps (lambda_max moved {row['lambda_max_change']:+.1%}): "
+                  f"{row['warm_hvps']} HVPs against {row['cold_hvps']} cold, eigenvalues agree to "
+                  f"{row['max_rel_diff']:.1e}, converged {row['both_converged']}")
     benchlib.write(report, args.out, "bench_spectrum.json")
 
 
