@@ -89,8 +89,8 @@ def lanczos(op, k: int = 1, which: str = "largest", tol: float = 1e-6, max_steps
         seed: seeds the random start (and any restart after a breakdown), on the CPU.
         v0: a warm start ``[n]`` or ``[j, n]`` (e.g. last step's eigenvectors): the start
             vector is their normalized sum plus a 1% random part, so that eigenvalues
-            outside their span (a new top eigenvalue) still surface; it saves about a
-            fifth of the products on a slowly changing operator.
+            outside their span (a new top eigenvalue) still surface. What it saves depends
+            on how far the operator moved (scripts/bench_spectrum.py measures it).
         basis_size: the Krylov basis size before a thick restart (default ``max(2 k + 20, 40)``,
             at most ``n``).
         max_memory: bytes the basis and the kept products (2 (m + 1) n float64 numbers)
