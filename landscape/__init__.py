@@ -6,15 +6,20 @@
     H = landscape.hessian(obj)                # H @ v for v [n] or [k, n]
     print(obj.check_hvp().rel_error)          # exact HVPs against finite differences
     top = landscape.eigenvalues(H, k=5)       # Lanczos, residual-checked
+    d = landscape.directions.random(obj, k=2) # filter-normalized, seeded
+    result = landscape.scan(obj, d, ["-1:1:51", "-1:1:51"], store="out/scan.h5")  # values (51, 51)
 """
 
 from landscape.objective import HVPCheck, Objective, ParamSpace
-from landscape import linalg
+from landscape import directions, linalg
 from landscape.operators import fisher, ggn, hessian
 from landscape.problems import Problem, load, load_checkpoint
+from landscape.scan import Scan, scan
+from landscape.scan import load as load_scan
 from landscape.sharpness import Sharpness, sharpness
 from landscape.spectrum import density, eigenvalues, per_layer, trace
 
 __version__ = "0.1.0"
-__all__ = ["HVPCheck", "Objective", "ParamSpace", "Problem", "Sharpness", "density", "eigenvalues", "fisher",
-           "ggn", "hessian", "linalg", "load", "load_checkpoint", "per_layer", "sharpness", "trace"]
+__all__ = ["HVPCheck", "Objective", "ParamSpace", "Problem", "Scan", "Sharpness", "density", "directions",
+           "eigenvalues", "fisher", "ggn", "hessian", "linalg", "load", "load_checkpoint", "load_scan", "per_layer",
+           "scan", "sharpness", "trace"]

@@ -1,4 +1,4 @@
-"""The ``landscape`` command: ``info``, ``spectrum`` and ``demo``.
+"""The ``landscape`` command: ``info``, ``spectrum``, ``scan`` and ``demo``.
 
 Bad input (an unknown problem, a missing file, a checkpoint that does not fit) is
 reported in one line on stderr with exit code 2.
@@ -7,17 +7,22 @@ reported in one line on stderr with exit code 2.
 from __future__ import annotations
 
 import argparse
+import copy
 import inspect
 import json
+import re
 import sys
 from pathlib import Path
 
 import torch
 
+from landscape import directions as dirs
 from landscape import problems
+from landscape import store as scan_store
 from landscape.linalg.trace import hutchpp
 from landscape.objective import Objective
 from landscape.operators import hessian
+from landscape.scan import STRATEGIES, parse_axis, scan
 from landscape.spectrum import density, eigenvalues
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -122,6 +127,89 @@ def _spectrum(args) -> int:
     return 0
 
 
+def _trajectory(folder: str, problem: problems.Problem, obj: Objective) -> tuple[list[str], torch.Tensor]:
+    """The checkpoints ``*.pt``/``*.pth`` in ``folder``, in natural order (step2 before step10), as ``[m, n]``."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise FileNotFoundError(f"--trajectory {folder} is not a directory")
+    files = sorted((f for f in path.iterdir() if f.suffix in (".pt", ".pth")),
+                   key=lambda f: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", f.name)])
+    if not files:
+        raise ValueError(f"--trajectory {folder} holds no checkpoints (*.pt or *.pth files)")
+    model = copy.deepcopy(problem.model)
+    rows = []
+    for f in files:
+        problems.load_checkpoint(model, f)
+        rows.append(obj.space.flatten(dict(model.named_parameters())).detach().to(obj.device, obj.dtype))
+    return [f.name for f in files], torch.stack(rows)
+
+
+def _scan_directions(args, obj: Objective, k: int, trajectory, stored: dict | None) -> dirs.Directions:
+    if args.directions == "random":
+        return dirs.random(obj, k=k, norm=args.norm, seed=args.seed, include_1d=args.include_1d)
+    if args.directions == "pca":
+        if trajectory is None:
+            raise ValueError("--directions pca needs --trajectory DIR (the checkpoints of a training run)")
+        return dirs.pca(obj, trajectory[1], k=k, center=obj.theta0 if args.checkpoint else None)
+    wanted = {"kind": "hessian", "k": k, "which": "largest", "tol": args.tol, "seed": args.seed,
+              "center": dirs.fingerprint(obj.theta0)}
+    recipe = stored and stored["key"]["recipe"]
+    if recipe and all(recipe.get(key) == value for key, value in wanted.items()):
+        print("directions   the stored Hessian eigenvectors (same recipe; not recomputed)", flush=True)
+        return dirs.Directions(torch.from_numpy(stored["directions"]).to(obj.device, obj.dtype), recipe)
+    found = dirs.hessian(obj, k=k, tol=args.tol, seed=args.seed)
+    print(f"directions   top {k} Hessian eigenvectors, eigenvalues "
+          f"{', '.join(f'{v:.6g}' for v in found.recipe['eigenvalues'])}", flush=True)
+    return found
+
+
+def _scan(args) -> int:
+    axes = [parse_axis(spec) for spec in args.grid]  # bad grids fail before any work
+    if len(axes) > 3:
+        raise ValueError(f"--grid is given {len(axes)} times; a scan has 1, 2 or 3 axes")
+    if args.chunk is not None and args.chunk < 1:
+        raise ValueError(f"--chunk must be at least 1, got {args.chunk}")
+    out = Path(args.out)
+    path = out / "scan.h5"
+    if path.exists() and not args.resume:
+        raise ValueError(f"{path} exists: pass --resume to continue that scan, or choose another --out")
+    stored = scan_store.read(path) if path.exists() else None
+    problem = _problem(args)
+    obj = _objective(args, problem)
+    trajectory = _trajectory(args.trajectory, problem, obj) if args.trajectory else None
+    print(f"problem      {problem.name}, {obj.space.n:,} parameters, {str(obj.dtype).removeprefix('torch.')} "
+          f"on {obj.device}", flush=True)
+    d = _scan_directions(args, obj, len(axes), trajectory, stored)
+    if stored is not None:
+        print(f"resuming     {path}: {int(stored['done'].sum())} of {stored['done'].size} points done", flush=True)
+    meta = {"problem": problem.name, "checkpoint": args.checkpoint, "trajectory": args.trajectory}
+    result = scan(obj, d, args.grid, metrics=problem.metrics, store=path, strategy=args.strategy, chunk=args.chunk,
+                  meta=meta)
+    shape = " x ".join(str(len(a)) for a in result.axes)
+    rate = f", {result.points_computed / result.seconds:.1f} points/s" if result.points_computed else ""
+    print(f"scan         {shape} points along {args.directions} directions: {result.points_computed} computed in "
+          f"{result.seconds:.2f} s{rate} ({result.strategy})")
+    print("centre       " + ", ".join(f"{k} {v:.6g}" for k, v in result.center_values.items()))
+    found = result.minimum()
+    print("minimum      " + ("none finite" if found is None else
+                             f"loss {found[1]:.6g} at ({', '.join(f'{c:.4g}' for c in found[0])})"))
+    summary = {"problem": problem.name, "parameters": obj.space.n, "dtype": str(obj.dtype).removeprefix("torch."),
+               "device": str(obj.device), **result.to_dict()}
+    non_finite = summary["non_finite"]
+    if non_finite:
+        print(f"non-finite   {non_finite} points have a NaN or infinite loss (recorded as such)")
+    if trajectory is not None:
+        names, T = trajectory
+        placed = dirs.project(d, T, center=result.center)
+        scan_store.add_trajectory(path, placed.coords, placed.residuals, names)
+        print(f"trajectory   {len(names)} checkpoints projected; off-plane distance up to "
+              f"{placed.relative.max():.2%} of their distance from the centre")
+        summary["trajectory"] = {"names": names, **placed.to_dict()}
+    (out / "scan.json").write_text(json.dumps(summary, indent=2))
+    print(f"wrote        {path} and {out / 'scan.json'}")
+    return 0
+
+
 def _demo(args) -> int:
     print("landscape demo: train the built-in digits-mlp, check its exact Hessian-vector products, "
           "find the top of its Hessian spectrum.\n")
@@ -166,6 +254,34 @@ def parser() -> argparse.ArgumentParser:
     spectrum.add_argument("--out", required=True, metavar="DIR", help="directory for spectrum.json and density.png")
     spectrum.set_defaults(run=_spectrum)
 
+    scan_cmd = sub.add_parser("scan", help="evaluate the loss on a 1D, 2D or 3D grid around the model (HDF5, resumable)",
+                              description="Evaluate the loss and the problem's metrics at center + x d1 (+ y d2 "
+                                          "(+ z d3)) on a grid, writing DIR/scan.h5 as it goes (a killed scan "
+                                          "continues with the same command and --resume) and DIR/scan.json "
+                                          "(centre loss, minimum found, cost). values[i, j] is at (x[i], y[j]).")
+    _problem_arguments(scan_cmd)
+    scan_cmd.add_argument("--grid", action="append", required=True, metavar="START:STOP:NUM",
+                          help="one axis per --grid, 1 to 3 of them, e.g. --grid -1:1:51 --grid -1:1:51; "
+                               "a symmetric range with odd NUM puts the model exactly at the centre")
+    scan_cmd.add_argument("--directions", choices=["random", "hessian", "pca"], default="random",
+                          help="random Gaussian (normalized by --norm), the top Hessian eigenvectors, or the "
+                               "principal directions of --trajectory (default random)")
+    scan_cmd.add_argument("--norm", choices=list(dirs.NORMS), default="filter",
+                          help="normalization of random directions (default filter, Li et al. 2018)")
+    scan_cmd.add_argument("--include-1d", action="store_true",
+                          help="also move 1-D parameters (biases, BatchNorm) along random directions")
+    scan_cmd.add_argument("--seed", type=int, default=0, help="seed of the random directions (default 0)")
+    scan_cmd.add_argument("--tol", type=float, default=1e-6, help="Lanczos tolerance for --directions hessian")
+    scan_cmd.add_argument("--trajectory", metavar="DIR",
+                          help="a folder of checkpoints (*.pt) of a training run: PCA directions come from it, "
+                               "and each checkpoint is projected onto the scan's plane")
+    scan_cmd.add_argument("--strategy", choices=list(STRATEGIES), default="auto",
+                          help="loop (one point at a time), batched (vmapped chunks, for GPUs) or auto (default)")
+    scan_cmd.add_argument("--chunk", type=int, metavar="N", help="points per chunk written to the file together")
+    scan_cmd.add_argument("--out", required=True, metavar="DIR", help="directory for scan.h5 and scan.json")
+    scan_cmd.add_argument("--resume", action="store_true", help="continue the scan in DIR/scan.h5")
+    scan_cmd.set_defaults(run=_scan)
+
     demo = sub.add_parser("demo", help="train the built-in digits-mlp, check its HVPs, find its top eigenvalues",
                           description="Train the built-in digits-mlp (seconds on a CPU) and print its "
                                       "parameter count, loss, gradient norm, accuracy, an HVP check and the "
@@ -188,8 +304,21 @@ def _problem_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--dtype", choices=sorted(DTYPES), help="compute in this precision (default: the model's)")
 
 
+def _glue_grids(argv: list[str]) -> list[str]:
+    """``--grid -1:1:51`` -> ``--grid=-1:1:51``: argparse takes a value starting with '-' for an option."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--grid" and i + 1 < len(argv):
+            out.append(f"--grid={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parser().parse_args(_glue_grids(sys.argv[1:] if argv is None else list(argv)))
     try:
         return args.run(args)
     except (ValueError, FileNotFoundError) as error:

@@ -126,6 +126,13 @@ def _move(x, device: torch.device, dtype: torch.dtype):
     return x
 
 
+def inputs(X) -> tuple[tuple, dict]:
+    """A batch's ``X`` as ``(args, kwargs)`` of the model: a tensor ``(X,)``, a tuple ``*X``, a dict ``**X``."""
+    if isinstance(X, Mapping):
+        return (), dict(X)
+    return (tuple(X) if isinstance(X, (tuple, list)) else (X,)), {}
+
+
 def _is_pair(data) -> bool:
     """An ``(X, y)`` pair: ``y`` a tensor, ``X`` a tensor or a tuple or dict of tensors."""
     if not (isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[1], Tensor)):
@@ -260,14 +267,16 @@ class Objective:
     # -- the model as a function of theta ------------------------------------------------
 
     @contextmanager
-    def mode(self):
-        """Put the model in the objective's train/eval mode for the duration; restore it after.
+    def mode(self, model: nn.Module | None = None):
+        """Put the model (or ``model``, a copy of it) in the objective's train/eval mode for the duration.
 
         In train mode, normalization layers stop tracking running statistics, so the
         loss is a pure function of theta (their output uses batch statistics anyway).
+        The modes are restored on exit.
         """
-        saved = [(m, m.training, getattr(m, "track_running_stats", None)) for m in self.model.modules()]
-        self.model.train(self.train)
+        model = self.model if model is None else model
+        saved = [(m, m.training, getattr(m, "track_running_stats", None)) for m in model.modules()]
+        model.train(self.train)
         if self.train:
             for m, _, _ in saved:
                 if isinstance(m, nn.modules.batchnorm._NormBase):
@@ -282,10 +291,7 @@ class Objective:
 
     def forward(self, theta: Tensor, X) -> Tensor:
         """Model outputs at parameters ``theta [n]`` for one batch ``X`` (call inside ``mode()``)."""
-        tensors = {**self._fixed, **self.space.unflatten(theta)}
-        if isinstance(X, Mapping):
-            return functional_call(self.model, tensors, (), dict(X))
-        return functional_call(self.model, tensors, tuple(X) if isinstance(X, (tuple, list)) else (X,))
+        return functional_call(self.model, {**self._fixed, **self.space.unflatten(theta)}, *inputs(X))
 
     def batch_loss(self, theta: Tensor, X, y: Tensor) -> Tensor:
         """``loss_fn(f(theta, X), y)`` for one batch (call inside ``mode()``)."""

@@ -1,0 +1,326 @@
+"""Grid scans of the loss (and other metrics) along 1, 2 or 3 directions.
+
+    dirs = landscape.directions.random(obj, k=2, norm="filter", seed=0)
+    result = landscape.scan(obj, dirs, ["-1:1:51", "-1:1:51"], metrics=problem.metrics, store="out/scan.h5")
+    result.values["loss"][i, j]        # L(center + x[i] d_1 + y[j] d_2), shape (nx, ny)
+
+A point of the grid is theta = center + sum_a x_a d_a, computed element by element (so it
+does not depend on how points are grouped); an axis ``"start:stop:num"`` (or ``(start,
+stop, num)``) holds x_i = start (1 - t_i) + stop t_i with t_i = i / (num - 1), so both
+ends are exact and a symmetric range with odd ``num`` has its middle point exactly at 0:
+the centre of the grid is the centre model, bit for bit. ``values[name]`` has shape
+``(nx,)``, ``(nx, ny)`` or ``(nx, ny, nz)``, with ``values[i, j, l]`` at ``(x[i], y[j], z[l])``.
+Each metric is a batch mean ``fn(outputs, y)`` weighted by batch size, like the loss, and
+accumulated in float64. A non-finite value is recorded as it is (NaN or inf).
+
+Strategies:
+
+- ``"loop"``: a private copy of the model whose parameters are views of one flat buffer;
+  each point is copied into the buffer and the model called directly. With several data
+  batches it goes data-outer, grid-inner: each batch is moved to the device once per chunk.
+- ``"batched"``: a chunk of points at once, ``torch.func.vmap`` over ``functional_call``,
+  the chunk sized to the memory budget (for GPUs).
+- ``"auto"``: batched on CUDA, loop on the CPU (where measured it is the faster one).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import vmap
+from tqdm.auto import tqdm
+
+from landscape import directions as _directions
+from landscape import memory
+from landscape import store as _store
+from landscape.objective import Objective, inputs
+
+Tensor = torch.Tensor
+STRATEGIES = ("auto", "loop", "batched")
+_AXIS = re.compile(r"\s*([-+0-9.eE]+)\s*:\s*([-+0-9.eE]+)\s*:\s*([0-9]+)\s*")
+
+
+def parse_axis(spec: str | Sequence) -> np.ndarray:
+    """``"-1:1:51"`` or ``(-1, 1, 51)`` -> float64 coordinates, exact at both ends and at 0 when symmetric."""
+    if isinstance(spec, str):
+        match = _AXIS.fullmatch(spec)
+        if not match:
+            raise ValueError(f"grid axis {spec!r} is not start:stop:num, e.g. -1:1:51")
+        try:
+            start, stop, num = float(match.group(1)), float(match.group(2)), int(match.group(3))
+        except ValueError:
+            raise ValueError(f"grid axis {spec!r} is not start:stop:num, e.g. -1:1:51") from None
+    else:
+        if len(spec) != 3:
+            raise ValueError(f"grid axis {spec!r} is not (start, stop, num)")
+        start, stop, num = spec
+        if isinstance(num, float) and num.is_integer():
+            num = int(num)
+        if not isinstance(num, (int, np.integer)) or isinstance(num, bool):
+            raise ValueError(f"grid axis {spec!r}: num must be an integer")
+        start, stop, num = float(start), float(stop), int(num)
+    if not (np.isfinite(start) and np.isfinite(stop)):
+        raise ValueError(f"grid axis {spec!r}: start and stop must be finite")
+    if num < 1 or (num == 1 and start != stop):
+        raise ValueError(f"grid axis {spec!r}: num must be at least 2 (or 1 with start == stop)")
+    if num == 1:
+        return np.array([start])
+    t = np.arange(num, dtype=np.float64) / (num - 1)
+    return start * (1 - t) + stop * t
+
+
+def _axes(grid) -> list[np.ndarray]:
+    if isinstance(grid, str) or (isinstance(grid, Sequence) and len(grid) == 3
+                                 and all(isinstance(v, (int, float, np.number)) for v in grid)):
+        grid = [grid]
+    axes = [parse_axis(spec) for spec in grid]
+    if not 1 <= len(axes) <= 3:
+        raise ValueError(f"a scan has 1, 2 or 3 axes, got {len(axes)}")
+    return axes
+
+
+@dataclass
+class Scan:
+    """A scan's grid and values: ``values[name]`` has shape ``(nx[, ny[, nz]])`` at ``axes`` (x, y, z).
+
+    ``center`` is the point at coordinates 0 and ``directions`` the ones scanned along;
+    ``done`` marks computed points (all, once a scan finished); ``seconds`` and
+    ``points_computed`` are the cost of this call (a resumed scan computes only the rest).
+    """
+
+    axes: list[np.ndarray]
+    values: dict[str, np.ndarray]
+    done: np.ndarray
+    directions: _directions.Directions
+    center: Tensor
+    strategy: str
+    chunk: int
+    seconds: float = 0.0
+    points_computed: int = 0
+    path: str | None = None
+    center_values: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(a) for a in self.axes)
+
+    def minimum(self, metric: str = "loss") -> tuple[list[float], float] | None:
+        """(coordinates, value) of the smallest finite value of ``metric``; None when none is finite."""
+        v = np.where(np.isfinite(self.values[metric]), self.values[metric], np.inf)
+        if not np.isfinite(v).any():
+            return None
+        index = np.unravel_index(np.argmin(v), v.shape)
+        return [float(a[i]) for a, i in zip(self.axes, index)], float(v[index])
+
+    def to_dict(self, values: bool = False) -> dict:
+        """A JSON summary: grid, centre values, minimum, non-finite count, cost; ``values=True`` adds the arrays."""
+        found = self.minimum()
+        out = {"shape": list(self.shape), "axes": [[float(a[0]), float(a[-1]), len(a)] for a in self.axes],
+               "metrics": list(self.values), "center_values": self.center_values,
+               "minimum": None if found is None else {"coords": found[0], "loss": found[1]},
+               "non_finite": int((~np.isfinite(self.values["loss"]) & self.done).sum()),
+               "done": int(self.done.sum()), "points": int(self.done.size),
+               "points_computed": self.points_computed, "seconds": self.seconds,
+               "points_per_second": self.points_computed / self.seconds if self.seconds > 0 else None,
+               "strategy": self.strategy, "chunk": self.chunk, "directions": self.directions.to_dict(),
+               "path": self.path}
+        if values:
+            out["values"] = {k: np.where(np.isfinite(v), v, None).tolist() for k, v in self.values.items()}
+        return out
+
+
+def load(path: str | Path) -> Scan:
+    """A scan read back from its HDF5 file (finished or not: see ``done``)."""
+    data = _store.read(path)
+    vectors = torch.from_numpy(data["directions"])
+    recipe = data["key"]["recipe"]
+    return Scan(axes=data["axes"], values=data["values"], done=data["done"],
+                directions=_directions.Directions(vectors, recipe), center=torch.from_numpy(data["center"]),
+                strategy=data["key"]["strategy"], chunk=data["key"]["chunk"], path=str(path),
+                center_values=data["meta"].get("center_values", {}))
+
+
+def _inplace_copy(obj: Objective) -> tuple[nn.Module, Tensor]:
+    """A copy of the model, on the objective's device and dtype, whose selected parameters view ``buf [n]``."""
+    try:
+        model = copy.deepcopy(obj.model)
+    except Exception as error:
+        raise ValueError(f"the loop strategy copies the model, and copy.deepcopy failed ({type(error).__name__}: "
+                         f"{error}); use strategy='batched'") from error
+    model.to(device=obj.device, dtype=obj.dtype).requires_grad_(False)
+    buf = obj.theta0.clone()
+    views = {name: nn.Parameter(t, requires_grad=False) for name, t in obj.space.unflatten(buf).items()}
+    first: dict[int, str] = {}
+    for name, p in list(model.named_parameters(remove_duplicate=False)):
+        origin = first.setdefault(id(p), name)
+        module_name, _, attr = name.rpartition(".")
+        module = model.get_submodule(module_name)
+        if origin in views:
+            setattr(module, attr, views[origin])
+        elif origin == name:
+            p.data.copy_(obj._fixed[name])
+    for name, b in model.named_buffers():
+        b.copy_(obj._fixed[name])
+    return model, buf
+
+
+def _points(axes: list[np.ndarray], start: int, stop: int) -> np.ndarray:
+    """Coordinates ``[stop - start, k]`` of the flattened (C-order) grid's points ``start:stop``."""
+    index = np.unravel_index(np.arange(start, stop), tuple(len(a) for a in axes))
+    return np.stack([a[i] for a, i in zip(axes, index)], axis=1)
+
+
+def _thetas(center: Tensor, D: Tensor, coords: np.ndarray) -> Tensor:
+    """center + sum_a coords[:, a] d_a, element by element: ``[c, n]``."""
+    C = torch.as_tensor(coords, dtype=D.dtype, device=D.device)
+    thetas = center.expand(C.shape[0], -1).clone()
+    for a in range(D.shape[0]):
+        thetas.addcmul_(C[:, a:a + 1], D[a:a + 1])
+    return thetas
+
+
+def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None = None,
+         store: str | Path | None = None, strategy: str = "auto", chunk: int | None = None, progress: bool = True,
+         meta: dict | None = None) -> Scan:
+    """Evaluate the loss and ``metrics`` on a grid around a centre, along 1-3 directions.
+
+    Args:
+        obj: the objective (model, loss, data).
+        directions: a ``Directions`` (its ``center`` is used when set, else ``obj.theta0``),
+            or vectors ``[k, n]`` used as given.
+        grid: one axis per direction: ``"start:stop:num"`` or ``(start, stop, num)``; a single
+            axis may be given bare for a 1D scan.
+        metrics: ``{name: fn(outputs, y) -> batch mean}`` besides the loss (e.g. accuracy).
+        store: an HDF5 file written as the scan goes; if it exists and holds this same scan
+            (recipe, grid, metrics, dtype, device type, strategy, chunk), the scan resumes
+            and the result equals an uninterrupted run bit for bit; a different scan is refused.
+        strategy: ``"loop"``, ``"batched"`` or ``"auto"`` (batched on CUDA, loop on the CPU).
+        chunk: points per chunk (flushed to the store together); default 64 for the loop,
+            the memory budget's share for batched (at most 1024). A resume uses the stored one.
+        meta: extra JSON metadata for the store (the CLI puts the problem's name there).
+    """
+    if not isinstance(directions, _directions.Directions):
+        directions = _directions.given(obj, directions)
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    axes = _axes(grid)
+    if len(axes) != len(directions):
+        raise ValueError(f"the grid has {len(axes)} axes but there are {len(directions)} directions")
+    metrics = dict(metrics or {})
+    if "loss" in metrics:
+        raise ValueError("'loss' is always measured; give the other metrics under other names")
+    fns = {"loss": obj.loss_fn, **metrics}
+    if strategy == "auto":
+        strategy = "batched" if obj.device.type == "cuda" else "loop"
+    D = directions.vectors.to(obj.device, obj.dtype)
+    center = obj.theta0 if directions.center is None else obj._point(directions.center)
+    shape = tuple(len(a) for a in axes)
+    total = int(np.prod(shape))
+    if chunk is None:
+        chunk = 64 if strategy == "loop" else min(1024, memory.chunk_size(total, obj.graph_bytes(), obj.memory_budget()))
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+
+    key = {"recipe": directions.recipe, "directions": _directions.fingerprint(D),
+           "center": _directions.fingerprint(center), "axes": [a.tolist() for a in axes], "metrics": list(fns),
+           "parameters": list(obj.space.names), "dtype": str(obj.dtype).removeprefix("torch."),
+           "device": obj.device.type, "train": obj.train, "strategy": strategy}
+    opened = None
+    if store is not None:
+        key["chunk"] = chunk
+        if Path(store).exists():
+            stored_chunk = _store.read(store)["key"].get("chunk")
+            key["chunk"] = chunk = stored_chunk if isinstance(stored_chunk, int) else chunk
+        import landscape
+
+        opened = _store.Store.open(store, key, axes, D, center,
+                                   {"library": landscape.__version__, "torch": torch.__version__,
+                                    "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **(meta or {})})
+        values, done = opened.values, opened.done
+    else:
+        values = {name: np.full(shape, np.nan) for name in fns}
+        done = np.zeros(shape, dtype=bool)
+
+    evaluate = _loop(obj, fns) if strategy == "loop" else _batched(obj, fns)
+    flat_values = {name: v.reshape(-1) for name, v in values.items()}
+    flat_done = done.reshape(-1)
+    start_time, computed = time.perf_counter(), 0
+    bar = tqdm(total=total, initial=int(flat_done.sum()), unit="pt", desc="scan", disable=not progress,
+               dynamic_ncols=True)
+    try:
+        for start in range(0, total, chunk):
+            stop = min(total, start + chunk)
+            if flat_done[start:stop].all():
+                continue
+            results = evaluate(_thetas(center, D, _points(axes, start, stop)))  # [c, metrics] float64
+            for m, name in enumerate(fns):
+                flat_values[name][start:stop] = results[:, m]
+            flat_done[start:stop] = True
+            obj.counts["forward"] += stop - start
+            computed += stop - start
+            if opened is not None:
+                opened.write(start, stop)
+            bar.update(stop - start)
+    finally:
+        bar.close()
+        if opened is not None:
+            opened.close()
+    seconds = time.perf_counter() - start_time
+    result = Scan(axes=axes, values=values, done=done, directions=directions, center=center, strategy=strategy,
+                  chunk=chunk, seconds=seconds, points_computed=computed, path=None if store is None else str(store))
+    zero = tuple(np.flatnonzero(a == 0.0)[:1] for a in axes)
+    if all(len(i) for i in zero):
+        result.center_values = {name: float(v[tuple(i[0] for i in zero)]) for name, v in values.items()}
+    else:
+        result.center_values = obj.evaluate(center, metrics)
+    return result
+
+
+def _loop(obj: Objective, fns: dict) -> Callable[[Tensor], np.ndarray]:
+    """Evaluate points one at a time on an in-place copy of the model; data outer, points inner."""
+    model, buf = _inplace_copy(obj)
+
+    def evaluate(thetas: Tensor) -> np.ndarray:
+        acc = torch.zeros(thetas.shape[0], len(fns), dtype=torch.float64, device=obj.device)
+        with torch.no_grad(), obj.mode(model):
+            for X, y, size in obj.batches():
+                args, kwargs = inputs(X)
+                for p, theta in enumerate(thetas):
+                    buf.copy_(theta)
+                    outputs = model(*args, **kwargs)
+                    for m, fn in enumerate(fns.values()):
+                        acc[p, m] += torch.as_tensor(fn(outputs, y), dtype=torch.float64) * size
+        return (acc / obj.n_examples).cpu().numpy()
+
+    return evaluate
+
+
+def _batched(obj: Objective, fns: dict) -> Callable[[Tensor], np.ndarray]:
+    """Evaluate a chunk of points at once: vmap over the points of functional_call."""
+    def per_point(X, y):
+        def one(theta):
+            outputs = obj.forward(theta, X)
+            return torch.stack([torch.as_tensor(fn(outputs, y), dtype=torch.float64) for fn in fns.values()])
+        return one
+
+    def evaluate(thetas: Tensor) -> np.ndarray:
+        acc = torch.zeros(thetas.shape[0], len(fns), dtype=torch.float64, device=obj.device)
+        with torch.no_grad(), obj.mode():
+            for X, y, size in obj.batches():
+                try:
+                    acc += vmap(per_point(X, y))(thetas) * size
+                except RuntimeError as error:
+                    first = (str(error).strip().splitlines() or [""])[0]
+                    raise ValueError(f"the batched strategy cannot vmap this model or a metric ({first}); "
+                                     f"use strategy='loop'") from error
+        return (acc / obj.n_examples).cpu().numpy()
+
+    return evaluate

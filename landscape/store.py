@@ -1,0 +1,123 @@
+"""One HDF5 file per scan, written as the scan goes, so a killed scan resumes where it stopped.
+
+Layout of ``scan.h5``::
+
+    axes/0, axes/1, ...   float64 [n_a]            the coordinates along each direction
+    values/<metric>       float64 (nx[, ny[, nz]])   NaN until computed; values[i, j] is at (x[i], y[j])
+    done                  bool    (nx[, ny[, nz]])   which points are computed
+    directions            [k, n]                   the direction vectors, exactly as used
+    center                [n]                      the point at coordinates 0
+    trajectory/...        optional: checkpoints projected onto the plane (coords, residuals, names)
+    attrs["key"]          JSON: everything that decides the values (recipe, fingerprints, grid, metrics,
+                          dtype, device type, strategy, chunk); a resume must match it exactly
+    attrs["meta"]         JSON: problem, library and torch versions, creation time
+
+Points are computed in fixed chunks of the flattened (C-order) grid; after each chunk the
+slab of the first axis it touched is written, with its ``done`` entries, and the file is
+flushed. Resuming reruns only chunks with points not done, in the same chunks, so the
+values are bit-identical to an uninterrupted scan.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+FORMAT = 1
+
+
+def _differences(stored: dict, wanted: dict) -> list[str]:
+    keys = sorted(set(stored) | set(wanted))
+    return [f"{k}: {stored.get(k)!r} in the file, {wanted.get(k)!r} now" for k in keys if stored.get(k) != wanted.get(k)]
+
+
+class Store:
+    """An open scan file: ``values`` per metric and the ``done`` mask in memory, mirrored to disk by ``write``."""
+
+    def __init__(self, file: h5py.File, metrics: list[str]):
+        self.file = file
+        self.path = Path(file.filename)
+        self.values = {name: file["values"][name][()] for name in metrics}
+        self.done = file["done"][()]
+
+    @classmethod
+    def open(cls, path: str | Path, key: dict, axes: list[np.ndarray], directions: torch.Tensor,
+             center: torch.Tensor, meta: dict) -> Store:
+        """Create ``path``, or reopen it to resume when its ``key`` equals this scan's; otherwise refuse."""
+        path = Path(path)
+        key = {"format": FORMAT, **key}
+        encoded = json.dumps(key, sort_keys=True)
+        if path.exists():
+            try:
+                file = h5py.File(path, "r+")
+            except OSError as error:
+                raise ValueError(f"{path} exists but is not a readable HDF5 scan file ({error}); "
+                                 f"move it away or choose another output") from error
+            stored = json.loads(file.attrs.get("key", "{}"))
+            if stored != key:
+                file.close()
+                raise ValueError(f"{path} holds a different scan, refusing to mix them ("
+                                 + "; ".join(_differences(stored, key)[:3]) + "); choose another output")
+            return cls(file, key["metrics"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shape = tuple(len(a) for a in axes)
+        file = h5py.File(path, "w")
+        for i, a in enumerate(axes):
+            file.create_dataset(f"axes/{i}", data=np.asarray(a, dtype=np.float64))
+        for name in key["metrics"]:
+            file.create_dataset(f"values/{name}", shape=shape, dtype=np.float64, fillvalue=np.nan)
+        file.create_dataset("done", shape=shape, dtype=bool, fillvalue=False)
+        file.create_dataset("directions", data=directions.detach().cpu().numpy())
+        file.create_dataset("center", data=center.detach().cpu().numpy())
+        file.attrs["key"] = encoded
+        file.attrs["meta"] = json.dumps(meta)
+        file.flush()
+        return cls(file, key["metrics"])
+
+    def write(self, start: int, stop: int) -> None:
+        """Write the points ``start:stop`` of the flattened grid (from ``values`` and ``done``) and flush."""
+        per_slab = self.done.size // self.done.shape[0]
+        rows = slice(start // per_slab, (stop - 1) // per_slab + 1)
+        for name, v in self.values.items():
+            self.file["values"][name][rows] = v[rows]
+        self.file["done"][rows] = self.done[rows]
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def add_trajectory(path: str | Path, coords: np.ndarray, residuals: np.ndarray, names: list[str]) -> None:
+    """Store projected checkpoints in a scan file: ``coords [m, k]``, off-plane ``residuals [m]``, their names."""
+    with h5py.File(path, "r+") as file:
+        if "trajectory" in file:
+            del file["trajectory"]
+        group = file.create_group("trajectory")
+        group.create_dataset("coords", data=np.asarray(coords, dtype=np.float64))
+        group.create_dataset("residuals", data=np.asarray(residuals, dtype=np.float64))
+        group.create_dataset("names", data=np.array(names, dtype=h5py.string_dtype()))
+
+
+def read(path: str | Path) -> dict:
+    """Everything in a scan file as numpy arrays and dicts (see the module docstring for the layout)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"scan file {path} does not exist")
+    try:
+        with h5py.File(path, "r") as file:
+            key = json.loads(file.attrs["key"])
+            data = {"key": key, "meta": json.loads(file.attrs["meta"]),
+                    "axes": [file["axes"][str(i)][()] for i in range(len(file["axes"]))],
+                    "values": {name: file["values"][name][()] for name in key["metrics"]},
+                    "done": file["done"][()], "directions": file["directions"][()], "center": file["center"][()]}
+            if "trajectory" in file:
+                t = file["trajectory"]
+                data["trajectory"] = {"coords": t["coords"][()], "residuals": t["residuals"][()],
+                                      "names": [n.decode() if isinstance(n, bytes) else n for n in t["names"][()]]}
+    except (OSError, KeyError) as error:
+        raise ValueError(f"{path} is not a landscape scan file ({type(error).__name__}: {error})") from error
+    return data

@@ -1,0 +1,229 @@
+"""Scans against closed forms and direct evaluations: orientation, strategies, BatchNorm, NaN, the resumable store."""
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import landscape
+from landscape import directions as dirs
+from landscape.scan import parse_axis, scan
+from tests.reference import make
+
+
+def quadratic_reference(problem, center, D, axes):
+    """1/2 (t - c)^T A (t - c) at t = center + sum_a x_a d_a, point by point in numpy float64."""
+    A, c = problem.model.A.numpy(), problem.model.center.numpy()
+    grids = np.meshgrid(*axes, indexing="ij")
+    out = np.empty(grids[0].shape)
+    for index in np.ndindex(out.shape):
+        t = center.numpy() + sum(g[index] * d for g, d in zip(grids, D.numpy()))
+        out[index] = 0.5 * (t - c) @ A @ (t - c)
+    return out
+
+
+@pytest.mark.parametrize("grid", [
+    ["-2:1:7"],
+    ["-1:2:7", "-0.5:0.25:4"],
+    ["-1:1:5", "0:3:4", "-0.5:0.5:3"],
+])
+@pytest.mark.parametrize("strategy", ["loop", "batched"])
+def test_quadratic_scans_equal_the_closed_form(grid, strategy):
+    problem = landscape.load("quadratic", n=12, seed=3)
+    obj = problem.objective()
+    d = dirs.random(obj, k=len(grid), norm="none", include_1d=True, seed=1)
+    result = scan(obj, d, grid, strategy=strategy, progress=False)
+    for spec, a in zip(grid, result.axes):
+        start, stop, num = (float(v) for v in spec.split(":"))
+        assert np.allclose(a, np.linspace(start, stop, int(num)), rtol=0, atol=1e-15)
+    expected = quadratic_reference(problem, obj.theta0, d.vectors, result.axes)
+    assert result.values["loss"].shape == tuple(int(s.split(":")[2]) for s in grid)
+    assert np.allclose(result.values["loss"], expected, rtol=1e-12, atol=0)
+    assert result.done.all() and result.points_computed == expected.size
+
+
+def test_orientation_values_i_j_is_at_x_i_y_j():
+    """A loss linear in two coordinates tells the axes apart: L = 1/2 |theta - c|^2 along orthogonal unit axes."""
+    problem = landscape.load("quadratic", eigenvalues=[1.0] * 4, seed=0)
+    obj = problem.objective()
+    center = problem.model.center
+    e = torch.eye(4, dtype=torch.float64)
+    d = dirs.given(obj, e[:2], center=center)  # centred at the minimum: L = (x^2 + y^2) / 2 in the rotated basis
+    result = scan(obj, d, ["0:3:4", "0:1:3"], progress=False)
+    A = problem.model.A.numpy()
+    for i, x in enumerate(result.axes[0]):
+        for j, y in enumerate(result.axes[1]):
+            v = np.array([x, y, 0, 0])
+            assert result.values["loss"][i, j] == pytest.approx(0.5 * v @ A @ v, rel=1e-13)
+    assert result.values["loss"].shape == (4, 3)
+
+
+def test_parse_axis_is_exact_at_the_ends_and_the_centre():
+    x = parse_axis("-1:1:51")
+    assert x[25] == 0.0 and x[0] == -1.0 and x[-1] == 1.0 and len(x) == 51
+    y = parse_axis((-0.3, 0.3, 7))
+    assert y[3] == 0.0 and y[0] == -0.3 and y[-1] == 0.3
+    assert parse_axis("0.5:0.5:1").tolist() == [0.5]
+    assert np.allclose(parse_axis("1e-1:2.5e-1:4"), [0.1, 0.15, 0.2, 0.25])
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("-1:1", "not start:stop:num"), ("a:b:3", "not start:stop:num"), ("-1:1:0", "at least 2"),
+    ("0:1:1", "at least 2"), ("-1:1:2.5", "not start:stop:num"), ((0, 1, 2.5), "num must be an integer"),
+    ("-inf:1:3", "not start:stop:num"), ((0, float("nan"), 3), "finite"), ("1-2:3:4", "not start:stop:num"),
+])
+def test_bad_axes_are_refused(spec, message):
+    with pytest.raises(ValueError, match=message):
+        parse_axis(spec)
+
+
+def test_center_point_is_the_model_bit_for_bit(digits_mlp):
+    obj = digits_mlp.objective()
+    result = scan(obj, dirs.random(obj), ["-1:1:5", "-0.5:0.5:3"], metrics=digits_mlp.metrics, progress=False)
+    X, y = digits_mlp.data
+    with torch.no_grad():
+        outputs = digits_mlp.model(X)
+    assert result.values["loss"][2, 1] == torch.nn.functional.cross_entropy(outputs, y).double().item()
+    assert result.center_values["accuracy"] == (outputs.argmax(-1) == y).float().mean().item()
+
+
+@pytest.mark.parametrize("problem_name", ["digits-mlp", "digits-cnn"])
+def test_loop_and_batched_agree_and_match_direct_evaluation(problem_name, request):
+    problem = request.getfixturevalue(problem_name.replace("-", "_"))
+    obj = problem.objective(batch_size=500)  # three batches, the last one uneven
+    d = dirs.random(obj, seed=4)
+    grid = ["-1:1:4", "-0.5:1:3"]
+    loop = scan(obj, d, grid, metrics=problem.metrics, strategy="loop", chunk=5, progress=False)
+    batched = scan(obj, d, grid, metrics=problem.metrics, strategy="batched", progress=False)
+    for name in ("loss", "accuracy"):
+        assert np.allclose(loop.values[name], batched.values[name], rtol=1e-5, atol=1e-6), name
+    whole = problem.objective(dtype=torch.float64)  # one batch, float64: an independent evaluation
+    for i, x in enumerate(loop.axes[0]):
+        for j, y in enumerate(loop.axes[1]):
+            theta = obj.theta0.double() + x * d.vectors[0].double() + y * d.vectors[1].double()
+            assert loop.values["loss"][i, j] == pytest.approx(whole.loss(theta).item(), rel=2e-5)
+
+
+def test_batchnorm_running_statistics_are_untouched(digits_cnn):
+    before = {k: v.clone() for k, v in digits_cnn.model.state_dict().items()}
+    for train in (False, True):
+        obj = digits_cnn.objective(train=train)
+        scan(obj, dirs.random(obj, k=1), ["-1:1:3"], strategy="loop", progress=False)
+        scan(obj, dirs.random(obj, k=1), ["-1:1:3"], strategy="batched", progress=False)
+        assert obj.theta0.equal(digits_cnn.objective().theta0)
+    after = digits_cnn.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert digits_cnn.model.training is False
+
+
+def test_eval_and_train_mode_scans_differ_where_batchnorm_does():
+    model, loss_fn, X, y = make("cnn-bn")
+    results = {}
+    for train in (False, True):
+        obj = landscape.Objective(model, loss_fn, (X, y), train=train)
+        results[train] = scan(obj, dirs.random(obj, k=1, seed=0), ["-1:1:3"], progress=False).values["loss"]
+        with torch.no_grad():
+            model.train(train)
+            direct = loss_fn(model(X), y).item()
+            model.eval()
+        assert results[train][1] == pytest.approx(direct, rel=1e-12)
+    assert not np.allclose(results[False], results[True])
+
+
+def nan_problem():
+    """With q the quadratic: L = log(2.1 - q), NaN where q > 2.1, and +inf where q > 4.4."""
+    problem = landscape.load("quadratic", eigenvalues=[1.0, 1.0], seed=0)
+    problem.loss_fn = lambda out, y: torch.where(out.mean() > 4.4, torch.inf, torch.log(2.1 - out.mean()))
+    return problem
+
+
+def test_nan_points_survive_into_the_store(tmp_path):
+    problem = nan_problem()
+    obj = problem.objective()
+    d = dirs.given(obj, torch.eye(2, dtype=torch.float64), center=problem.model.center)
+    result = scan(obj, d, ["-3:3:7", "-3:3:7"], store=tmp_path / "s.h5", progress=False)
+    x, y = np.meshgrid(result.axes[0], result.axes[1], indexing="ij")
+    q = 0.5 * (x ** 2 + y ** 2)  # A is the identity
+    with np.errstate(invalid="ignore"):
+        expected = np.where(q > 4.4, np.inf, np.log(2.1 - q))
+    stored = landscape.load_scan(tmp_path / "s.h5")
+    for values in (result.values["loss"], stored.values["loss"]):
+        assert np.array_equal(np.isnan(values), np.isnan(expected)) and np.isnan(values).sum() == 12
+        assert np.array_equal(np.isposinf(values), np.isposinf(expected)) and np.isposinf(values).sum() == 24
+        finite = np.isfinite(expected)
+        assert np.allclose(values[finite], expected[finite], rtol=1e-13)
+    assert stored.done.all() and result.to_dict()["non_finite"] == 36
+    assert result.minimum()[1] == pytest.approx(np.log(2.1 - 2.0))
+
+
+class Interrupt(Exception):
+    pass
+
+
+def interrupting(after):
+    """A metric (the mean output) that raises on its ``after``-th call, like a kill mid-scan."""
+    calls = {"n": 0}
+
+    def mean_output(outputs, y):
+        calls["n"] += 1
+        if calls["n"] == after:
+            raise Interrupt
+        return outputs.mean()
+
+    return mean_output
+
+
+@pytest.mark.parametrize("strategy", ["loop", "batched"])
+def test_an_interrupted_scan_resumes_to_identical_values(tmp_path, digits_mlp, strategy):
+    obj = digits_mlp.objective(batch_size=600)
+    d = dirs.random(obj, seed=2)
+    grid = ["-1:1:7", "-1:1:5"]
+    whole = scan(obj, d, grid, metrics={"mean_output": interrupting(-1)}, strategy=strategy, chunk=4,
+                 store=tmp_path / "whole.h5", progress=False)
+    path = tmp_path / "part.h5"
+    # loop: 3 batches x 4 points per chunk, so call 30 falls in the third chunk; batched: one call per batch
+    with pytest.raises(Interrupt):
+        scan(obj, d, grid, metrics={"mean_output": interrupting(30 if strategy == "loop" else 8)},
+             strategy=strategy, chunk=4, store=path, progress=False)
+    partial = landscape.load_scan(path)
+    assert partial.done.sum() == 8 and np.isnan(partial.values["loss"][~partial.done]).all()
+    assert np.array_equal(partial.values["loss"][partial.done], whole.values["loss"][partial.done])
+    resumed = scan(obj, d, grid, metrics={"mean_output": interrupting(-1)}, strategy=strategy, chunk=99,
+                   store=path, progress=False)  # the stored chunk size wins
+    assert resumed.points_computed == 35 - 8 and resumed.chunk == 4
+    for name in ("loss", "mean_output"):
+        assert np.array_equal(resumed.values[name], whole.values[name])
+        assert np.array_equal(landscape.load_scan(path).values[name], whole.values[name])
+
+
+def test_a_different_scan_on_the_same_file_is_refused(tmp_path, digits_mlp):
+    obj = digits_mlp.objective()
+    path = tmp_path / "s.h5"
+    scan(obj, dirs.random(obj, seed=0), ["-1:1:3", "-1:1:3"], store=path, progress=False)
+    with pytest.raises(ValueError, match="different scan.*seed"):
+        scan(obj, dirs.random(obj, seed=1), ["-1:1:3", "-1:1:3"], store=path, progress=False)
+    with pytest.raises(ValueError, match="different scan.*axes"):
+        scan(obj, dirs.random(obj, seed=0), ["-1:1:3", "-1:1:5"], store=path, progress=False)
+    with pytest.raises(ValueError, match="different scan.*metrics"):
+        scan(obj, dirs.random(obj, seed=0), ["-1:1:3", "-1:1:3"], metrics=digits_mlp.metrics, store=path,
+             progress=False)
+    finished = scan(obj, dirs.random(obj, seed=0), ["-1:1:3", "-1:1:3"], store=path, progress=False)
+    assert finished.points_computed == 0 and finished.done.all()
+    with h5py.File(path, "r") as f:
+        assert f["values/loss"].shape == (3, 3) and f["directions"].shape == (2, obj.space.n)
+    (tmp_path / "junk.h5").write_text("not hdf5")
+    with pytest.raises(ValueError, match="not a landscape scan file"):
+        scan(obj, dirs.random(obj), ["-1:1:3", "-1:1:3"], store=tmp_path / "junk.h5", progress=False)
+
+
+def test_bad_arguments(digits_mlp):
+    obj = digits_mlp.objective()
+    d = dirs.random(obj)
+    with pytest.raises(ValueError, match="2 directions"):
+        scan(obj, d, ["-1:1:3"], progress=False)
+    with pytest.raises(ValueError, match="strategy must be"):
+        scan(obj, d, ["-1:1:3"] * 2, strategy="fast", progress=False)
+    with pytest.raises(ValueError, match="1, 2 or 3 axes"):
+        scan(obj, dirs.random(obj, k=4), ["-1:1:3"] * 4, progress=False)
+    with pytest.raises(ValueError, match="'loss' is always measured"):
+        scan(obj, d, ["-1:1:3"] * 2, metrics={"loss": lambda o, y: o.mean()}, progress=False)
