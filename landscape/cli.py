@@ -183,8 +183,14 @@ def _scan(args) -> int:
     if stored is not None:
         print(f"resuming     {path}: {int(stored['done'].sum())} of {stored['done'].size} points done", flush=True)
     meta = {"problem": problem.name, "checkpoint": args.checkpoint, "trajectory": args.trajectory}
-    result = scan(obj, d, args.grid, metrics=problem.metrics, store=path, strategy=args.strategy, chunk=args.chunk,
-                  meta=meta)
+    try:
+        result = scan(obj, d, args.grid, metrics=problem.metrics, store=path, strategy=args.strategy,
+                      chunk=args.chunk, meta=meta)
+    except KeyboardInterrupt:
+        done = scan_store.read(path)["done"]
+        print(f"landscape scan: interrupted; {int(done.sum())} of {done.size} points are saved in {path}: "
+              f"the same command with --resume continues", file=sys.stderr)
+        return 130
     shape = " x ".join(str(len(a)) for a in result.axes)
     rate = f", {result.points_computed / result.seconds:.1f} points/s" if result.points_computed else ""
     print(f"scan         {shape} points along {args.directions} directions: {result.points_computed} computed in "
@@ -271,12 +277,13 @@ def parser() -> argparse.ArgumentParser:
     scan_cmd.add_argument("--include-1d", action="store_true",
                           help="also move 1-D parameters (biases, BatchNorm) along random directions")
     scan_cmd.add_argument("--seed", type=int, default=0, help="seed of the random directions (default 0)")
-    scan_cmd.add_argument("--tol", type=float, default=1e-6, help="Lanczos tolerance for --directions hessian")
+    scan_cmd.add_argument("--tol", type=float, default=1e-6, help="Lanczos tolerance for --directions hessian (default 1e-6)")
     scan_cmd.add_argument("--trajectory", metavar="DIR",
                           help="a folder of checkpoints (*.pt) of a training run: PCA directions come from it, "
                                "and each checkpoint is projected onto the scan's plane")
     scan_cmd.add_argument("--strategy", choices=list(STRATEGIES), default="auto",
-                          help="loop (one point at a time), batched (vmapped chunks, for GPUs) or auto (default)")
+                          help="loop (one point at a time), batched (vmapped chunks of points) or auto (default: "
+                               "batched on CUDA, loop on the CPU)")
     scan_cmd.add_argument("--chunk", type=int, metavar="N", help="points per chunk written to the file together")
     scan_cmd.add_argument("--out", required=True, metavar="DIR", help="directory for scan.h5 and scan.json")
     scan_cmd.add_argument("--resume", action="store_true", help="continue the scan in DIR/scan.h5")

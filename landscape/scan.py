@@ -235,16 +235,12 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
            "device": obj.device.type, "train": obj.train, "strategy": strategy}
     opened = None
     if store is not None:
-        key["chunk"] = chunk
-        if Path(store).exists():
-            stored_chunk = _store.read(store)["key"].get("chunk")
-            key["chunk"] = chunk = stored_chunk if isinstance(stored_chunk, int) else chunk
         import landscape
 
-        opened = _store.Store.open(store, key, axes, D, center,
+        opened = _store.Store.open(store, {**key, "chunk": chunk}, axes, D, center,
                                    {"library": landscape.__version__, "torch": torch.__version__,
                                     "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **(meta or {})})
-        values, done = opened.values, opened.done
+        values, done, chunk = opened.values, opened.done, opened.chunk
     else:
         values = {name: np.full(shape, np.nan) for name in fns}
         done = np.zeros(shape, dtype=bool)
@@ -293,11 +289,13 @@ def _loop(obj: Objective, fns: dict) -> Callable[[Tensor], np.ndarray]:
         with torch.no_grad(), obj.mode(model):
             for X, y, size in obj.batches():
                 args, kwargs = inputs(X)
-                for p, theta in enumerate(thetas):
+                found = []  # per point, per metric; nothing but the model and the metrics runs per point
+                for theta in thetas:
                     buf.copy_(theta)
                     outputs = model(*args, **kwargs)
-                    for m, fn in enumerate(fns.values()):
-                        acc[p, m] += torch.as_tensor(fn(outputs, y), dtype=torch.float64) * size
+                    found.append([fn(outputs, y) for fn in fns.values()])
+                acc += torch.stack([torch.as_tensor(v, device=obj.device) for row in found for v in row]
+                                   ).to(torch.float64).reshape(acc.shape) * size
         return (acc / obj.n_examples).cpu().numpy()
 
     return evaluate

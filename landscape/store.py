@@ -38,19 +38,23 @@ def _differences(stored: dict, wanted: dict) -> list[str]:
 class Store:
     """An open scan file: ``values`` per metric and the ``done`` mask in memory, mirrored to disk by ``write``."""
 
-    def __init__(self, file: h5py.File, metrics: list[str]):
+    def __init__(self, file: h5py.File, key: dict):
         self.file = file
         self.path = Path(file.filename)
-        self.values = {name: file["values"][name][()] for name in metrics}
+        self.chunk = key["chunk"]
+        self.values = {name: file["values"][name][()] for name in key["metrics"]}
         self.done = file["done"][()]
 
     @classmethod
     def open(cls, path: str | Path, key: dict, axes: list[np.ndarray], directions: torch.Tensor,
              center: torch.Tensor, meta: dict) -> Store:
-        """Create ``path``, or reopen it to resume when its ``key`` equals this scan's; otherwise refuse."""
+        """Create ``path``, or reopen it to resume when its ``key`` equals this scan's; otherwise refuse.
+
+        ``key["chunk"]`` is the points per chunk; a resumed scan keeps the stored one, so its
+        chunks, and hence its values, are the same as an uninterrupted run's.
+        """
         path = Path(path)
         key = {"format": FORMAT, **key}
-        encoded = json.dumps(key, sort_keys=True)
         if path.exists():
             try:
                 file = h5py.File(path, "r+")
@@ -58,11 +62,12 @@ class Store:
                 raise ValueError(f"{path} exists but is not a readable HDF5 scan file ({error}); "
                                  f"move it away or choose another output") from error
             stored = json.loads(file.attrs.get("key", "{}"))
+            key["chunk"] = stored.get("chunk", key["chunk"])
             if stored != key:
                 file.close()
                 raise ValueError(f"{path} holds a different scan, refusing to mix them ("
                                  + "; ".join(_differences(stored, key)[:3]) + "); choose another output")
-            return cls(file, key["metrics"])
+            return cls(file, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         shape = tuple(len(a) for a in axes)
         file = h5py.File(path, "w")
@@ -73,10 +78,10 @@ class Store:
         file.create_dataset("done", shape=shape, dtype=bool, fillvalue=False)
         file.create_dataset("directions", data=directions.detach().cpu().numpy())
         file.create_dataset("center", data=center.detach().cpu().numpy())
-        file.attrs["key"] = encoded
+        file.attrs["key"] = json.dumps(key, sort_keys=True)
         file.attrs["meta"] = json.dumps(meta)
         file.flush()
-        return cls(file, key["metrics"])
+        return cls(file, key)
 
     def write(self, start: int, stop: int) -> None:
         """Write the points ``start:stop`` of the flattened grid (from ``values`` and ``done``) and flush."""

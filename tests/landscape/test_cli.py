@@ -240,3 +240,39 @@ def test_scan_along_hessian_directions_reuses_them_on_resume(tmp_path, capsys):
     assert main(args + ["--resume"]) == 0
     out = capsys.readouterr().out
     assert "not recomputed" in out and field(out, "scan").endswith("0 computed in 0.00 s (loop)")
+
+
+def test_an_interrupted_cli_scan_says_how_to_continue(tmp_path, capsys):
+    import h5py
+
+    flag = tmp_path / "interrupt"
+    flag.touch()
+    (tmp_path / "problem.py").write_text(f'''
+from pathlib import Path
+import landscape
+
+calls = [0]
+
+
+def stop_at_the_fifth_point(outputs, y):
+    calls[0] += 1
+    if calls[0] == 5 and Path({str(flag)!r}).exists():
+        raise KeyboardInterrupt
+    return outputs.mean()
+
+
+def problem():
+    made = landscape.load("quadratic", n=4)
+    made.metrics = {{"q": stop_at_the_fifth_point}}
+    return made
+''')
+    args = ["scan", "--problem", f"{tmp_path / 'problem.py'}:problem", "--directions", "hessian", "--grid", "-1:1:9",
+            "--chunk", "2", "--out", str(tmp_path / "o")]
+    assert main(args) == 130
+    last = capsys.readouterr().err.splitlines()[-1]  # after the progress bar
+    assert last == (f"landscape scan: interrupted; 4 of 9 points are saved in {tmp_path / 'o' / 'scan.h5'}: "
+                    f"the same command with --resume continues")
+    flag.unlink()
+    assert main(args + ["--resume"]) == 0
+    with h5py.File(tmp_path / "o" / "scan.h5", "r") as f:
+        assert f["done"][()].all() and abs(f["values/q"][4] - f["values/loss"][4]) < 1e-12  # the centre

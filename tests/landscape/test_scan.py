@@ -212,7 +212,7 @@ def test_a_different_scan_on_the_same_file_is_refused(tmp_path, digits_mlp):
     with h5py.File(path, "r") as f:
         assert f["values/loss"].shape == (3, 3) and f["directions"].shape == (2, obj.space.n)
     (tmp_path / "junk.h5").write_text("not hdf5")
-    with pytest.raises(ValueError, match="not a landscape scan file"):
+    with pytest.raises(ValueError, match="not a readable HDF5 scan file"):
         scan(obj, dirs.random(obj), ["-1:1:3", "-1:1:3"], store=tmp_path / "junk.h5", progress=False)
 
 
