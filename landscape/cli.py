@@ -127,8 +127,8 @@ def _spectrum(args) -> int:
     return 0
 
 
-def _trajectory(folder: str, problem: problems.Problem, obj: Objective) -> tuple[list[str], torch.Tensor]:
-    """The checkpoints ``*.pt``/``*.pth`` in ``folder``, in natural order (step2 before step10), as ``[m, n]``."""
+def _checkpoints(folder: str) -> list[Path]:
+    """The checkpoints ``*.pt``/``*.pth`` in ``folder``, in natural order (step2 before step10)."""
     path = Path(folder)
     if not path.is_dir():
         raise FileNotFoundError(f"--trajectory {folder} is not a directory")
@@ -136,6 +136,11 @@ def _trajectory(folder: str, problem: problems.Problem, obj: Objective) -> tuple
                    key=lambda f: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", f.name)])
     if not files:
         raise ValueError(f"--trajectory {folder} holds no checkpoints (*.pt or *.pth files)")
+    return files
+
+
+def _trajectory(files: list[Path], problem: problems.Problem, obj: Objective) -> tuple[list[str], torch.Tensor]:
+    """The checkpoints as flat parameter vectors ``[m, n]`` of ``obj``'s space."""
     model = copy.deepcopy(problem.model)
     rows = []
     for f in files:
@@ -150,7 +155,7 @@ def _scan_directions(args, obj: Objective, k: int, trajectory, stored: dict | No
     if args.directions == "pca":
         if trajectory is None:
             raise ValueError("--directions pca needs --trajectory DIR (the checkpoints of a training run)")
-        return dirs.pca(obj, trajectory[1], k=k, center=obj.theta0 if args.checkpoint else None)
+        return dirs.pca(obj, trajectory[1], k=k, center=obj.theta0)
     wanted = {"kind": "hessian", "k": k, "which": "largest", "tol": args.tol, "seed": args.seed,
               "center": dirs.fingerprint(obj.theta0)}
     recipe = stored and stored["key"]["recipe"]
@@ -174,9 +179,14 @@ def _scan(args) -> int:
     if path.exists() and not args.resume:
         raise ValueError(f"{path} exists: pass --resume to continue that scan, or choose another --out")
     stored = scan_store.read(path) if path.exists() else None
+    if args.resume and stored is None:
+        print(f"resume       nothing to resume in {out}: starting the scan", flush=True)
+    files = _checkpoints(args.trajectory) if args.trajectory else None
+    if files and not args.checkpoint:
+        args.checkpoint = str(files[-1])  # the centre: the end of the run, buffers included
     problem = _problem(args)
     obj = _objective(args, problem)
-    trajectory = _trajectory(args.trajectory, problem, obj) if args.trajectory else None
+    trajectory = _trajectory(files, problem, obj) if files else None
     print(f"problem      {problem.name}, {obj.space.n:,} parameters, {str(obj.dtype).removeprefix('torch.')} "
           f"on {obj.device}", flush=True)
     d = _scan_directions(args, obj, len(axes), trajectory, stored)
@@ -264,7 +274,11 @@ def parser() -> argparse.ArgumentParser:
                               description="Evaluate the loss and the problem's metrics at center + x d1 (+ y d2 "
                                           "(+ z d3)) on a grid, writing DIR/scan.h5 as it goes (a killed scan "
                                           "continues with the same command and --resume) and DIR/scan.json "
-                                          "(centre loss, minimum found, cost). values[i, j] is at (x[i], y[j]).")
+                                          "(centre loss, minimum found, cost). values[i, j] is at (x[i], y[j]). "
+                                          "The centre is the model (--checkpoint, or the last checkpoint of "
+                                          "--trajectory). x = 1 is one direction vector: for filter-normalized "
+                                          "random directions a step as large as the model's own filters, for "
+                                          "Hessian and PCA directions a unit vector.")
     _problem_arguments(scan_cmd)
     scan_cmd.add_argument("--grid", action="append", required=True, metavar="START:STOP:NUM",
                           help="one axis per --grid, 1 to 3 of them, e.g. --grid -1:1:51 --grid -1:1:51; "
@@ -273,10 +287,10 @@ def parser() -> argparse.ArgumentParser:
                           help="random Gaussian (normalized by --norm), the top Hessian eigenvectors, or the "
                                "principal directions of --trajectory (default random)")
     scan_cmd.add_argument("--norm", choices=list(dirs.NORMS), default="filter",
-                          help="normalization of random directions (default filter, Li et al. 2018)")
+                          help="normalization of random directions (default filter, Li et al. 2018; random only)")
     scan_cmd.add_argument("--include-1d", action="store_true",
-                          help="also move 1-D parameters (biases, BatchNorm) along random directions")
-    scan_cmd.add_argument("--seed", type=int, default=0, help="seed of the random directions (default 0)")
+                          help="also move 1-D parameters (biases, BatchNorm) along random directions (random only)")
+    scan_cmd.add_argument("--seed", type=int, default=0, help="seed of the random directions, or of Lanczos' start for hessian (default 0)")
     scan_cmd.add_argument("--tol", type=float, default=1e-6, help="Lanczos tolerance for --directions hessian (default 1e-6)")
     scan_cmd.add_argument("--trajectory", metavar="DIR",
                           help="a folder of checkpoints (*.pt) of a training run: PCA directions come from it, "
@@ -284,7 +298,8 @@ def parser() -> argparse.ArgumentParser:
     scan_cmd.add_argument("--strategy", choices=list(STRATEGIES), default="auto",
                           help="loop (one point at a time), batched (vmapped chunks of points) or auto (default: "
                                "batched on CUDA, loop on the CPU)")
-    scan_cmd.add_argument("--chunk", type=int, metavar="N", help="points per chunk written to the file together")
+    scan_cmd.add_argument("--chunk", type=int, metavar="N", help="points per chunk written to the file together (default 64 for loop, what fits in "
+                               "memory for batched; a resumed scan keeps its own)")
     scan_cmd.add_argument("--out", required=True, metavar="DIR", help="directory for scan.h5 and scan.json")
     scan_cmd.add_argument("--resume", action="store_true", help="continue the scan in DIR/scan.h5")
     scan_cmd.set_defaults(run=_scan)
@@ -328,9 +343,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(_glue_grids(sys.argv[1:] if argv is None else list(argv)))
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # OSError: a file or folder that cannot be read or made
         print(f"landscape {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"landscape {args.command}: interrupted", file=sys.stderr)
+        return 130
     except RuntimeError as error:  # torch refusing the model on its data: shapes, dtypes, devices
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         print(f"landscape {args.command}: error: the model failed on its data: {first}", file=sys.stderr)

@@ -86,7 +86,7 @@ def normalize(space: ParamSpace, D: Tensor, center: Tensor, norm: str = "filter"
             d.copy_((rows_d * scale[..., None]).reshape(d.shape))
     if not kept:
         raise ValueError("every selected parameter has at most one dimension (biases, BatchNorm), so the "
-                         "directions would be zero; pass include_1d=True")
+                         "directions would be zero; include them (include_1d=True, --include-1d)")
     if norm == "model":
         mask = torch.zeros(space.n, dtype=torch.bool, device=D.device)
         for name, where in space.slices().items():
@@ -111,7 +111,7 @@ def _finish(obj: Objective, D: Tensor) -> Tensor:
 
 def random(obj: Objective, k: int = 2, norm: str = "filter", seed: int = 0, include_1d: bool = False,
            orthogonal: bool = False, center: Tensor | None = None) -> Directions:
-    """``k`` Gaussian directions normalized against ``center`` (default ``obj.theta0``).
+    """``k`` Gaussian directions normalized against ``center`` (default ``obj.theta0``), centred there.
 
     ``orthogonal=True`` makes them orthogonal by Gram-Schmidt, each keeping its norm
     (the filter norms then hold only approximately; random directions in many
@@ -127,12 +127,12 @@ def random(obj: Objective, k: int = 2, norm: str = "filter", seed: int = 0, incl
         D = _orthogonalize(D)
     recipe = {"kind": "random", "k": k, "norm": norm, "seed": seed, "include_1d": include_1d,
               "orthogonal": orthogonal, "center": fingerprint(theta)}
-    return Directions(_finish(obj, D), recipe)
+    return Directions(_finish(obj, D), recipe, center=None if center is None else _finish(obj, theta))
 
 
 def hessian(obj: Objective, k: int = 2, which: str = "largest", tol: float = 1e-6, seed: int = 0,
             center: Tensor | None = None) -> Directions:
-    """The Hessian's top (``which="largest"``) or bottom eigenvectors at ``center``, unit norm.
+    """The Hessian's top (``which="largest"``) or bottom eigenvectors at ``center`` (default ``obj.theta0``), unit norm.
 
     Each eigenvector's sign is fixed so that its largest-magnitude entry is positive.
     """
@@ -145,7 +145,7 @@ def hessian(obj: Objective, k: int = 2, which: str = "largest", tol: float = 1e-
     recipe = {"kind": "hessian", "k": k, "which": which, "tol": tol, "seed": seed,
               "eigenvalues": (result.eigenvalues[::-1] if which == "smallest" else result.eigenvalues).tolist(),
               "converged": result.converged, "center": fingerprint(theta)}
-    return Directions(_finish(obj, V), recipe)
+    return Directions(_finish(obj, V), recipe, center=None if center is None else theta.clone())
 
 
 def pca(obj: Objective, trajectory: Tensor, k: int = 2, center: Tensor | None = None) -> Directions:

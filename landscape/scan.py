@@ -45,6 +45,7 @@ from landscape.objective import Objective, inputs
 
 Tensor = torch.Tensor
 STRATEGIES = ("auto", "loop", "batched")
+MAX_POINTS = 10**8  # values are held in memory, 8 bytes per point and metric
 _AXIS = re.compile(r"\s*([-+0-9.eE]+)\s*:\s*([-+0-9.eE]+)\s*:\s*([0-9]+)\s*")
 
 
@@ -71,6 +72,8 @@ def parse_axis(spec: str | Sequence) -> np.ndarray:
         raise ValueError(f"grid axis {spec!r}: start and stop must be finite")
     if num < 1 or (num == 1 and start != stop):
         raise ValueError(f"grid axis {spec!r}: num must be at least 2 (or 1 with start == stop)")
+    if num > MAX_POINTS:
+        raise ValueError(f"grid axis {spec!r}: num is more than the {MAX_POINTS:,} points a scan holds")
     if num == 1:
         return np.array([start])
     t = np.arange(num, dtype=np.float64) / (num - 1)
@@ -84,6 +87,10 @@ def _axes(grid) -> list[np.ndarray]:
     axes = [parse_axis(spec) for spec in grid]
     if not 1 <= len(axes) <= 3:
         raise ValueError(f"a scan has 1, 2 or 3 axes, got {len(axes)}")
+    total = int(np.prod([len(a) for a in axes], dtype=np.float64))
+    if total > MAX_POINTS:
+        raise ValueError(f"the grid has {total:,} points, more than the {MAX_POINTS:,} a scan holds in memory; "
+                         f"use fewer points per axis")
     return axes
 
 
@@ -92,6 +99,7 @@ class Scan:
     """A scan's grid and values: ``values[name]`` has shape ``(nx[, ny[, nz]])`` at ``axes`` (x, y, z).
 
     ``center`` is the point at coordinates 0 and ``directions`` the ones scanned along;
+    ``center_values`` the metrics there (evaluated like every point, whether on the grid or not);
     ``done`` marks computed points (all, once a scan finished); ``seconds`` and
     ``points_computed`` are the cost of this call (a resumed scan computes only the rest).
     """
@@ -124,7 +132,8 @@ class Scan:
         """A JSON summary: grid, centre values, minimum, non-finite count, cost; ``values=True`` adds the arrays."""
         found = self.minimum()
         out = {"shape": list(self.shape), "axes": [[float(a[0]), float(a[-1]), len(a)] for a in self.axes],
-               "metrics": list(self.values), "center_values": self.center_values,
+               "metrics": list(self.values),
+               "center_values": {k: v if np.isfinite(v) else None for k, v in self.center_values.items()},
                "minimum": None if found is None else {"coords": found[0], "loss": found[1]},
                "non_finite": int((~np.isfinite(self.values["loss"]) & self.done).sum()),
                "done": int(self.done.sum()), "points": int(self.done.size),
@@ -140,12 +149,11 @@ class Scan:
 def load(path: str | Path) -> Scan:
     """A scan read back from its HDF5 file (finished or not: see ``done``)."""
     data = _store.read(path)
-    vectors = torch.from_numpy(data["directions"])
-    recipe = data["key"]["recipe"]
+    key, center = data["key"], torch.from_numpy(data["center"])
     return Scan(axes=data["axes"], values=data["values"], done=data["done"],
-                directions=_directions.Directions(vectors, recipe), center=torch.from_numpy(data["center"]),
-                strategy=data["key"]["strategy"], chunk=data["key"]["chunk"], path=str(path),
-                center_values=data["meta"].get("center_values", {}))
+                directions=_directions.Directions(torch.from_numpy(data["directions"]), key["recipe"], center=center),
+                center=center, strategy=key["strategy"], chunk=key["chunk"], path=str(path),
+                center_values={name: float.fromhex(v) for name, v in key["probe"].items()})
 
 
 def _inplace_copy(obj: Objective) -> tuple[nn.Module, Tensor]:
@@ -200,8 +208,10 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
             axis may be given bare for a 1D scan.
         metrics: ``{name: fn(outputs, y) -> batch mean}`` besides the loss (e.g. accuracy).
         store: an HDF5 file written as the scan goes; if it exists and holds this same scan
-            (recipe, grid, metrics, dtype, device type, strategy, chunk), the scan resumes
-            and the result equals an uninterrupted run bit for bit; a different scan is refused.
+            (recipe, grid, metrics, parameters and buffers, dtype, device type, strategy, and
+            the values at the centre to the last bit, which stand for the data, its batching
+            and the loss and metric functions), the scan resumes and the result equals an
+            uninterrupted run bit for bit; a different scan is refused.
         strategy: ``"loop"``, ``"batched"`` or ``"auto"`` (batched on CUDA, loop on the CPU).
         chunk: points per chunk (flushed to the store together); default 64 for the loop,
             the memory budget's share for batched (at most 1024). A resume uses the stored one.
@@ -229,10 +239,18 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
 
-    key = {"recipe": directions.recipe, "directions": _directions.fingerprint(D),
-           "center": _directions.fingerprint(center), "axes": [a.tolist() for a in axes], "metrics": list(fns),
+    evaluate = _loop(obj, fns) if strategy == "loop" else _batched(obj, fns)
+    _check_scalars(obj, fns, center)
+    # The centre, evaluated as every point is: its values, to the last bit, stand for everything that
+    # decides a point's value and has no recipe (the data, its batching, loss_fn, metric functions).
+    probe = dict(zip(fns, evaluate(center[None])[0].tolist()))
+    fixed = [t.reshape(-1).double() for t in obj._fixed.values()]
+    key = {"recipe": directions.recipe, "axes": [a.tolist() for a in axes], "metrics": list(fns),
            "parameters": list(obj.space.names), "dtype": str(obj.dtype).removeprefix("torch."),
-           "device": obj.device.type, "train": obj.train, "strategy": strategy}
+           "device": obj.device.type, "train": obj.train, "strategy": strategy,
+           "directions": _directions.fingerprint(D), "center": _directions.fingerprint(center),
+           "fixed": _directions.fingerprint(torch.cat(fixed)) if fixed else None,
+           "probe": {name: float.hex(v) for name, v in probe.items()}}
     opened = None
     if store is not None:
         import landscape
@@ -245,7 +263,6 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
         values = {name: np.full(shape, np.nan) for name in fns}
         done = np.zeros(shape, dtype=bool)
 
-    evaluate = _loop(obj, fns) if strategy == "loop" else _batched(obj, fns)
     flat_values = {name: v.reshape(-1) for name, v in values.items()}
     flat_done = done.reshape(-1)
     start_time, computed = time.perf_counter(), 0
@@ -271,13 +288,22 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
             opened.close()
     seconds = time.perf_counter() - start_time
     result = Scan(axes=axes, values=values, done=done, directions=directions, center=center, strategy=strategy,
-                  chunk=chunk, seconds=seconds, points_computed=computed, path=None if store is None else str(store))
-    zero = tuple(np.flatnonzero(a == 0.0)[:1] for a in axes)
-    if all(len(i) for i in zero):
-        result.center_values = {name: float(v[tuple(i[0] for i in zero)]) for name, v in values.items()}
-    else:
-        result.center_values = obj.evaluate(center, metrics)
+                  chunk=chunk, seconds=seconds, points_computed=computed, path=None if store is None else str(store),
+                  center_values=probe)
     return result
+
+
+def _check_scalars(obj: Objective, fns: dict, center: Tensor) -> None:
+    """Refuse, before any work, a loss or metric that does not return one number per batch."""
+    X, y, _ = next(obj.batches())
+    with torch.no_grad(), obj.mode():
+        outputs = obj.forward(center, X)
+        for name, fn in fns.items():
+            value = fn(outputs, y)
+            if torch.as_tensor(value).numel() != 1:
+                shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                raise ValueError(f"{name} must return one number per batch (the batch mean), got shape {shape}; "
+                                 f"for a torch loss use reduction='mean'")
 
 
 def _loop(obj: Objective, fns: dict) -> Callable[[Tensor], np.ndarray]:
@@ -294,8 +320,9 @@ def _loop(obj: Objective, fns: dict) -> Callable[[Tensor], np.ndarray]:
                     buf.copy_(theta)
                     outputs = model(*args, **kwargs)
                     found.append([fn(outputs, y) for fn in fns.values()])
-                acc += torch.stack([torch.as_tensor(v, device=obj.device) for row in found for v in row]
-                                   ).to(torch.float64).reshape(acc.shape) * size
+                acc += torch.stack([v if isinstance(v, Tensor) else torch.tensor(v, dtype=torch.float64,
+                                                                                 device=obj.device)
+                                    for row in found for v in row]).to(torch.float64).reshape(acc.shape) * size
         return (acc / obj.n_examples).cpu().numpy()
 
     return evaluate
@@ -315,6 +342,9 @@ def _batched(obj: Objective, fns: dict) -> Callable[[Tensor], np.ndarray]:
             for X, y, size in obj.batches():
                 try:
                     acc += vmap(per_point(X, y))(thetas) * size
+                except torch.OutOfMemoryError as error:
+                    raise ValueError(f"{thetas.shape[0]} points at once do not fit in the device's memory; "
+                                     f"use a smaller chunk") from error
                 except RuntimeError as error:
                     first = (str(error).strip().splitlines() or [""])[0]
                     raise ValueError(f"the batched strategy cannot vmap this model or a metric ({first}); "

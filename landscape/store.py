@@ -8,8 +8,9 @@ Layout of ``scan.h5``::
     directions            [k, n]                   the direction vectors, exactly as used
     center                [n]                      the point at coordinates 0
     trajectory/...        optional: checkpoints projected onto the plane (coords, residuals, names)
-    attrs["key"]          JSON: everything that decides the values (recipe, fingerprints, grid, metrics,
-                          dtype, device type, strategy, chunk); a resume must match it exactly
+    attrs["key"]          JSON: everything that decides the values (recipe, grid, metrics, dtype, device
+                          type, strategy, chunk, fingerprints of the directions, the centre and the
+                          buffers, and the metrics at the centre as float.hex); a resume must match it
     attrs["meta"]         JSON: problem, library and torch versions, creation time
 
 Points are computed in fixed chunks of the flattened (C-order) grid; after each chunk the
@@ -30,9 +31,27 @@ import torch
 FORMAT = 1
 
 
+_OPAQUE = ("directions", "center", "fixed", "probe")  # fingerprints: shown after the fields a person set
+
+
+def _flat(key: dict, prefix: str = "") -> dict:
+    out = {}
+    for name, value in key.items():
+        if isinstance(value, dict) and name != "probe":
+            out.update(_flat(value, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = value
+    return out
+
+
 def _differences(stored: dict, wanted: dict) -> list[str]:
-    keys = sorted(set(stored) | set(wanted))
-    return [f"{k}: {stored.get(k)!r} in the file, {wanted.get(k)!r} now" for k in keys if stored.get(k) != wanted.get(k)]
+    """What differs between two keys, the fields a person chose first (recipe.seed, axes, dtype, ...)."""
+    a, b = _flat(stored), _flat(wanted)
+    names = sorted(set(a) | set(b), key=lambda name: (name.split(".")[0] in _OPAQUE, name))
+    notes = {"probe": "the values at the centre differ: other data, batching, loss or metric functions",
+             "fixed": "the buffers or the parameters outside theta differ (another checkpoint?)"}
+    return [notes.get(name) or f"{name}: {a.get(name)!r} in the file, {b.get(name)!r} now"
+            for name in names if a.get(name) != b.get(name)]
 
 
 class Store:
@@ -59,6 +78,8 @@ class Store:
             try:
                 file = h5py.File(path, "r+")
             except OSError as error:
+                if "lock" in str(error).lower():
+                    raise ValueError(f"{path} is in use by another process (a scan still running?)") from error
                 raise ValueError(f"{path} exists but is not a readable HDF5 scan file ({error}); "
                                  f"move it away or choose another output") from error
             stored = json.loads(file.attrs.get("key", "{}"))
@@ -66,7 +87,7 @@ class Store:
             if stored != key:
                 file.close()
                 raise ValueError(f"{path} holds a different scan, refusing to mix them ("
-                                 + "; ".join(_differences(stored, key)[:3]) + "); choose another output")
+                                 + "; ".join(_differences(stored, key)[:3]) + "); write to another file")
             return cls(file, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         shape = tuple(len(a) for a in axes)
@@ -89,6 +110,7 @@ class Store:
         rows = slice(start // per_slab, (stop - 1) // per_slab + 1)
         for name, v in self.values.items():
             self.file["values"][name][rows] = v[rows]
+        self.file.flush()  # the values reach the disk before the mask that says they are there
         self.file["done"][rows] = self.done[rows]
         self.file.flush()
 

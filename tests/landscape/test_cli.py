@@ -254,9 +254,9 @@ import landscape
 calls = [0]
 
 
-def stop_at_the_fifth_point(outputs, y):
+def stop_at_the_fifth_point(outputs, y):  # calls 1 and 2 check and evaluate the centre
     calls[0] += 1
-    if calls[0] == 5 and Path({str(flag)!r}).exists():
+    if calls[0] == 7 and Path({str(flag)!r}).exists():
         raise KeyboardInterrupt
     return outputs.mean()
 
@@ -276,3 +276,38 @@ def problem():
     assert main(args + ["--resume"]) == 0
     with h5py.File(tmp_path / "o" / "scan.h5", "r") as f:
         assert f["done"][()].all() and abs(f["values/q"][4] - f["values/loss"][4]) < 1e-12  # the centre
+
+
+def test_pca_scan_of_a_batchnorm_run_is_centred_on_its_last_checkpoint(tmp_path):
+    import json
+
+    import landscape
+
+    problem = landscape.load("digits-cnn", steps=0)
+    model = problem.model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    X, y = problem.data
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for step in range(4):  # train mode: the running statistics move with every step
+        optimizer.zero_grad()
+        F.cross_entropy(model(X[:256]), y[:256]).backward()
+        optimizer.step()
+        torch.save(model.state_dict(), folder / f"epoch{step}.pt")
+    assert main(["scan", "--problem", "digits-cnn", "--directions", "pca", "--trajectory", str(folder),
+                 "--grid", "-1:1:3", "--out", str(tmp_path / "o")]) == 0
+    summary = json.loads((tmp_path / "o" / "scan.json").read_text())
+    last = landscape.load("digits-cnn", steps=0).model
+    last.load_state_dict(torch.load(folder / "epoch3.pt", weights_only=True))
+    with torch.no_grad():
+        expected = F.cross_entropy(last.eval()(X), y).item()
+    assert summary["center_values"]["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_scan_output_that_is_not_a_folder_or_too_large_a_grid_exits_2(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert main(scan_args(tmp_path / "file")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("landscape scan: error: ") and "file" in err
+    assert main(["scan", "--grid", "-1:1:100000", "--grid", "-1:1:100000", "--out", str(tmp_path / "o")]) == 2
+    assert "10,000,000,000 points, more than the 100,000,000" in capsys.readouterr().err

@@ -1,5 +1,7 @@
 """Scans against closed forms and direct evaluations: orientation, strategies, BatchNorm, NaN, the resumable store."""
 
+import re
+
 import h5py
 import numpy as np
 import pytest
@@ -43,19 +45,18 @@ def test_quadratic_scans_equal_the_closed_form(grid, strategy):
 
 
 def test_orientation_values_i_j_is_at_x_i_y_j():
-    """A loss linear in two coordinates tells the axes apart: L = 1/2 |theta - c|^2 along orthogonal unit axes."""
-    problem = landscape.load("quadratic", eigenvalues=[1.0] * 4, seed=0)
+    """Along the first two unit axes from the minimum, L = 1/2 v^T A v with v = (x, y, 0, 0): A11 != A22, so a swap shows."""
+    problem = landscape.load("quadratic", eigenvalues=[1.0, 2.0, 5.0, 9.0], seed=0)
     obj = problem.objective()
-    center = problem.model.center
-    e = torch.eye(4, dtype=torch.float64)
-    d = dirs.given(obj, e[:2], center=center)  # centred at the minimum: L = (x^2 + y^2) / 2 in the rotated basis
-    result = scan(obj, d, ["0:3:4", "0:1:3"], progress=False)
     A = problem.model.A.numpy()
+    assert abs(A[0, 0] - A[1, 1]) > 0.5
+    d = dirs.given(obj, torch.eye(4, dtype=torch.float64)[:2], center=problem.model.center)
+    result = scan(obj, d, ["0:3:4", "0:1:3"], progress=False)
+    assert result.values["loss"].shape == (4, 3)
     for i, x in enumerate(result.axes[0]):
         for j, y in enumerate(result.axes[1]):
             v = np.array([x, y, 0, 0])
             assert result.values["loss"][i, j] == pytest.approx(0.5 * v @ A @ v, rel=1e-13)
-    assert result.values["loss"].shape == (4, 3)
 
 
 def test_parse_axis_is_exact_at_the_ends_and_the_centre():
@@ -122,12 +123,87 @@ def test_eval_and_train_mode_scans_differ_where_batchnorm_does():
     for train in (False, True):
         obj = landscape.Objective(model, loss_fn, (X, y), train=train)
         results[train] = scan(obj, dirs.random(obj, k=1, seed=0), ["-1:1:3"], progress=False).values["loss"]
+        copy = make("cnn-bn")[0].train(train)  # a fresh copy: train mode would update the running statistics
         with torch.no_grad():
-            model.train(train)
-            direct = loss_fn(model(X), y).item()
-            model.eval()
+            direct = loss_fn(copy(X), y).item()
         assert results[train][1] == pytest.approx(direct, rel=1e-12)
     assert not np.allclose(results[False], results[True])
+
+
+class Tied(torch.nn.Module):
+    """Tied weights, a frozen parameter, a buffer, and inputs as a tuple."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Linear(4, 4, bias=False)
+        self.out = torch.nn.Linear(4, 4, bias=False)
+        self.out.weight = self.embed.weight
+        self.frozen = torch.nn.Parameter(torch.linspace(-1, 1, 4), requires_grad=False)
+        self.register_buffer("scale", torch.tensor(1.5))
+
+    def forward(self, a, b):
+        return self.out(torch.tanh(self.embed(a) + b * self.scale + self.frozen))
+
+
+class DictInput(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, features, shift):
+        return self.fc(features) + shift
+
+
+def unusual_problems():
+    g = torch.Generator().manual_seed(0)
+    X, Xb = torch.randn(10, 4, generator=g), torch.randn(10, 4, generator=g)
+    y = torch.randint(0, 4, (10,), generator=g)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        tied, mlp, bn, dict_model = Tied(), make("mlp")[0].float(), make("cnn-bn")[0], DictInput()
+    F = torch.nn.functional
+    return {
+        "tied, frozen, tuple input": landscape.Objective(tied, F.cross_entropy, ((X, Xb), y), batch_size=4),
+        "subset of parameters": landscape.Objective(mlp, F.cross_entropy, (X, y % 3), params="2.*"),
+        "float64 objective of a float32 model": landscape.Objective(mlp, F.cross_entropy, (X, y % 3),
+                                                                    dtype=torch.float64),
+        "batchnorm in train mode": landscape.Objective(bn, F.cross_entropy, make("cnn-bn")[2:], train=True),
+        "dict input": landscape.Objective(dict_model, F.cross_entropy, ({"features": X, "shift": Xb[:, :3]}, y % 3)),
+    }
+
+
+@pytest.mark.parametrize("case", list(unusual_problems()))
+@pytest.mark.parametrize("strategy", ["loop", "batched"])
+def test_scans_of_unusual_models_equal_the_objective(case, strategy):
+    obj = unusual_problems()[case]
+    before = {k: v.clone() for k, v in obj.model.state_dict().items()}
+    d = dirs.random(obj, seed=1, include_1d=True)
+    result = scan(obj, d, ["-1:1:3", "-1:0.5:2"], strategy=strategy, progress=False)
+    tol = 1e-12 if obj.dtype == torch.float64 else 2e-6
+    for i, x in enumerate(result.axes[0]):
+        for j, y in enumerate(result.axes[1]):
+            theta = obj.theta0 + x * d.vectors[0] + y * d.vectors[1]
+            assert result.values["loss"][i, j] == pytest.approx(obj.loss(theta).item(), rel=tol), (i, j)
+    assert all(torch.equal(v, obj.model.state_dict()[k]) for k, v in before.items())
+
+
+def test_a_python_float_metric_keeps_float64():
+    model, loss_fn, X, y = make("mlp")
+    obj = landscape.Objective(model, loss_fn, (X, y), batch_size=10)
+    metric = {"mean": lambda outputs, y: outputs.mean().item() + 1e-9}
+    result = scan(obj, dirs.random(obj, k=1), ["-1:1:3"], metrics=metric, progress=False)
+    for i, x in enumerate(result.axes[0]):
+        theta = obj.theta0 + x * dirs.random(obj, k=1).vectors[0]
+        assert result.values["mean"][i] == pytest.approx(obj.evaluate(theta, metric)["mean"], rel=1e-15, abs=1e-15)
+
+
+def test_the_centre_of_random_and_hessian_directions_is_theirs():
+    problem = landscape.load("quadratic", n=6)
+    obj = problem.objective()
+    minimum = problem.model.center
+    for d in (dirs.random(obj, k=1, include_1d=True, center=minimum), dirs.hessian(obj, k=1, center=minimum)):
+        result = scan(obj, d, ["-1:1:3"], progress=False)
+        assert result.center_values["loss"] == pytest.approx(0.0, abs=1e-24)
 
 
 def nan_problem():
@@ -181,9 +257,10 @@ def test_an_interrupted_scan_resumes_to_identical_values(tmp_path, digits_mlp, s
     whole = scan(obj, d, grid, metrics={"mean_output": interrupting(-1)}, strategy=strategy, chunk=4,
                  store=tmp_path / "whole.h5", progress=False)
     path = tmp_path / "part.h5"
-    # loop: 3 batches x 4 points per chunk, so call 30 falls in the third chunk; batched: one call per batch
+    # 4 calls check and evaluate the centre first; then loop: 3 batches x 4 points per chunk, so call
+    # 4 + 30 falls in the third chunk; batched: one call per batch, 4 + 8 likewise
     with pytest.raises(Interrupt):
-        scan(obj, d, grid, metrics={"mean_output": interrupting(30 if strategy == "loop" else 8)},
+        scan(obj, d, grid, metrics={"mean_output": interrupting(34 if strategy == "loop" else 12)},
              strategy=strategy, chunk=4, store=path, progress=False)
     partial = landscape.load_scan(path)
     assert partial.done.sum() == 8 and np.isnan(partial.values["loss"][~partial.done]).all()
@@ -196,11 +273,67 @@ def test_an_interrupted_scan_resumes_to_identical_values(tmp_path, digits_mlp, s
         assert np.array_equal(landscape.load_scan(path).values[name], whole.values[name])
 
 
+def changed(what):
+    """The reference setup of the refusal test, with one thing changed."""
+    model, loss_fn, X, y = make("cnn-bn")
+    settings = {"batch_size": 10}
+    metrics = {"top": lambda outputs, y: outputs.max()}
+    if what == "buffers":
+        model.get_submodule("1").running_mean += 0.1
+    elif what == "frozen parameters":
+        model.get_submodule("4").weight.data += 0.1
+        settings["params"] = ["0.*", "1.*"]
+    elif what == "data":
+        X = X + 0.01
+    elif what == "batch size":
+        settings["batch_size"] = 7
+    elif what == "loss_fn":
+        loss_fn = lambda outputs, y: torch.nn.functional.cross_entropy(outputs, y, label_smoothing=0.1)  # noqa: E731
+    elif what == "a metric of the same name":
+        metrics = {"top": lambda outputs, y: outputs.min()}
+    elif what == "dtype":
+        settings["dtype"] = torch.float32
+    elif what == "train mode":
+        settings["train"] = True
+    if what != "frozen parameters":
+        settings["params"] = ["0.*", "1.*"]
+    return landscape.Objective(model, loss_fn, (X, y), **settings), metrics
+
+
+@pytest.mark.parametrize("what, reason", [
+    ("buffers", "buffers or the parameters outside theta differ"),
+    ("frozen parameters", "buffers or the parameters outside theta differ"),
+    ("data", "values at the centre differ"), ("batch size", "values at the centre differ"),
+    ("loss_fn", "values at the centre differ"), ("a metric of the same name", "values at the centre differ"),
+    ("dtype", "dtype: 'float64' in the file, 'float32' now"), ("train mode", "train: False in the file, True now"),
+])
+def test_a_resume_refuses_any_change_that_decides_the_values(tmp_path, what, reason):
+    obj, metrics = changed(None)
+    directions = torch.randn(1, obj.space.n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    scan(obj, directions, "-1:1:3", metrics=metrics, store=tmp_path / "s.h5", progress=False)
+    obj, metrics = changed(what)
+    with pytest.raises(ValueError, match=f"different scan.*{re.escape(reason)}"):
+        scan(obj, directions, "-1:1:3", metrics=metrics, store=tmp_path / "s.h5", progress=False)
+    obj, metrics = changed(None)
+    assert scan(obj, directions, "-1:1:3", metrics=metrics, store=tmp_path / "s.h5", progress=False).done.all()
+
+
+def test_a_loaded_scan_keeps_its_centre_and_centre_values(tmp_path, digits_mlp):
+    obj = digits_mlp.objective()
+    d = dirs.random(obj)
+    result = scan(obj, d, ["-1:1:3", "-1:1:4"], metrics=digits_mlp.metrics, store=tmp_path / "s.h5", progress=False)
+    loaded = landscape.load_scan(tmp_path / "s.h5")
+    assert loaded.center_values == result.center_values and loaded.center_values["accuracy"] == 1.0
+    assert loaded.center_values["loss"] == pytest.approx(obj.loss().item(), rel=1e-6)  # off the grid: evaluated
+    placed = dirs.project(loaded.directions, obj.theta0[None] + d.vectors[:1] * 0.5)
+    assert np.allclose(placed.coords, [[0.5, 0.0]], atol=1e-6)
+
+
 def test_a_different_scan_on_the_same_file_is_refused(tmp_path, digits_mlp):
     obj = digits_mlp.objective()
     path = tmp_path / "s.h5"
     scan(obj, dirs.random(obj, seed=0), ["-1:1:3", "-1:1:3"], store=path, progress=False)
-    with pytest.raises(ValueError, match="different scan.*seed"):
+    with pytest.raises(ValueError, match="different scan.*recipe.seed: 0 in the file, 1 now"):
         scan(obj, dirs.random(obj, seed=1), ["-1:1:3", "-1:1:3"], store=path, progress=False)
     with pytest.raises(ValueError, match="different scan.*axes"):
         scan(obj, dirs.random(obj, seed=0), ["-1:1:3", "-1:1:5"], store=path, progress=False)
