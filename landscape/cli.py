@@ -175,6 +175,7 @@ def _scan(args) -> int:
     if args.chunk is not None and args.chunk < 1:
         raise ValueError(f"--chunk must be at least 1, got {args.chunk}")
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     path = out / "scan.h5"
     if path.exists() and not args.resume:
         raise ValueError(f"{path} exists: pass --resume to continue that scan, or choose another --out")
