@@ -22,7 +22,7 @@ from landscape import store as scan_store
 from landscape.linalg.trace import hutchpp
 from landscape.objective import Objective
 from landscape.operators import hessian
-from landscape.scan import STRATEGIES, parse_axis, scan
+from landscape.scan import STRATEGIES, parse_grid, scan
 from landscape.spectrum import density, eigenvalues
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -169,9 +169,7 @@ def _scan_directions(args, obj: Objective, k: int, trajectory, stored: dict | No
 
 
 def _scan(args) -> int:
-    axes = [parse_axis(spec) for spec in args.grid]  # bad grids fail before any work
-    if len(axes) > 3:
-        raise ValueError(f"--grid is given {len(axes)} times; a scan has 1, 2 or 3 axes")
+    axes = parse_grid(args.grid)  # bad grids fail before any work
     if args.chunk is not None and args.chunk < 1:
         raise ValueError(f"--chunk must be at least 1, got {args.chunk}")
     out = Path(args.out)
@@ -202,16 +200,16 @@ def _scan(args) -> int:
         print(f"landscape scan: interrupted; {int(done.sum())} of {done.size} points are saved in {path}: "
               f"the same command with --resume continues", file=sys.stderr)
         return 130
+    summary = {"problem": problem.name, "parameters": obj.space.n, "dtype": str(obj.dtype).removeprefix("torch."),
+               "device": str(obj.device), **result.to_dict()}
     shape = " x ".join(str(len(a)) for a in result.axes)
-    rate = f", {result.points_computed / result.seconds:.1f} points/s" if result.points_computed else ""
+    rate = f", {summary['points_per_second']:.1f} points/s" if result.points_computed else ""
     print(f"scan         {shape} points along {args.directions} directions: {result.points_computed} computed in "
           f"{result.seconds:.2f} s{rate} ({result.strategy})")
     print("centre       " + ", ".join(f"{k} {v:.6g}" for k, v in result.center_values.items()))
-    found = result.minimum()
+    found = summary["minimum"]
     print("minimum      " + ("none finite" if found is None else
-                             f"loss {found[1]:.6g} at ({', '.join(f'{c:.4g}' for c in found[0])})"))
-    summary = {"problem": problem.name, "parameters": obj.space.n, "dtype": str(obj.dtype).removeprefix("torch."),
-               "device": str(obj.device), **result.to_dict()}
+                             f"loss {found['loss']:.6g} at ({', '.join(f'{c:.4g}' for c in found['coords'])})"))
     non_finite = summary["non_finite"]
     if non_finite:
         print(f"non-finite   {non_finite} points have a NaN or infinite loss (recorded as such)")

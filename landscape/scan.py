@@ -80,7 +80,8 @@ def parse_axis(spec: str | Sequence) -> np.ndarray:
     return start * (1 - t) + stop * t
 
 
-def _axes(grid) -> list[np.ndarray]:
+def parse_grid(grid) -> list[np.ndarray]:
+    """One axis spec (a bare 1D grid) or a list of 1-3 of them -> their coordinates, checked for size."""
     if isinstance(grid, str) or (isinstance(grid, Sequence) and len(grid) == 3
                                  and all(isinstance(v, (int, float, np.number)) for v in grid)):
         grid = [grid]
@@ -221,7 +222,7 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
         directions = _directions.given(obj, directions)
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    axes = _axes(grid)
+    axes = parse_grid(grid)
     if len(axes) != len(directions):
         raise ValueError(f"the grid has {len(axes)} axes but there are {len(directions)} directions")
     metrics = dict(metrics or {})
@@ -240,10 +241,11 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
         raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
 
     evaluate = _loop(obj, fns) if strategy == "loop" else _batched(obj, fns)
-    _check_scalars(obj, fns, center)
-    # The centre, evaluated as every point is: its values, to the last bit, stand for everything that
-    # decides a point's value and has no recipe (the data, its batching, loss_fn, metric functions).
+    # The centre, evaluated as every point is (and before any file is made, so a loss or metric that
+    # is not a scalar fails here): its values, to the last bit, stand for everything that decides a
+    # point's value and has no recipe (the data, its batching, loss_fn, metric functions).
     probe = dict(zip(fns, evaluate(center[None])[0].tolist()))
+    obj.counts["forward"] += 1
     fixed = [t.reshape(-1).double() for t in obj._fixed.values()]
     key = {"recipe": directions.recipe, "axes": [a.tolist() for a in axes], "metrics": list(fns),
            "parameters": list(obj.space.names), "dtype": str(obj.dtype).removeprefix("torch."),
@@ -287,23 +289,19 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
         if opened is not None:
             opened.close()
     seconds = time.perf_counter() - start_time
-    result = Scan(axes=axes, values=values, done=done, directions=directions, center=center, strategy=strategy,
-                  chunk=chunk, seconds=seconds, points_computed=computed, path=None if store is None else str(store),
-                  center_values=probe)
-    return result
+    return Scan(axes=axes, values=values, done=done, directions=directions, center=center, strategy=strategy,
+                chunk=chunk, seconds=seconds, points_computed=computed, path=None if store is None else str(store),
+                center_values=probe)
 
 
-def _check_scalars(obj: Objective, fns: dict, center: Tensor) -> None:
-    """Refuse, before any work, a loss or metric that does not return one number per batch."""
-    X, y, _ = next(obj.batches())
-    with torch.no_grad(), obj.mode():
-        outputs = obj.forward(center, X)
-        for name, fn in fns.items():
-            value = fn(outputs, y)
-            if torch.as_tensor(value).numel() != 1:
-                shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-                raise ValueError(f"{name} must return one number per batch (the batch mean), got shape {shape}; "
-                                 f"for a torch loss use reduction='mean'")
+def _scalar(name: str, value):
+    """``value`` as a 0-d tensor (or the number it is); a loss or metric must give one number per batch."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must return a scalar (the batch mean), got {tuple(value.shape)}; "
+                             f"use reduction='mean'")  # worded as Objective.batch_loss says it
+        return value.reshape(())
+    return value
 
 
 def _loop(obj: Objective, fns: dict) -> Callable[[Tensor], np.ndarray]:
@@ -319,7 +317,7 @@ def _loop(obj: Objective, fns: dict) -> Callable[[Tensor], np.ndarray]:
                 for theta in thetas:
                     buf.copy_(theta)
                     outputs = model(*args, **kwargs)
-                    found.append([fn(outputs, y) for fn in fns.values()])
+                    found.append([_scalar(name, fn(outputs, y)) for name, fn in fns.items()])
                 acc += torch.stack([v if isinstance(v, Tensor) else torch.tensor(v, dtype=torch.float64,
                                                                                  device=obj.device)
                                     for row in found for v in row]).to(torch.float64).reshape(acc.shape) * size
@@ -333,7 +331,8 @@ def _batched(obj: Objective, fns: dict) -> Callable[[Tensor], np.ndarray]:
     def per_point(X, y):
         def one(theta):
             outputs = obj.forward(theta, X)
-            return torch.stack([torch.as_tensor(fn(outputs, y), dtype=torch.float64) for fn in fns.values()])
+            return torch.stack([torch.as_tensor(_scalar(name, fn(outputs, y)), dtype=torch.float64)
+                                for name, fn in fns.items()])
         return one
 
     def evaluate(thetas: Tensor) -> np.ndarray:

@@ -59,7 +59,6 @@ class Store:
 
     def __init__(self, file: h5py.File, key: dict):
         self.file = file
-        self.path = Path(file.filename)
         self.chunk = key["chunk"]
         self.values = {name: file["values"][name][()] for name in key["metrics"]}
         self.done = file["done"][()]

@@ -56,15 +56,16 @@ def sync(device):
         torch.cuda.synchronize(device)
 
 
-def plain_loop(model, X, y, center, D, axes) -> np.ndarray:
-    """What a research script does: write each point into the model, run it, read the loss."""
-    model = copy.deepcopy(model)
-    out = np.empty((len(axes[0]), len(axes[1])))
+def plain_loop(model, X, y, center, D, A, B) -> np.ndarray:
+    """What a research script does: write center + A d1 + B d2 into a copy of the model (in center's
+    dtype), run it, read the loss; point by point. In float64 it is the reference."""
+    model = copy.deepcopy(model).to(center.dtype)
+    X = X.to(center.dtype)
+    out = np.empty(A.shape)
     with torch.no_grad():
-        for i, a in enumerate(axes[0]):
-            for j, b in enumerate(axes[1]):
-                vector_to_parameters(center + a * D[0] + b * D[1], model.parameters())
-                out[i, j] = F.cross_entropy(model(X), y).item()
+        for index in np.ndindex(A.shape):
+            vector_to_parameters(center + A[index] * D[0] + B[index] * D[1], model.parameters())
+            out[index] = F.cross_entropy(model(X), y).item()
     return out
 
 
@@ -99,18 +100,6 @@ def ll_coordinates(steps: int, d_norms) -> tuple[np.ndarray, np.ndarray]:
     return (i - steps / 2) * step[0], (j + (i % 2 == 0) - steps / 2) * step[1]
 
 
-def reference(model, X, y, center, D, A, B) -> np.ndarray:
-    """float64 loss at center + A d1 + B d2, point by point."""
-    model = copy.deepcopy(model).double()
-    X = X.double()
-    out = np.empty(A.shape)
-    with torch.no_grad():
-        for index in np.ndindex(A.shape):
-            vector_to_parameters(center + A[index] * D[0] + B[index] * D[1], model.parameters())
-            out[index] = F.cross_entropy(model(X), y).item()
-    return out
-
-
 def rel_disagreement(values, truth) -> float:
     return float(np.max(np.abs(values - truth)) / np.max(np.abs(truth)))
 
@@ -122,13 +111,14 @@ def run(name, steps, device, repeats):
     obj = problem.objective(device=device)
     D = dirs.random(obj, k=2, seed=0).vectors
     spec = f"-1:1:{steps}"
-    axes = [parse_axis(spec)] * 2
+    axis = parse_axis(spec)
+    A, B = np.meshgrid(axis, axis, indexing="ij")
     methods = {
         "landscape loop": lambda: landscape.scan(obj, dirs.Directions(D, {}), [spec, spec], strategy="loop",
                                                  progress=False).values["loss"],
         "landscape batched": lambda: landscape.scan(obj, dirs.Directions(D, {}), [spec, spec], strategy="batched",
                                                     progress=False).values["loss"],
-        "plain loop": lambda: plain_loop(model, X, y, obj.theta0, D, axes),
+        "plain loop": lambda: plain_loop(model, X, y, obj.theta0, D, A, B),
     }
     if loss_landscapes is not None:
         methods["loss-landscapes 3.0.6"] = lambda: ll_plane(model, X, y, obj, D, steps)
@@ -142,8 +132,7 @@ def run(name, steps, device, repeats):
             sync(device)
             times[m].append(time.perf_counter() - start)
     center64, D64 = obj.theta0.double(), D.double()
-    A, B = np.meshgrid(axes[0], axes[1], indexing="ij")
-    truth = reference(model, X, y, center64, D64, A, B)
+    truth = plain_loop(model, X, y, center64, D64, A, B)
     rows = {}
     for m in methods:
         seconds = min(times[m])  # the least disturbed run: the machine is shared, and slowdowns only add
@@ -151,7 +140,7 @@ def run(name, steps, device, repeats):
                    "max_rel_disagreement": rel_disagreement(values[m], truth)}
     if loss_landscapes is not None:
         a, b = ll_coordinates(steps, [d.norm().item() for d in D64])
-        visited = reference(model, X, y, center64, D64, a, b)
+        visited = plain_loop(model, X, y, center64, D64, a, b)
         rows["loss-landscapes 3.0.6"]["max_rel_disagreement_at_visited_points"] = rel_disagreement(
             values["loss-landscapes 3.0.6"], visited)
         rows["loss-landscapes 3.0.6"]["centre_index"] = [int(v) for v in np.unravel_index(

@@ -254,9 +254,9 @@ import landscape
 calls = [0]
 
 
-def stop_at_the_fifth_point(outputs, y):  # calls 1 and 2 check and evaluate the centre
+def stop_at_the_fifth_point(outputs, y):  # call 1 evaluates the centre
     calls[0] += 1
-    if calls[0] == 7 and Path({str(flag)!r}).exists():
+    if calls[0] == 6 and Path({str(flag)!r}).exists():
         raise KeyboardInterrupt
     return outputs.mean()
 

@@ -257,10 +257,10 @@ def test_an_interrupted_scan_resumes_to_identical_values(tmp_path, digits_mlp, s
     whole = scan(obj, d, grid, metrics={"mean_output": interrupting(-1)}, strategy=strategy, chunk=4,
                  store=tmp_path / "whole.h5", progress=False)
     path = tmp_path / "part.h5"
-    # 4 calls check and evaluate the centre first; then loop: 3 batches x 4 points per chunk, so call
-    # 4 + 30 falls in the third chunk; batched: one call per batch, 4 + 8 likewise
+    # 3 calls (one per batch) evaluate the centre first; then loop: 3 batches x 4 points per chunk, so
+    # call 3 + 30 falls in the third chunk; batched: one call per batch, 3 + 8 likewise
     with pytest.raises(Interrupt):
-        scan(obj, d, grid, metrics={"mean_output": interrupting(34 if strategy == "loop" else 12)},
+        scan(obj, d, grid, metrics={"mean_output": interrupting(33 if strategy == "loop" else 11)},
              strategy=strategy, chunk=4, store=path, progress=False)
     partial = landscape.load_scan(path)
     assert partial.done.sum() == 8 and np.isnan(partial.values["loss"][~partial.done]).all()
@@ -360,3 +360,13 @@ def test_bad_arguments(digits_mlp):
         scan(obj, dirs.random(obj, k=4), ["-1:1:3"] * 4, progress=False)
     with pytest.raises(ValueError, match="'loss' is always measured"):
         scan(obj, d, ["-1:1:3"] * 2, metrics={"loss": lambda o, y: o.mean()}, progress=False)
+
+
+@pytest.mark.parametrize("strategy", ["loop", "batched"])
+def test_a_loss_that_is_not_a_batch_mean_is_refused_before_any_file_is_made(tmp_path, strategy):
+    model, _, X, y = make("mlp")
+    obj = landscape.Objective(model, lambda outputs, y: torch.nn.functional.cross_entropy(outputs, y, reduction="none"),
+                              (X, y))
+    with pytest.raises(ValueError, match=r"loss(_fn)? must return a scalar \(the batch mean\), got \(23,\)"):
+        scan(obj, dirs.random(obj, k=1), "-1:1:3", strategy=strategy, store=tmp_path / "s.h5", progress=False)
+    assert not (tmp_path / "s.h5").exists()
