@@ -1,4 +1,4 @@
-"""The ``landscape`` command: ``info``, ``spectrum``, ``scan`` and ``demo``.
+"""The ``landscape`` command: ``info``, ``spectrum``, ``scan``, ``render`` and ``demo``.
 
 Bad input (an unknown problem, a missing file, a checkpoint that does not fit) is
 reported in one line on stderr with exit code 2.
@@ -10,10 +10,13 @@ import argparse
 import copy
 import inspect
 import json
+import math
 import re
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from landscape import directions as dirs
@@ -22,7 +25,8 @@ from landscape import store as scan_store
 from landscape.linalg.trace import hutchpp
 from landscape.objective import Objective
 from landscape.operators import hessian
-from landscape.scan import STRATEGIES, parse_grid, scan
+from landscape.scan import STRATEGIES, Scan, parse_grid, scan
+from landscape.scan import load as load_scan
 from landscape.spectrum import density, eigenvalues
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -113,15 +117,17 @@ def _spectrum(args) -> int:
         trace = hutchpp(H, budget=args.trace_budget)
         print(f"trace        {trace.estimate:.6g} +- {trace.stderr:.2g} (Hutch++, {trace.n_matvecs} HVPs)")
         summary["trace"] = trace.to_dict()
-    if args.density:
+    if args.density or args.plot:
         rho = density(H, probes=args.probes, steps=args.steps, progress=True)
-        from viz.plots import spectral_density
-
-        spectral_density(rho, log=args.scale == "log", eigenvalues=top.eigenvalues,
-                         title=f"{problem.name}: Hessian spectral density", path=out / "density.png")
         print(f"density      {args.probes} probes x {args.steps} steps, {rho.n_matvecs} HVPs, "
-              f"{100 * rho.mass_below(0.0):.1f}% of the mass below zero; wrote {out / 'density.png'}")
+              f"{100 * rho.mass_below(0.0):.1f}% of the mass below zero")
         summary["density"] = rho.to_dict()
+        if args.plot:
+            from viz.plots import spectral_density
+
+            spectral_density(rho, log=args.scale == "log", eigenvalues=top.eigenvalues,
+                             title=f"{problem.name}: Hessian spectral density", path=out / "density.png")
+            print(f"wrote        {out / 'density.png'}")
     (out / "spectrum.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote        {out / 'spectrum.json'}")
     return 0
@@ -214,26 +220,149 @@ def _scan(args) -> int:
     if non_finite:
         print(f"non-finite   {non_finite} points have a NaN or infinite loss (recorded as such)")
     if trajectory is not None:
-        names, T = trajectory
-        placed = dirs.project(d, T, center=result.center)
-        scan_store.add_trajectory(path, placed.coords, placed.residuals, names)
-        print(f"trajectory   {len(names)} checkpoints projected; off-plane distance up to "
-              f"{placed.relative.max():.2%} of their distance from the centre")
-        summary["trajectory"] = {"names": names, **placed.to_dict()}
+        summary["trajectory"] = _place(path, d, result, obj, trajectory)
     (out / "scan.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote        {path} and {out / 'scan.json'}")
+    if args.plot:
+        _draw(load_scan(path), out, png=True, vtk=False, log=args.log, zmax=args.zmax)
+    return 0
+
+
+def _place(path: Path, d: dirs.Directions, result, obj: Objective, trajectory) -> dict:
+    """Project the checkpoints onto the scan's plane and store them (with their own loss) in the scan file."""
+    names, T = trajectory
+    placed = dirs.project(d, T, center=result.center)
+    losses = [obj.loss(theta).item() for theta in T]  # their own loss: they lie off the plane by the residual
+    scan_store.add_trajectory(path, placed.coords, placed.residuals, names, losses)
+    print(f"trajectory   {len(names)} checkpoints projected; off-plane distance up to "
+          f"{placed.relative.max():.2%} of their distance from the centre", flush=True)
+    return {"names": names, "loss": losses, **placed.to_dict()}
+
+
+def _draw(result: Scan, out: Path, *, png: bool, vtk: bool, log: bool, zmax: float | None,
+          title: str | None = None, announce: bool = True) -> list[Path]:
+    """Write a scan's figures (curve, contour, surface, and a VTK rendering of a 2D one) and its VTK
+    files to ``out``; print each file (``announce``). A rendering VTK cannot make here is skipped with a note."""
+    if zmax is not None and not math.isfinite(zmax):
+        raise ValueError(f"--zmax must be a finite number, got {zmax}")
+    if not result.done.any():
+        raise ValueError("nothing to draw: no point of this scan is computed yet")
+    written = []
+    if png:
+        from viz import plots, render
+
+        written += plots.scan_figures(result, out, log=log, zmax=zmax)
+        if len(result.axes) == 2:
+            try:
+                written.append(render.render(result, out / "render.png", log=log, zmax=zmax, title=title))
+            except RuntimeError as error:
+                print(f"render       skipped: {error}", flush=True)
+    if vtk:
+        from viz import vtkio
+
+        written += vtkio.export(result, out, log=log, zmax=zmax)
+    for f in written if announce else []:
+        print(f"wrote        {f}", flush=True)
+    return written
+
+
+def _render(args) -> int:
+    run = Path(args.run_dir)
+    path = run / "scan.h5" if run.is_dir() else run
+    if not path.is_file():
+        raise FileNotFoundError(f"{args.run_dir} holds no scan.h5 (a folder written by landscape scan)")
+    result = load_scan(path)
+    shape = " x ".join(str(n) for n in result.shape)
+    done = int(result.done.sum())
+    print(f"scan         {path}: {shape}, {done} of {result.done.size} points computed"
+          + ("" if done == result.done.size else " (the rest are drawn as gaps)"), flush=True)
+    png, vtk = (args.png, args.vtk) if args.png or args.vtk else (True, True)
+    _draw(result, Path(args.out) if args.out else path.parent, png=png, vtk=vtk, log=args.log, zmax=args.zmax)
     return 0
 
 
 def _demo(args) -> int:
-    print("landscape demo: train the built-in digits-mlp, check its exact Hessian-vector products, "
-          "find the top of its Hessian spectrum.\n")
-    problem = problems.load("digits-mlp")
+    if args.points < 3:
+        raise ValueError(f"--points must be at least 3, got {args.points}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    print("landscape demo: train the built-in digits-mlp keeping checkpoints, look at its Hessian spectrum and "
+          "its loss landscape, and write the figures and ParaView files.\n", flush=True)
+    folder = out / "checkpoints"
+    folder.mkdir(exist_ok=True)
+    for old in folder.glob("step_*.pt"):
+        old.unlink()  # a previous run's checkpoints would join this trajectory
+
+    def keep(step: int, model: torch.nn.Module) -> None:
+        if step % 20 == 0:
+            torch.save(model.state_dict(), folder / f"step_{step:03d}.pt")
+
+    problem = problems.load("digits-mlp", callback=keep)
     obj = problem.objective(device=_device(args.device))
     report(problem, obj)
-    top = eigenvalues(hessian(obj), k=3)
+    files = _checkpoints(str(folder))
+    print(f"{'checkpoints':<12} {len(files)} (every 20 Adam steps) in {folder}", flush=True)
+    H = hessian(obj)
+    top = eigenvalues(H, k=3)
     print(f"{'top of H':<12} {', '.join(f'{v:.6g}' for v in top.eigenvalues)} (Lanczos: {top.n_matvecs} HVPs, "
           f"residuals <= {top.residuals.max():.0e}, {'converged' if top.converged else 'NOT converged'})")
+    trace = hutchpp(H, budget=60, seed=0)
+    print(f"{'trace':<12} {trace.estimate:.6g} +- {trace.stderr:.2g} (Hutch++, {trace.n_matvecs} HVPs)")
+    rho = density(H, probes=8, steps=40, seed=0, progress=True)
+    from viz import plots, vtkio
+
+    written = [out / "density.png"]
+    plots.spectral_density(rho, eigenvalues=top.eigenvalues, path=written[0], title="digits-mlp: Hessian spectral density")
+    print(f"{'density':<12} {100 * rho.mass_below(0.0):.1f}% of the spectrum below zero "
+          f"(SLQ, {rho.n_matvecs} HVPs)", flush=True)
+
+    trajectory = _trajectory(files, problem, obj)
+    n = args.points + (args.points % 2 == 0)  # odd: the model itself at the centre
+    planes = {"random": dirs.random(obj, k=2, norm="filter", seed=0),
+              "pca": dirs.pca(obj, trajectory[1], k=2, center=obj.theta0)}
+    for name, d in planes.items():
+        if name == "random":
+            grid = [f"-1:1:{n}"] * 2
+            what = "filter-normalized random plane (Li et al.)"
+        else:  # the plane the run moved in, wide enough to hold the whole trajectory
+            reach = np.abs(dirs.project(d, trajectory[1], center=obj.theta0).coords).max(axis=0) * 1.2
+            grid = [f"{-r:.4g}:{r:.4g}:{n}" for r in reach]
+            share = ", ".join(f"{v:.0%}" for v in d.explained_variance)
+            what = f"PCA plane of the trajectory (explained variance {share})"
+        path = out / name / "scan.h5"
+        if path.exists():
+            path.unlink()
+        result = scan(obj, d, grid, metrics=problem.metrics, store=path, meta={"problem": problem.name})
+        found = result.minimum()
+        print(f"{name + ' plane':<12} {what}: {n} x {n} points in {result.seconds:.1f} s; centre loss "
+              f"{result.center_values['loss']:.4g}, lowest {found[1]:.4g} at ({found[0][0]:.3g}, {found[0][1]:.3g})",
+              flush=True)
+        placed = _place(path, d, result, obj, trajectory)
+        if name == "random":
+            print(f"{'':<12} (random directions miss the run: its checkpoints sit "
+                  f"{np.median(placed['relative']):.1%} off this plane, median; the PCA plane holds them)")
+        written += _draw(load_scan(path), out / name, png=True, vtk=True, log=True, zmax=None,
+                         title=f"digits-mlp, {what.split(' (')[0]}", announce=False)
+
+    # the random plane's landscape around checkpoints of the run, as a time series for ParaView
+    steps = [int(f.stem.split("_")[1]) for f in files]
+    picks = sorted({round(i * (len(files) - 1) / 4) for i in range(5)})
+    m = max(3, n // 2) | 1
+    entries = []
+    for i in picks:
+        center = trajectory[1][i]
+        d = dirs.random(obj, k=2, norm="filter", seed=0, center=center)
+        around = scan(obj, d, [f"-1:1:{m}"] * 2, progress=False)
+        entries.append((steps[i], vtkio.write_vts(around, out / "series" / f"step_{steps[i]:03d}.vts", log=True)))
+    written += [f for _, f in entries] + [vtkio.write_pvd(out / "series.pvd", entries)]
+    print(f"{'series':<12} the landscape ({m} x {m}, filter-normalized at each) around the checkpoints at steps "
+          f"{', '.join(str(steps[i]) for i in picks)}: {out / 'series.pvd'}")
+    print(f"\n{'done':<12} {time.perf_counter() - began:.0f} s; {len(written)} files in {out}:")
+    for f in written:
+        print(f"  {f}")
+    print(f"{'next':<12} open {out / 'pca' / 'render.png'}; in ParaView, `pvpython {out / 'pca' / 'view.py'}` "
+          f"or File > Open {out / 'series.pvd'}")
     return 0
 
 
@@ -253,7 +382,7 @@ def parser() -> argparse.ArgumentParser:
     spectrum = sub.add_parser("spectrum", help="Hessian eigenvalues (Lanczos), trace and spectral density",
                               description="Compute the Hessian's extreme eigenvalues with thick-restart Lanczos "
                                           "(residual-checked), optionally its trace (Hutch++) and spectral density "
-                                          "(stochastic Lanczos quadrature, with a plot); write spectrum.json.")
+                                          "(stochastic Lanczos quadrature, plotted with --plot); write spectrum.json.")
     _problem_arguments(spectrum)
     spectrum.add_argument("--k", type=int, default=10, help="how many eigenvalues (at each end with --which both; "
                                                             "default 10)")
@@ -262,11 +391,14 @@ def parser() -> argparse.ArgumentParser:
                           help="residual tolerance ||Hv - lambda v|| <= tol |lambda_max| (default 1e-6)")
     spectrum.add_argument("--trace", action="store_true", help="also estimate the trace with Hutch++")
     spectrum.add_argument("--trace-budget", type=int, default=99, metavar="N", help="HVPs for the trace (default 99)")
-    spectrum.add_argument("--density", action="store_true", help="also compute the spectral density and plot it")
+    spectrum.add_argument("--density", action="store_true", help="also compute the spectral density (into the JSON)")
+    spectrum.add_argument("--plot", action="store_true",
+                          help="draw DIR/density.png: the density (computed even without --density) with the "
+                               "eigenvalues marked")
     spectrum.add_argument("--probes", type=int, default=16, help="density probes (default 16)")
     spectrum.add_argument("--steps", type=int, default=80, help="Lanczos steps per density probe (default 80)")
     spectrum.add_argument("--scale", choices=["log", "linear"], default="log", help="density axis (default log)")
-    spectrum.add_argument("--out", required=True, metavar="DIR", help="directory for spectrum.json and density.png")
+    spectrum.add_argument("--out", required=True, metavar="DIR", help="directory for spectrum.json (and density.png)")
     spectrum.set_defaults(run=_spectrum)
 
     scan_cmd = sub.add_parser("scan", help="evaluate the loss on a 1D, 2D or 3D grid around the model (HDF5, resumable)",
@@ -301,15 +433,48 @@ def parser() -> argparse.ArgumentParser:
                                "memory for batched; a resumed scan keeps its own)")
     scan_cmd.add_argument("--out", required=True, metavar="DIR", help="directory for scan.h5 and scan.json")
     scan_cmd.add_argument("--resume", action="store_true", help="continue the scan in DIR/scan.h5")
+    scan_cmd.add_argument("--plot", action="store_true",
+                          help="also draw PNGs in DIR: curve, contour (with the trajectory) and surface, and a VTK "
+                               "rendering of a 2D scan")
+    _scale_arguments(scan_cmd)
     scan_cmd.set_defaults(run=_scan)
 
-    demo = sub.add_parser("demo", help="train the built-in digits-mlp, check its HVPs, find its top eigenvalues",
-                          description="Train the built-in digits-mlp (seconds on a CPU) and print its "
-                                      "parameter count, loss, gradient norm, accuracy, an HVP check and the "
-                                      "top three eigenvalues of its Hessian.")
+    render_cmd = sub.add_parser("render", help="figures, a 3D rendering and ParaView files of a scan",
+                                description="Draw a scan written by `landscape scan` (finished or not: points not "
+                                            "computed are gaps): PNG figures (curve, contour with the trajectory, "
+                                            "surface, and a VTK rendering of a 2D scan, made offscreen) and VTK "
+                                            "files for ParaView (scan.vti for any scan, scan.vts height field for "
+                                            "2D, trajectory.vtp, and view.py, which `pvpython view.py` opens). "
+                                            "Without --png or --vtk, both.")
+    render_cmd.add_argument("run_dir", metavar="RUN_DIR", help="the scan's folder (or its scan.h5)")
+    render_cmd.add_argument("--png", action="store_true", help="write the PNG figures")
+    render_cmd.add_argument("--vtk", action="store_true", help="write the VTK files and view.py")
+    _scale_arguments(render_cmd)
+    render_cmd.add_argument("--out", metavar="DIR", help="where to write (default: RUN_DIR)")
+    render_cmd.set_defaults(run=_render)
+
+    demo = sub.add_parser("demo", help="the whole tour on the built-in digits-mlp: spectrum, landscape, figures, "
+                                       "ParaView files",
+                          description="Train the built-in digits-mlp keeping checkpoints, check its HVPs, find "
+                                      "the top of its Hessian spectrum, its trace and spectral density, scan the "
+                                      "loss on a filter-normalized random plane and on the PCA plane of the "
+                                      "training run (the trajectory placed on both), and write PNGs (density, "
+                                      "contours with the trajectory, surfaces, VTK renderings) and VTK files "
+                                      "(.vti, .vts, .vtp, a .pvd time series) to DIR. Under a minute on a CPU.")
+    demo.add_argument("--out", default="landscape-demo", metavar="DIR",
+                      help="where the files go (default: landscape-demo)")
+    demo.add_argument("--points", type=int, default=41, metavar="N",
+                      help="grid points per axis of the 2D scans (default 41; made odd)")
     demo.add_argument("--device", help="cpu, cuda or cuda:N (default: cpu)")
     demo.set_defaults(run=_demo)
     return top
+
+
+def _scale_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--log", action="store_true", help="draw heights as log10 of the loss (contours are always "
+                                                        "log-spaced when the loss is positive)")
+    sub.add_argument("--zmax", type=float, metavar="Z", help="clip the loss at Z before drawing (the raw loss stays "
+                                                             "in the files' loss array)")
 
 
 def _problem_arguments(sub: argparse.ArgumentParser) -> None:

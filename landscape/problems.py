@@ -117,13 +117,22 @@ def _digits(images: bool) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
 def _train(model: nn.Module, data: tuple[Tensor, Tensor], steps: int, lr: float,
-           batch_size: int | None, seed: int) -> None:
-    """Adam on cross-entropy, mini-batches drawn by a local generator; model left in eval mode."""
+           batch_size: int | None, seed: int, callback: Callable[[int, nn.Module], None] | None) -> None:
+    """Adam on cross-entropy, mini-batches drawn by a local generator; model left in eval mode.
+
+    ``callback(step, model)`` is called before the first step (step 0) and after each step,
+    with the model in eval mode (so a saved state dict is the model as analysed).
+    """
     X, y = data
     g = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(steps):
+    for step in range(steps + 1):
+        if callback is not None:
+            model.eval()
+            callback(step, model)
+        if step == steps:
+            break
+        model.train()
         idx = torch.randint(len(y), (batch_size,), generator=g) if batch_size else slice(None)
         optimizer.zero_grad()
         F.cross_entropy(model(X[idx]), y[idx]).backward()
@@ -138,20 +147,28 @@ def _seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
         return build()
 
 
-def digits_mlp(hidden: int = 32, steps: int = 300, seed: int = 0) -> Problem:
-    """tanh MLP 64-``hidden``-10 on the digits, ``steps`` of full-batch Adam (lr 0.01); ``steps=0`` leaves it at init."""
+def digits_mlp(hidden: int = 32, steps: int = 300, seed: int = 0,
+               callback: Callable[[int, nn.Module], None] | None = None) -> Problem:
+    """tanh MLP 64-``hidden``-10 on the digits, ``steps`` of full-batch Adam (lr 0.01); ``steps=0`` leaves it at init.
+
+    ``callback(step, model)`` sees the model at init and after every step (to keep checkpoints).
+    """
     train, test = _digits(images=False)
     model = _seeded(lambda: nn.Sequential(nn.Linear(64, hidden), nn.Tanh(), nn.Linear(hidden, 10)), seed)
     start = time.perf_counter()
-    _train(model, train, steps, lr=0.01, batch_size=None, seed=seed)
+    _train(model, train, steps, lr=0.01, batch_size=None, seed=seed, callback=callback)
     return Problem("digits-mlp", model, F.cross_entropy, train, metrics={"accuracy": accuracy},
                    test_data=test,
                    description=f"tanh MLP 64-{hidden}-10 on sklearn digits ({len(train[1])} train examples), "
                                f"{steps} full-batch Adam steps in {time.perf_counter() - start:.1f} s")
 
 
-def digits_cnn(channels: int = 8, steps: int = 300, seed: int = 0) -> Problem:
-    """Small CNN with BatchNorm on 1x8x8 digits, ``steps`` of Adam on batches of 64 (lr 0.01), then eval mode."""
+def digits_cnn(channels: int = 8, steps: int = 300, seed: int = 0,
+               callback: Callable[[int, nn.Module], None] | None = None) -> Problem:
+    """Small CNN with BatchNorm on 1x8x8 digits, ``steps`` of Adam on batches of 64 (lr 0.01), then eval mode.
+
+    ``callback(step, model)`` as for ``digits_mlp``.
+    """
     train, test = _digits(images=True)
     c = channels
 
@@ -163,7 +180,7 @@ def digits_cnn(channels: int = 8, steps: int = 300, seed: int = 0) -> Problem:
 
     model = _seeded(build, seed)
     start = time.perf_counter()
-    _train(model, train, steps, lr=0.01, batch_size=64, seed=seed)
+    _train(model, train, steps, lr=0.01, batch_size=64, seed=seed, callback=callback)
     return Problem("digits-cnn", model, F.cross_entropy, train, metrics={"accuracy": accuracy},
                    test_data=test,
                    description=f"CNN conv-BN-ReLU x2 ({c}, {2 * c} channels) on sklearn digits "

@@ -103,6 +103,8 @@ class Scan:
     ``center_values`` the metrics there (evaluated like every point, whether on the grid or not);
     ``done`` marks computed points (all, once a scan finished); ``seconds`` and
     ``points_computed`` are the cost of this call (a resumed scan computes only the rest).
+    ``trajectory``, when the file has one, holds checkpoints placed on the grid: ``coords [m, k]``,
+    off-plane ``residuals [m]``, ``names`` and their own ``loss [m]`` (or None).
     """
 
     axes: list[np.ndarray]
@@ -116,6 +118,7 @@ class Scan:
     points_computed: int = 0
     path: str | None = None
     center_values: dict[str, float] = field(default_factory=dict)
+    trajectory: dict | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -154,7 +157,8 @@ def load(path: str | Path) -> Scan:
     return Scan(axes=data["axes"], values=data["values"], done=data["done"],
                 directions=_directions.Directions(torch.from_numpy(data["directions"]), key["recipe"], center=center),
                 center=center, strategy=key["strategy"], chunk=key["chunk"], path=str(path),
-                center_values={name: float.fromhex(v) for name, v in key["probe"].items()})
+                center_values={name: float.fromhex(v) for name, v in key["probe"].items()},
+                trajectory=data.get("trajectory"))
 
 
 def _inplace_copy(obj: Objective) -> tuple[nn.Module, Tensor]:

@@ -7,7 +7,8 @@ Layout of ``scan.h5``::
     done                  bool    (nx[, ny[, nz]])   which points are computed
     directions            [k, n]                   the direction vectors, exactly as used
     center                [n]                      the point at coordinates 0
-    trajectory/...        optional: checkpoints projected onto the plane (coords, residuals, names)
+    trajectory/...        optional: checkpoints projected onto the plane (coords [m, k], residuals [m],
+                          names [m], and loss [m], each checkpoint's own loss, when known)
     attrs["key"]          JSON: everything that decides the values (recipe, grid, metrics, dtype, device
                           type, strategy, chunk, fingerprints of the directions, the centre and the
                           buffers, and the metrics at the centre as float.hex); a resume must match it
@@ -117,8 +118,10 @@ class Store:
         self.file.close()
 
 
-def add_trajectory(path: str | Path, coords: np.ndarray, residuals: np.ndarray, names: list[str]) -> None:
-    """Store projected checkpoints in a scan file: ``coords [m, k]``, off-plane ``residuals [m]``, their names."""
+def add_trajectory(path: str | Path, coords: np.ndarray, residuals: np.ndarray, names: list[str],
+                   loss: np.ndarray | None = None) -> None:
+    """Store projected checkpoints in a scan file: ``coords [m, k]``, off-plane ``residuals [m]``, their names
+    and, when given, each checkpoint's own ``loss [m]`` (not the plane's: the checkpoint is off it)."""
     with h5py.File(path, "r+") as file:
         if "trajectory" in file:
             del file["trajectory"]
@@ -126,6 +129,8 @@ def add_trajectory(path: str | Path, coords: np.ndarray, residuals: np.ndarray, 
         group.create_dataset("coords", data=np.asarray(coords, dtype=np.float64))
         group.create_dataset("residuals", data=np.asarray(residuals, dtype=np.float64))
         group.create_dataset("names", data=np.array(names, dtype=h5py.string_dtype()))
+        if loss is not None:
+            group.create_dataset("loss", data=np.asarray(loss, dtype=np.float64))
 
 
 def read(path: str | Path) -> dict:
@@ -143,7 +148,8 @@ def read(path: str | Path) -> dict:
             if "trajectory" in file:
                 t = file["trajectory"]
                 data["trajectory"] = {"coords": t["coords"][()], "residuals": t["residuals"][()],
-                                      "names": [n.decode() if isinstance(n, bytes) else n for n in t["names"][()]]}
+                                      "names": [n.decode() if isinstance(n, bytes) else n for n in t["names"][()]],
+                                      "loss": t["loss"][()] if "loss" in t else None}
     except (OSError, KeyError) as error:
         raise ValueError(f"{path} is not a landscape scan file ({type(error).__name__}: {error})") from error
     return data

@@ -1,14 +1,185 @@
 """Matplotlib figures of landscape results. Each function returns a ``Figure`` (no pyplot, no
-display needed) and saves it when given ``path``."""
+display needed: the Agg canvas) and saves it when given ``path``.
+
+Scans are ``landscape.Scan`` objects: ``values[name]`` has shape ``(nx[, ny[, nz]])`` with
+``values[i, j]`` at ``(axes[0][i], axes[1][j])``. Points that are not finite (a NaN loss, a
+point a partial scan has not reached) are masked: left blank, never drawn as zero.
+
+- ``curve``: 1D scans, or the cuts through the centre of a 2D or 3D scan, one panel per metric;
+- ``contour``: filled contours with log-spaced levels, the trajectory on top (start and end marked);
+  a 3D scan shows its slice nearest z = 0;
+- ``surface``: a 3D surface of a 2D scan (or that slice), optionally log10 and clipped at ``zmax``;
+- ``spectral_density``, ``sharpness`` (with the 2/lr line), ``lyapunov`` and ``paths``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogLocator
 
 from landscape.linalg.density import SpectralDensity
+from landscape.scan import Scan
+
+AXIS_NAMES = ("x", "y", "z")
+
+
+def _save(fig: Figure, path: str | Path | None) -> Figure:
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
+
+
+def _masked(values) -> np.ma.MaskedArray:
+    return np.ma.masked_invalid(np.asarray(values, dtype=np.float64))
+
+
+def _center_index(axis: np.ndarray) -> int:
+    """The grid index nearest coordinate 0 (the centre model)."""
+    return int(np.argmin(np.abs(axis)))
+
+
+def height(values, log: bool = False, zmax: float | None = None) -> np.ndarray:
+    """The value drawn as height: clipped at ``zmax`` (in the values' units), then log10 when ``log``.
+
+    Non-finite values come back as NaN; under ``log``, values at or below zero are floored at
+    the smallest positive one (a log axis has no place for them; they are not NaN points).
+    """
+    v = np.array(values, dtype=np.float64)
+    v[~np.isfinite(v)] = np.nan
+    if zmax is not None:
+        v = np.minimum(v, zmax)
+    if log:
+        positive = v[v > 0]
+        if positive.size == 0:
+            raise ValueError("a log scale needs some positive values; these have none")
+        with np.errstate(invalid="ignore"):
+            v = np.log10(np.maximum(v, positive.min()))
+    return v
+
+
+def _slice2d(scan: Scan, metric: str, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """(x, y, values (nx, ny), note) of a 2D scan, or of a 3D scan's slice nearest z = 0."""
+    if len(scan.axes) == 1:
+        raise ValueError(f"a {what} needs a 2D or 3D scan; this one is 1D (draw it with curve)")
+    v = np.asarray(scan.values[metric], dtype=np.float64)
+    note = ""
+    if len(scan.axes) == 3:
+        k = _center_index(scan.axes[2])
+        v = v[:, :, k]
+        note = f" (slice z = {scan.axes[2][k]:.3g})"
+    return scan.axes[0], scan.axes[1], v, note
+
+
+def curve(scan: Scan, metrics: Sequence[str] | None = None, *, log: bool = False, title: str | None = None,
+          path: str | Path | None = None) -> Figure:
+    """One panel per metric (default: all) against the coordinate; ``log`` puts the loss on a log axis.
+
+    A 1D scan is drawn as it is; a 2D or 3D scan as its cuts through the grid point nearest
+    the centre, one line per axis.
+    """
+    metrics = list(scan.values) if metrics is None else list(metrics)
+    fig = Figure(figsize=(6.4, 2.2 + 1.8 * len(metrics)), layout="constrained")
+    axs = np.atleast_1d(fig.subplots(len(metrics), 1, sharex=True))
+    centre = tuple(_center_index(a) for a in scan.axes)
+    for ax, name in zip(axs, metrics):
+        v = np.asarray(scan.values[name], dtype=np.float64)
+        for a, coords in enumerate(scan.axes):
+            index = list(centre)
+            index[a] = slice(None)
+            label = "along d1" if len(scan.axes) == 1 else f"along {AXIS_NAMES[a]} (others at the centre)"
+            ax.plot(coords, _masked(v[tuple(index)]), marker="." if len(coords) <= 30 else None, label=label)
+        if log and name == "loss":
+            ax.set_yscale("log")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    if len(scan.axes) > 1:
+        axs[0].legend(frameon=False, fontsize="small")
+    axs[-1].set_xlabel("coordinate along the direction")
+    axs[0].set_title(title or ("1D scan" if len(scan.axes) == 1 else "cuts through the centre"))
+    return _save(fig, path)
+
+
+def _levels(v: np.ma.MaskedArray, n: int, log: bool) -> tuple[np.ndarray, LogNorm | None]:
+    """n contour levels over the finite values: geometric when ``log`` and all are positive, else linear."""
+    lo, hi = float(v.min()), float(v.max())
+    if hi <= lo:
+        hi = lo + (abs(lo) or 1.0) * 1e-6
+    if log and lo > 0:
+        return np.geomspace(lo, hi, n), LogNorm(lo, hi)
+    return np.linspace(lo, hi, n), None
+
+
+def _trajectory(scan: Scan, trajectory) -> np.ndarray | None:
+    if trajectory is None or trajectory is False:
+        return None
+    if trajectory is True:
+        return None if scan.trajectory is None else np.asarray(scan.trajectory["coords"])[:, :2]
+    return np.asarray(trajectory, dtype=np.float64)[:, :2]
+
+
+def contour(scan: Scan, metric: str = "loss", *, log: bool = True, levels: int = 30, zmax: float | None = None,
+            trajectory=True, title: str | None = None, path: str | Path | None = None) -> Figure:
+    """Filled contours of ``metric`` over (x, y) with contour lines; levels log-spaced when ``log``
+    (and the values positive); values above ``zmax`` share the top colour.
+
+    ``trajectory``: True draws the scan's own (if it has one), or pass coordinates ``[m, 2]``;
+    its start is a circle, its end a star. NaN points are left blank.
+    """
+    x, y, v, note = _slice2d(scan, metric, "contour")
+    if zmax is not None:
+        v = np.minimum(v, zmax)
+    masked = _masked(v)
+    fig = Figure(figsize=(6.4, 5.2), layout="constrained")
+    ax = fig.subplots()
+    if masked.count() == 0:
+        ax.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=ax.transAxes)
+    else:
+        lv, norm = _levels(masked, levels, log)
+        X, Y = np.meshgrid(x, y, indexing="ij")  # values[i, j] at (x[i], y[j])
+        filled = ax.contourf(X, Y, masked, levels=lv, norm=norm, cmap="viridis")
+        ax.contour(X, Y, masked, levels=lv[::3], norm=norm, colors="white", linewidths=0.4, alpha=0.6)
+        bar = fig.colorbar(filled, ax=ax, ticks=LogLocator(subs=(1, 2, 5)) if norm is not None else None,
+                           format="%.3g" if norm is not None else None)
+        bar.set_label(metric + (" (log-spaced levels)" if norm is not None else ""))
+    coords = _trajectory(scan, trajectory)
+    if coords is not None and len(coords):
+        ax.plot(coords[:, 0], coords[:, 1], color="tab:red", lw=1.5, marker=".", ms=4, label="trajectory")
+        ax.plot(*coords[0], "o", color="white", mec="tab:red", ms=8, label="start")
+        ax.plot(*coords[-1], "*", color="tab:red", mec="white", ms=14, label="end")
+        ax.legend(loc="best", frameon=True, fontsize="small")
+    ax.plot(0, 0, "+", color="black", ms=10)
+    ax.set_xlabel("x (along d1)")
+    ax.set_ylabel("y (along d2)")
+    ax.set_title(title or f"{metric}{note}")
+    return _save(fig, path)
+
+
+def surface(scan: Scan, metric: str = "loss", *, log: bool = False, zmax: float | None = None,
+            title: str | None = None, path: str | Path | None = None) -> Figure:
+    """The 3D surface z = ``metric``(x, y) (log10 when ``log``, clipped at ``zmax``), coloured by height."""
+    x, y, v, note = _slice2d(scan, metric, "surface")
+    z = height(v, log, zmax)
+    fig = Figure(figsize=(7.0, 5.6), layout="constrained")
+    ax = fig.add_subplot(projection="3d")
+    X, Y = np.meshgrid(x, y, indexing="ij")
+    masked = _masked(z)
+    label = ("log10 " if log else "") + metric
+    if masked.count():
+        drawn = ax.plot_surface(X, Y, masked, cmap="viridis", rstride=1, cstride=1, linewidth=0,
+                                antialiased=False, vmin=masked.min(), vmax=masked.max())
+        fig.colorbar(drawn, ax=ax, shrink=0.6, pad=0.1).set_label(label)
+    ax.set_xlabel("x (along d1)")
+    ax.set_ylabel("y (along d2)")
+    ax.set_zlabel(label)
+    ax.view_init(elev=35, azim=-60)
+    clip = f", clipped at {zmax:g}" if zmax is not None else ""
+    ax.set_title(title or f"{label}{note}{clip}")
+    return _save(fig, path)
 
 
 def spectral_density(rho: SpectralDensity, *, log: bool = True, sigma: float | None = None,
@@ -30,6 +201,99 @@ def spectral_density(rho: SpectralDensity, *, log: bool = True, sigma: float | N
     ax.set_ylabel("density" + (" (log scale)" if log else ""))
     ax.set_title(title or "Hessian spectral density")
     ax.legend(loc="upper right", frameon=False)
-    if path is not None:
-        fig.savefig(path, dpi=120)
-    return fig
+    return _save(fig, path)
+
+
+def sharpness(steps, eigenvalues, *, lr: float | None = None, loss=None, log: bool = False,
+              title: str | None = None, path: str | Path | None = None) -> Figure:
+    """Top Hessian eigenvalue(s) over training: ``eigenvalues`` ``[T]`` or ``[T, k]`` at ``steps [T]``,
+    with the gradient-descent stability limit 2/lr dashed; ``loss [T]`` in a second panel."""
+    steps = np.asarray(steps, dtype=np.float64)
+    lam = np.asarray(eigenvalues, dtype=np.float64).reshape(len(steps), -1)
+    panels = 2 if loss is not None else 1
+    fig = Figure(figsize=(6.4, 2.6 + 1.9 * panels), layout="constrained")
+    axs = np.atleast_1d(fig.subplots(panels, 1, sharex=True))
+    for i in range(lam.shape[1]):
+        axs[0].plot(steps, _masked(lam[:, i]), lw=1.4 if i == 0 else 0.8,
+                    label="sharpness (lambda_max)" if i == 0 else (f"lambda_{i + 1}" if lam.shape[1] <= 5 else None))
+    if lr is not None:
+        axs[0].axhline(2 / lr, color="black", ls="--", lw=1, label=f"2/lr = {2 / lr:.4g}")
+    axs[0].set_ylabel("eigenvalue")
+    axs[0].legend(frameon=False, fontsize="small")
+    axs[0].set_title(title or "sharpness over training")
+    if loss is not None:
+        axs[1].plot(steps, _masked(loss), color="tab:gray")
+        axs[1].set_ylabel("loss")
+        if log:
+            axs[1].set_yscale("log")
+    for ax in axs:
+        ax.grid(alpha=0.3)
+    axs[-1].set_xlabel("step")
+    return _save(fig, path)
+
+
+def lyapunov(exponents, *, running=None, times=None, title: str | None = None,
+             path: str | Path | None = None) -> Figure:
+    """A Lyapunov spectrum ``[k]`` (largest first) as a stem plot with the zero line; with
+    ``running [T, k]`` (the estimate after each interval, at ``times [T]``) a convergence panel."""
+    lam = np.asarray(exponents, dtype=np.float64).reshape(-1)
+    panels = 2 if running is not None else 1
+    fig = Figure(figsize=(6.4 * panels, 4.0), layout="constrained")
+    axs = np.atleast_1d(fig.subplots(1, panels))
+    index = np.arange(1, len(lam) + 1)
+    axs[0].axhline(0, color="black", lw=0.8)
+    axs[0].stem(index, _masked(lam))
+    axs[0].set_xlabel("index i")
+    axs[0].set_ylabel("exponent lambda_i")
+    axs[0].set_xticks(index if len(lam) <= 20 else index[:: max(1, len(lam) // 10)])
+    axs[0].set_title(title or "Lyapunov spectrum")
+    if running is not None:
+        R = np.asarray(running, dtype=np.float64).reshape(-1, len(lam))
+        t = np.arange(1, len(R) + 1) if times is None else np.asarray(times, dtype=np.float64)
+        for i in range(len(lam)):
+            axs[1].plot(t, _masked(R[:, i]), lw=1, label=f"lambda_{i + 1}" if len(lam) <= 8 else None)
+        axs[1].axhline(0, color="black", lw=0.8)
+        axs[1].set_xlabel("time")
+        axs[1].set_ylabel("running estimate")
+        axs[1].set_title("convergence")
+        if len(lam) <= 8:
+            axs[1].legend(frameon=False, fontsize="small")
+    for ax in axs:
+        ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def paths(curves: Mapping[str, tuple], *, ylabel: str = "loss", log: bool = False, title: str | None = None,
+          path: str | Path | None = None) -> Figure:
+    """Loss along paths between two minima: ``{label: (t [m], values [m])}``, t = 0 at the first
+    model and 1 at the second; the endpoints are marked."""
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.subplots()
+    for label, (t, v) in curves.items():
+        t, v = np.asarray(t, dtype=np.float64), np.asarray(v, dtype=np.float64)
+        line, = ax.plot(t, _masked(v), lw=1.5, label=label)
+        ends = np.isin(t, (0.0, 1.0)) & np.isfinite(v)
+        ax.plot(t[ends], v[ends], "o", color=line.get_color())
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("t (0: model A, 1: model B)")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False)
+    ax.set_title(title or f"{ylabel} along paths between minima")
+    return _save(fig, path)
+
+
+def scan_figures(scan: Scan, out: str | Path, *, log: bool = False, zmax: float | None = None,
+                 stem: str = "") -> list[Path]:
+    """The figures a scan calls for, written to ``out``: ``curve.png`` (1D, or the cuts of 2D/3D),
+    ``contour.png`` and ``surface.png`` (2D, or the 3D scan's centre slice). Returns the paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / f"{stem}curve.png"]
+    curve(scan, log=log, path=written[0])
+    if len(scan.axes) > 1:
+        written += [out / f"{stem}contour.png", out / f"{stem}surface.png"]
+        contour(scan, zmax=zmax, path=written[1])
+        surface(scan, log=log, zmax=zmax, path=written[2])
+    return written

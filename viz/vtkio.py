@@ -1,0 +1,285 @@
+"""VTK XML files of scans, trajectories and paths, for ParaView (binary, appended, zlib-compressed).
+
+- ``write_vts``: a 2D scan as a structured grid height field: point (x_i, y_j, h_ij) with
+  h = ``height(loss, log, zmax)`` (clipped at ``zmax``, then log10 when ``log``);
+- ``write_vti``: any scan (1D, 2D, 3D) as image data, origin and spacing from its axes, so a
+  3D scan is a volume (contours, slices, volume rendering);
+- ``write_polyline``: a trajectory or a path as one polyline with arrays per point
+  (``write_trajectory`` for a scan's own);
+- ``write_pvd``: a time series (``.pvd`` collection) of any of these files;
+- ``paraview_script``: a small pvpython script that opens them with a first view.
+
+Every point array of a scan is there as it is (``loss``, ``accuracy``, ...; NaN kept), plus
+``valid`` (1 where the loss is finite, 0 where it is NaN or not computed: threshold on it
+in ParaView) and ``height`` (the drawn value; invalid points get the top of the range so
+the geometry stays finite). Points are in VTK order, x fastest: index i + nx (j + ny l) holds
+``values[i, j, l]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+import numpy as np
+from vtkmodules.util.numpy_support import numpy_to_vtk
+from vtkmodules.vtkCommonCore import vtkPoints
+from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkImageData, vtkPolyData, vtkStructuredGrid
+from vtkmodules.vtkIOXML import (vtkXMLImageDataWriter, vtkXMLPolyDataWriter, vtkXMLStructuredGridWriter,
+                                 vtkXMLWriter)
+
+from landscape.scan import Scan
+from viz.plots import height
+
+
+def _vtk_order(values: np.ndarray) -> np.ndarray:
+    """(nx[, ny[, nz]]) -> flat, x fastest (Fortran order)."""
+    return np.ascontiguousarray(np.asarray(values).ravel(order="F"))
+
+
+def _array(name: str, values: np.ndarray):
+    array = numpy_to_vtk(np.ascontiguousarray(values), deep=True)
+    array.SetName(name)
+    return array
+
+
+def _write(writer: vtkXMLWriter, data, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer.SetFileName(str(path))
+    writer.SetInputData(data)
+    writer.SetDataModeToAppended()
+    writer.EncodeAppendedDataOff()  # raw binary, not base64
+    if not writer.Write():
+        raise OSError(f"VTK could not write {path}")
+    return path
+
+
+def surface_height(scan: Scan, log: bool = False, zmax: float | None = None, metric: str = "loss") -> np.ndarray:
+    """``height`` of the scan's ``metric`` with the invalid points raised to the top finite height."""
+    h = height(scan.values[metric], log, zmax)
+    finite = np.isfinite(h)
+    return np.where(finite, h, h[finite].max() if finite.any() else 0.0)
+
+
+def _point_data(target, scan: Scan, log: bool, zmax: float | None) -> None:
+    data = target.GetPointData()
+    for name, v in scan.values.items():
+        data.AddArray(_array(name, _vtk_order(np.asarray(v, dtype=np.float64))))
+    data.AddArray(_array("valid", _vtk_order(np.isfinite(scan.values["loss"]).astype(np.uint8))))
+    data.AddArray(_array("height", _vtk_order(surface_height(scan, log, zmax))))
+    data.SetActiveScalars("height")
+
+
+def structured_grid(scan: Scan, log: bool = False, zmax: float | None = None,
+                    scale: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> vtkStructuredGrid:
+    """A 2D scan's height field: points (x_i, y_j, height_ij) times ``scale``, dimensions (nx, ny, 1), every array."""
+    if len(scan.axes) != 2:
+        raise ValueError(f"a height field (.vts) needs a 2D scan, this one has {len(scan.axes)} axes; use write_vti")
+    nx, ny = scan.shape
+    X, Y = np.meshgrid(scan.axes[0], scan.axes[1], indexing="ij")
+    xyz = np.stack([_vtk_order(X), _vtk_order(Y), _vtk_order(surface_height(scan, log, zmax))], axis=1) * scale
+    points = vtkPoints()
+    points.SetData(numpy_to_vtk(np.ascontiguousarray(xyz), deep=True))
+    grid = vtkStructuredGrid()
+    grid.SetDimensions(nx, ny, 1)
+    grid.SetPoints(points)
+    _point_data(grid, scan, log, zmax)
+    return grid
+
+
+def write_vts(scan: Scan, path: str | Path, *, log: bool = False, zmax: float | None = None) -> Path:
+    """A 2D scan as a height field (``structured_grid``) in a ``.vts`` file: z is the height itself."""
+    return _write(vtkXMLStructuredGridWriter(), structured_grid(scan, log, zmax), path)
+
+
+def write_vti(scan: Scan, path: str | Path, *, log: bool = False, zmax: float | None = None) -> Path:
+    """Any scan as image data: dimensions (nx, ny or 1, nz or 1), origin the first coordinates, spacing the step."""
+    dims, origin, spacing = [1, 1, 1], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
+    for a, coords in enumerate(scan.axes):
+        dims[a], origin[a] = len(coords), float(coords[0])
+        if len(coords) > 1:
+            steps = np.diff(coords)
+            if not np.allclose(steps, steps.mean(), rtol=1e-9, atol=0):
+                raise ValueError(f"axis {a} is not evenly spaced, which image data (.vti) needs")
+            spacing[a] = float(steps.mean())
+    image = vtkImageData()
+    image.SetDimensions(*dims)
+    image.SetOrigin(*origin)
+    image.SetSpacing(*spacing)
+    _point_data(image, scan, log, zmax)
+    return _write(vtkXMLImageDataWriter(), image, path)
+
+
+def polyline(points, arrays: Mapping[str, Sequence] | None = None) -> vtkPolyData:
+    """Points ``[m, 3]`` (or ``[m, 2]``, z = 0) joined in order as one polyline, with ``arrays`` ``{name: [m]}``."""
+    P = np.asarray(points, dtype=np.float64)
+    if P.ndim != 2 or P.shape[1] not in (2, 3) or len(P) == 0:
+        raise ValueError(f"polyline points must be [m, 3] or [m, 2] with m >= 1, got {P.shape}")
+    if P.shape[1] == 2:
+        P = np.c_[P, np.zeros(len(P))]
+    vtk_points = vtkPoints()
+    vtk_points.SetData(numpy_to_vtk(np.ascontiguousarray(P), deep=True))
+    line = vtkCellArray()
+    line.InsertNextCell(len(P))
+    for i in range(len(P)):
+        line.InsertCellPoint(i)
+    poly = vtkPolyData()
+    poly.SetPoints(vtk_points)
+    poly.SetLines(line)
+    for name, values in (arrays or {}).items():
+        v = np.asarray(values)
+        if v.shape[:1] != (len(P),):
+            raise ValueError(f"array {name!r} has {v.shape[:1]} entries for {len(P)} points")
+        poly.GetPointData().AddArray(_array(name, v if v.dtype.kind in "iu" else v.astype(np.float64)))
+    return poly
+
+
+def write_polyline(path: str | Path, points, arrays: Mapping[str, Sequence] | None = None) -> Path:
+    """A ``polyline`` written as a ``.vtp`` file (a trajectory, a path between minima)."""
+    return _write(vtkXMLPolyDataWriter(), polyline(points, arrays), path)
+
+
+def trajectory_points(scan: Scan, log: bool = False, zmax: float | None = None) -> np.ndarray:
+    """The scan's trajectory ``[m, 3]`` in the coordinates of its files: on a 2D scan (x, y, h) with h
+    the surface height under the point (bilinear), on a 1D scan (x, 0, h), on a 3D scan (x, y, z)."""
+    if scan.trajectory is None:
+        raise ValueError("this scan has no trajectory (scan with --trajectory DIR to place checkpoints)")
+    C = np.asarray(scan.trajectory["coords"], dtype=np.float64)
+    if len(scan.axes) == 3:
+        return C
+    h = surface_height(scan, log, zmax)
+    if len(scan.axes) == 1:
+        return np.c_[C[:, 0], np.zeros(len(C)), np.interp(C[:, 0], scan.axes[0], h)]
+    return np.c_[C[:, :2], _bilinear(scan.axes[0], scan.axes[1], h, C[:, 0], C[:, 1])]
+
+
+def _bilinear(x: np.ndarray, y: np.ndarray, v: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+    """v (nx, ny) on the grid x x y, interpolated at the points (px, py) (clamped to the grid)."""
+    def locate(axis, p):
+        p = np.clip(p, axis[0], axis[-1])
+        i = np.clip(np.searchsorted(axis, p) - 1, 0, max(len(axis) - 2, 0))
+        w = (p - axis[i]) / (axis[i + 1] - axis[i]) if len(axis) > 1 else np.zeros_like(p)
+        return i, w
+    (i, u), (j, w) = locate(x, px), locate(y, py)
+    i1, j1 = np.minimum(i + 1, len(x) - 1), np.minimum(j + 1, len(y) - 1)
+    return (v[i, j] * (1 - u) * (1 - w) + v[i1, j] * u * (1 - w) + v[i, j1] * (1 - u) * w + v[i1, j1] * u * w)
+
+
+def write_trajectory(scan: Scan, path: str | Path, *, log: bool = False, zmax: float | None = None) -> Path:
+    """The scan's trajectory as a polyline with ``step`` (checkpoint index), ``loss`` (each checkpoint's
+    own, NaN when unknown), ``residual`` (distance off the plane) and ``height`` (where it is drawn)."""
+    P = trajectory_points(scan, log, zmax)
+    t = scan.trajectory
+    own = t.get("loss")
+    arrays = {"step": np.arange(len(P), dtype=np.int64),
+              "loss": np.full(len(P), np.nan) if own is None else np.asarray(own, dtype=np.float64),
+              "residual": np.asarray(t["residuals"], dtype=np.float64), "height": P[:, 2]}
+    return write_polyline(path, P, arrays)
+
+
+def write_pvd(path: str | Path, entries: Sequence[tuple[float, str | Path]]) -> Path:
+    """A ParaView collection: ``entries`` ``[(time, file), ...]``, files relative to the .pvd's folder."""
+    path = Path(path)
+    rows = []
+    for time, file in entries:
+        file = Path(file)
+        relative = file.relative_to(path.parent) if file.is_absolute() else file
+        rows.append(f'    <DataSet timestep="{float(time)!r}" group="" part="0" file={quoteattr(relative.as_posix())}/>')
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('<?xml version="1.0"?>\n<VTKFile type="Collection" version="1.0" byte_order="LittleEndian">\n'
+                    "  <Collection>\n" + "\n".join(rows) + "\n  </Collection>\n</VTKFile>\n")
+    return path
+
+
+_SCRIPT = '''"""Open this scan in ParaView: `pvpython {name}`, or Tools > Python Shell > Run Script.
+
+Written by landscape-dynamics. The image data {image} holds every metric, `valid` (0 at NaN
+points, dropped here by a threshold) and `height` ({height_note}); for a 2D scan it is
+warped by `height` into the surface, scaled by Z_SCALE so the relief is visible. Edit freely.
+"""
+import os
+
+from paraview.simple import *  # noqa: F401,F403
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+Z_SCALE = {z_scale!r}  # height units per unit of x and y in this view
+
+image = XMLImageDataReader(FileName=[os.path.join(HERE, {image!r})])
+valid = Threshold(Input=image, Scalars=["POINTS", "valid"])
+valid.LowerThreshold, valid.UpperThreshold = 1, 1
+view = GetActiveViewOrCreate("RenderView")
+if {dims} == 2:
+    shown = WarpByScalar(Input=valid, Scalars=["POINTS", "height"], ScaleFactor=Z_SCALE)
+    display = Show(shown, view)
+elif {dims} == 3:
+    shown = Contour(Input=image, ContourBy=["POINTS", "height"], Isosurfaces={levels!r})
+    display = Show(shown, view)
+    Show(Outline(Input=image), view)
+else:
+    shown = valid
+    display = Show(shown, view)
+ColorBy(display, ("POINTS", "loss"))
+display.LookupTable = GetColorTransferFunction("loss")
+display.LookupTable.ApplyPreset("Viridis (matplotlib)", True)
+display.SetScalarBarVisibility(view, True)
+{trajectory}
+view.CameraPosition = [1, -1.6, 1.2]
+view.CameraViewUp = [0, 0, 1]
+view.ResetCamera()
+Render()
+if __name__ == "__main__" and "PV_BATCH" in os.environ:  # pvbatch: write a picture instead of showing one
+    SaveScreenshot(os.path.join(HERE, "paraview.png"), view, ImageResolution=[1200, 900])
+'''
+
+_TRAJECTORY = '''path = XMLPolyDataReader(FileName=[os.path.join(HERE, {file!r})])
+if {dims} == 2:
+    path = Transform(Input=path)
+    path.Transform.Scale = [1, 1, Z_SCALE]
+tube = Tube(Input=path, Radius={radius!r})
+tube_display = Show(tube, view)
+ColorBy(tube_display, None)
+tube_display.AmbientColor = tube_display.DiffuseColor = [0.85, 0.1, 0.1]'''
+
+
+def extent(scan: Scan) -> float:
+    """The widest side of the grid (1 for a single point)."""
+    return max(float(a[-1] - a[0]) for a in scan.axes) or 1.0
+
+
+def z_scale(scan: Scan, log: bool = False, zmax: float | None = None) -> float:
+    """A height scale that makes the surface's relief half as tall as its widest side."""
+    h = surface_height(scan, log, zmax)
+    relief = float(h.max() - h.min())
+    return 0.5 * extent(scan) / relief if relief > 0 else 1.0
+
+
+def paraview_script(path: str | Path, scan: Scan, image: str, trajectory: str | None = None, *,
+                    log: bool = False, zmax: float | None = None) -> Path:
+    """Write ``view.py`` for pvpython: the scan's ``image`` (.vti) warped by height (2D), contoured (3D)
+    or plotted (1D), coloured by loss, and ``trajectory`` (.vtp) as a red tube."""
+    path = Path(path)
+    dims = len(scan.axes)
+    h = surface_height(scan, log, zmax)
+    trace = "" if trajectory is None else _TRAJECTORY.format(file=trajectory, dims=dims, radius=0.006 * extent(scan))
+    note = ("log10 of the loss" if log else "the loss") + (f", clipped at {zmax:g}" if zmax is not None else "")
+    path.write_text(_SCRIPT.format(name=path.name, image=image, height_note=note, z_scale=z_scale(scan, log, zmax),
+                                   dims=dims, levels=np.quantile(h, [0.1, 0.3, 0.5]).tolist(), trajectory=trace))
+    return path
+
+
+def export(scan: Scan, out: str | Path, *, log: bool = False, zmax: float | None = None,
+           stem: str = "scan") -> list[Path]:
+    """Everything ParaView needs for a scan, in ``out``: ``{stem}.vti``, ``{stem}.vts`` (2D),
+    ``trajectory.vtp`` (when the scan has one) and ``view.py``. Returns the paths written."""
+    out = Path(out)
+    written = [write_vti(scan, out / f"{stem}.vti", log=log, zmax=zmax)]
+    if len(scan.axes) == 2:
+        written.append(write_vts(scan, out / f"{stem}.vts", log=log, zmax=zmax))
+    trajectory = None
+    if scan.trajectory is not None:
+        written.append(write_trajectory(scan, out / "trajectory.vtp", log=log, zmax=zmax))
+        trajectory = written[-1].name
+    written.append(paraview_script(out / "view.py", scan, written[0].name, trajectory, log=log, zmax=zmax))
+    return written
