@@ -119,8 +119,7 @@ def _spectrum(args) -> int:
         summary["trace"] = trace.to_dict()
     if args.density or args.plot:
         rho = density(H, probes=args.probes, steps=args.steps, progress=True)
-        print(f"density      {args.probes} probes x {args.steps} steps, {rho.n_matvecs} HVPs, "
-              f"{100 * rho.mass_below(0.0):.1f}% of the mass below zero")
+        print(f"density      {args.probes} probes x {args.steps} steps, {rho.n_matvecs} HVPs, {_negative_mass(rho)}")
         summary["density"] = rho.to_dict()
         if args.plot:
             from viz.plots import spectral_density
@@ -131,6 +130,14 @@ def _spectrum(args) -> int:
     (out / "spectrum.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote        {out / 'spectrum.json'}")
     return 0
+
+
+def _negative_mass(rho) -> str:
+    """The share of the spectrum below -1e-3 of the largest |eigenvalue|. Not below zero: a trained
+    network's Hessian has many eigenvalues within 1e-6 of zero, whose signs SLQ cannot resolve
+    (on digits-mlp the share below 0 moves from 15% to 41% with the probe count)."""
+    threshold = -1e-3 * float(np.abs(rho.nodes[np.isfinite(rho.nodes)]).max())
+    return f"{100 * rho.mass_below(threshold):.2f}% of the spectrum below {threshold:.3g} (-1e-3 of the largest |eigenvalue|)"
 
 
 def _checkpoints(folder: str) -> list[Path]:
@@ -314,8 +321,7 @@ def _demo(args) -> int:
 
     written = [out / "density.png"]
     plots.spectral_density(rho, eigenvalues=top.eigenvalues, path=written[0], title="digits-mlp: Hessian spectral density")
-    print(f"{'density':<12} {100 * rho.mass_below(0.0):.1f}% of the spectrum below zero "
-          f"(SLQ, {rho.n_matvecs} HVPs)", flush=True)
+    print(f"{'density':<12} {_negative_mass(rho)} (SLQ, {rho.n_matvecs} HVPs)", flush=True)
 
     trajectory = _trajectory(files, problem, obj)
     n = args.points + (args.points % 2 == 0)  # odd: the model itself at the centre

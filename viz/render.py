@@ -11,6 +11,7 @@ on CPU-only machines; with a display it uses the default one, offscreen.
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -26,10 +27,12 @@ from vtkmodules.vtkIOImage import vtkPNGWriter
 from vtkmodules.vtkRenderingAnnotation import vtkScalarBarActor
 from vtkmodules.vtkRenderingCore import (vtkLightKit, vtkActor, vtkPolyDataMapper, vtkRenderer,
                                          vtkRenderWindow, vtkTextActor, vtkWindowToImageFilter)
-import vtkmodules.vtkRenderingOpenGL2  # noqa: F401  (registers the OpenGL backends)
 
 from landscape.scan import Scan
 from viz import vtkio
+
+for _backend in ("vtkRenderingOpenGL2", "vtkRenderingFreeType"):  # the render window and text; imported to register
+    importlib.import_module(f"vtkmodules.{_backend}")
 
 CAMERAS = {"iso": (-60.0, 45.0), "top": (-90.0, 89.0), "side": (-90.0, 5.0)}  # (azimuth, elevation) in degrees
 

@@ -3,6 +3,7 @@
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -61,21 +62,72 @@ def test_a_checkpoint_for_another_model_exits_2(tmp_path, capsys):
     assert "does not fit the model: missing theta, A, center; unexpected weight" in capsys.readouterr().err
 
 
-def test_demo(capsys, digits_mlp):
+def test_demo(tmp_path, capsys, digits_mlp):
+    import xml.etree.ElementTree as ET
+
+    import h5py
     import numpy as np
 
     import landscape
+    from tests.viz.conftest import assert_drawn
 
-    assert main(["demo"]) == 0
+    assert main(["demo", "--out", str(tmp_path), "--points", "8"]) == 0
     out = capsys.readouterr().out
+    announced = [Path(line.strip()) for line in out.split("files in")[1].splitlines()[1:] if line.startswith("  ")]
+    names = {str(f.relative_to(tmp_path)) for f in announced}
+    for plane in ("random", "pca"):
+        assert {f"{plane}/{name}" for name in ("contour.png", "surface.png", "render.png", "scan.vti", "scan.vts",
+                                               "trajectory.vtp", "view.py")} <= names
+    assert {"density.png", "series.pvd"} <= names
+    for f in announced:
+        assert f.stat().st_size > 0
+        if f.suffix == ".png":
+            assert_drawn(f)
+    rows = ET.parse(tmp_path / "series.pvd").getroot().find("Collection").findall("DataSet")
+    assert [int(float(r.get("timestep"))) for r in rows] == [0, 80, 160, 220, 300]
+    assert all((tmp_path / r.get("file")) in announced for r in rows)
+    pca = landscape.load_scan(tmp_path / "pca" / "scan.h5")
+    assert pca.shape == (9, 9) and pca.done.all() and len(pca.trajectory["names"]) == 16
+    assert pca.trajectory["loss"][-1] == pytest.approx(pca.center_values["loss"], rel=1e-6)  # ends at the model
+    assert re.search(r"^done\s+\d+ s; \d+ files in", out, re.M)
     assert field(out, "parameters").startswith("2,410 in 4 tensors")
     assert field(out, "HVP check").endswith(": ok")
     obj = digits_mlp.objective(dtype=torch.float64)  # the dense float64 Hessian of the same trained model
     eye = torch.eye(obj.space.n, dtype=torch.float64)
     H = torch.cat([landscape.hessian(obj) @ eye[i:i + 256] for i in range(0, obj.space.n, 256)]).numpy()
-    truth = np.linalg.eigvalsh((H + H.T) / 2)[::-1][:3]
+    spectrum = np.linalg.eigvalsh((H + H.T) / 2)[::-1]
     printed = [float(v) for v in field(out, "top of H").split(" (")[0].split(", ")]
-    assert np.allclose(printed, truth, rtol=1e-5) and "converged)" in out
+    assert np.allclose(printed, spectrum[:3], rtol=1e-5) and "converged)" in out
+    trace, stderr = map(float, field(out, "trace").split(" (")[0].split(" +- "))
+    assert abs(trace - spectrum.sum()) < 4 * stderr
+    below, threshold = re.fullmatch(r"(\S+)% of the spectrum below (\S+) .*", field(out, "density")).groups()
+    assert float(threshold) == pytest.approx(-1e-3 * spectrum[0], rel=0.01)
+    assert float(below) / 100 == pytest.approx((spectrum < float(threshold)).mean(), abs=0.002)  # 8 SLQ probes
+    for plane in ("random", "pca"):
+        result = landscape.load_scan(tmp_path / plane / "scan.h5")
+        line = field(out, f"{plane} plane")
+        centre = float(re.search(r"centre loss (\S+?),", line).group(1))
+        assert centre == pytest.approx(float(field(out, "loss")), rel=1e-4)
+        (x, y), lowest = result.minimum()
+        assert re.search(rf"lowest {lowest:.4g} at \({x:.3g}, {y:.3g}\)", line)
+    # the checkpoints, read back independently: PCA's explained variance and the random plane's miss
+    model = landscape.load("digits-mlp", steps=0).model
+    T = []
+    for f in sorted((tmp_path / "checkpoints").glob("step_*.pt")):
+        model.load_state_dict(torch.load(f, weights_only=True))
+        T.append(torch.cat([p.detach().double().reshape(-1) for p in model.parameters()]).numpy())
+    T = np.array(T)
+    M = (T - T[-1]) - (T - T[-1]).mean(axis=0)
+    s = np.linalg.svd(M, compute_uv=False)
+    share = re.search(r"explained variance (\d+)%, (\d+)%", field(out, "pca plane")).groups()
+    assert [int(v) for v in share] == [round(100 * v) for v in s[:2] ** 2 / (s ** 2).sum()]
+    with h5py.File(tmp_path / "random" / "scan.h5") as f:
+        D, centre = f["directions"][()].astype(np.float64), f["center"][()].astype(np.float64)
+    R = T - centre
+    residual = R - np.linalg.lstsq(D.T, R.T, rcond=None)[0].T @ D
+    relative = np.linalg.norm(residual, axis=1)[:-1] / np.linalg.norm(R, axis=1)[:-1]  # the last one is the centre
+    median = float(re.search(r"sit (\S+)% off this plane", out).group(1))
+    assert median == pytest.approx(100 * np.median(np.r_[relative, 0.0]), abs=0.05)
 
 
 def test_the_command_runs_as_a_module():
@@ -101,7 +153,7 @@ def test_spectrum_writes_the_known_spectrum(tmp_path, capsys):
     import numpy as np
 
     assert main(["spectrum", "--problem", "quadratic", "--k", "4", "--tol", "1e-10", "--trace", "--trace-budget",
-                 "300", "--density", "--probes", "4", "--steps", "30", "--out", str(tmp_path)]) == 0
+                 "300", "--plot", "--probes", "4", "--steps", "30", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     summary = json.loads((tmp_path / "spectrum.json").read_text())
     truth = np.logspace(2, -2, 100)
@@ -109,6 +161,7 @@ def test_spectrum_writes_the_known_spectrum(tmp_path, capsys):
     assert summary["eigenvalues"]["converged"] and "converged at tol 1e-10" in out
     assert summary["trace"]["estimate"] == pytest.approx(truth.sum(), rel=1e-10)  # the sketch spans all 100
     assert summary["density"]["n_matvecs"] == 4 * 30 and (tmp_path / "density.png").stat().st_size > 10_000
+    assert "0.00% of the spectrum below -0.1 (-1e-3 of the largest |eigenvalue|)" in out  # all 100 are positive
     printed = [float(line.split()[1]) for line in out.splitlines() if re.match(r"\s+\d+\s", line)]
     assert np.allclose(printed, truth[:4], rtol=1e-8)
 
@@ -311,3 +364,59 @@ def test_scan_output_that_is_not_a_folder_or_too_large_a_grid_exits_2(tmp_path, 
     assert err.count("\n") == 1 and err.startswith("landscape scan: error: ") and "file" in err
     assert main(["scan", "--grid", "-1:1:100000", "--grid", "-1:1:100000", "--out", str(tmp_path / "o")]) == 2
     assert "10,000,000,000 points, more than the 100,000,000" in capsys.readouterr().err
+
+
+# -- landscape render, --plot ----------------------------------------------------------------
+
+def test_scan_plot_draws_the_figures_and_the_rendering(tmp_path, capsys):
+    from tests.viz.conftest import assert_drawn
+
+    assert main(scan_args(tmp_path, "--plot", "--log")) == 0
+    out = capsys.readouterr().out
+    for name in ("curve.png", "contour.png", "surface.png", "render.png"):
+        assert f"wrote        {tmp_path / name}" in out
+        assert_drawn(tmp_path / name)
+    assert not (tmp_path / "scan.vti").exists()  # --plot draws pictures; render --vtk writes files
+
+
+def test_render_a_partial_scan_into_vtk_files_that_match_it(tmp_path, capsys):
+    import h5py
+    import numpy as np
+    from vtkmodules.util.numpy_support import vtk_to_numpy
+    from vtkmodules.vtkIOXML import vtkXMLImageDataReader
+
+    import landscape
+
+    assert main(scan_args(tmp_path)) == 0
+    with h5py.File(tmp_path / "scan.h5", "r+") as f:  # as if cut off after the first two rows of x
+        f["done"][2:] = False
+        f["values/loss"][2:] = np.nan
+        f["values/accuracy"][2:] = np.nan
+    capsys.readouterr()
+    assert main(["render", str(tmp_path), "--vtk", "--out", str(tmp_path / "drawn")]) == 0
+    out = capsys.readouterr().out
+    assert "6 of 15 points computed (the rest are drawn as gaps)" in out
+    assert sorted(f.name for f in (tmp_path / "drawn").iterdir()) == ["scan.vti", "scan.vts", "view.py"]
+    reader = vtkXMLImageDataReader()
+    reader.SetFileName(str(tmp_path / "drawn" / "scan.vti"))
+    reader.Update()
+    data = reader.GetOutput().GetPointData()
+    partial = landscape.load_scan(tmp_path / "scan.h5")
+    np.testing.assert_array_equal(vtk_to_numpy(data.GetArray("loss")), partial.values["loss"].ravel(order="F"))
+    np.testing.assert_array_equal(vtk_to_numpy(data.GetArray("valid")), partial.done.ravel(order="F"))
+    assert main(["render", str(tmp_path / "scan.h5"), "--png", "--zmax", "3", "--out", str(tmp_path / "png")]) == 0
+    assert sorted(f.name for f in (tmp_path / "png").iterdir()) == ["contour.png", "curve.png", "render.png",
+                                                                    "surface.png"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "holds no scan.h5"),
+    (["--zmax", "inf"], "--zmax must be a finite number"),
+])
+def test_render_bad_input_exits_2_with_one_line(extra, message, tmp_path, capsys):
+    if extra:
+        assert main(scan_args(tmp_path)) == 0
+        capsys.readouterr()
+    assert main(["render", str(tmp_path), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and err.startswith("landscape render: error: ")

@@ -1,0 +1,36 @@
+"""Offscreen VTK rendering: a real picture on a machine without a display or a GPU."""
+
+import numpy as np
+import pytest
+
+from tests.viz.conftest import assert_drawn, synthetic_scan
+from viz.render import render
+
+
+@pytest.mark.parametrize("camera", ["iso", "top"])
+def test_render_draws_the_surface_the_scalar_bar_and_the_trajectory(scan2d, tmp_path, monkeypatch, camera):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    path = render(scan2d, tmp_path / "render.png", log=True, camera=camera, size=(640, 480))
+    image = assert_drawn(path, (480, 640))
+    rgb = image[..., :3]
+    tube = (rgb[..., 0] > 0.6) & (rgb[..., 1] < 0.25) & (rgb[..., 2] < 0.25)
+    assert tube.sum() > 200  # the red trajectory is visible
+    without = assert_drawn(render(scan2d, tmp_path / "plain.png", trajectory=False, size=(640, 480)))
+    rgb = without[..., :3]
+    assert ((rgb[..., 0] > 0.6) & (rgb[..., 1] < 0.25) & (rgb[..., 2] < 0.25)).sum() < tube.sum() / 10
+
+
+def test_render_refuses_what_it_cannot_draw(tmp_path):
+    with pytest.raises(ValueError, match="render draws a 2D scan's surface; this scan has 3 axes"):
+        render(synthetic_scan((3, 3, 3)), tmp_path / "r.png")
+    with pytest.raises(ValueError, match="camera must be one of iso, top, side"):
+        render(synthetic_scan((3, 3)), tmp_path / "r.png", camera="front")
+    empty = synthetic_scan((3, 3))
+    empty.values["loss"][:] = np.nan
+    with pytest.raises(ValueError, match="no finite loss"):
+        render(empty, tmp_path / "r.png")
+
+
+def test_render_of_a_trajectory_free_scan_with_a_nan_hole(tmp_path):
+    scan = synthetic_scan((21, 15), nan=((10, 7), (10, 8), (11, 7), (11, 8)))
+    assert_drawn(render(scan, tmp_path / "hole.png", zmax=4.0, camera="side", size=(400, 300)), (300, 400))
