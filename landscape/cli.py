@@ -152,14 +152,18 @@ def _checkpoints(folder: str) -> list[Path]:
     return files
 
 
-def _trajectory(files: list[Path], problem: problems.Problem, obj: Objective) -> tuple[list[str], torch.Tensor]:
-    """The checkpoints as flat parameter vectors ``[m, n]`` of ``obj``'s space."""
+def _trajectory(files: list[Path], problem: problems.Problem, obj: Objective) -> tuple[list[str], torch.Tensor, list]:
+    """The checkpoints as flat parameter vectors ``[m, n]`` of ``obj``'s space, and each one's own
+    loss (its parameters and its buffers, such as BatchNorm's running statistics)."""
     model = copy.deepcopy(problem.model)
-    rows = []
+    rows, losses = [], []
     for f in files:
         problems.load_checkpoint(model, f)
         rows.append(obj.space.flatten(dict(model.named_parameters())).detach().to(obj.device, obj.dtype))
-    return [f.name for f in files], torch.stack(rows)
+        own = Objective(model, problem.loss_fn, problem.data, batch_size=problem.batch_size, device=obj.device,
+                        dtype=obj.dtype)  # a snapshot of this checkpoint, buffers included
+        losses.append(own.loss().item())
+    return [f.name for f in files], torch.stack(rows), losses
 
 
 def _scan_directions(args, obj: Objective, k: int, trajectory, stored: dict | None) -> dirs.Directions:
@@ -182,7 +186,8 @@ def _scan_directions(args, obj: Objective, k: int, trajectory, stored: dict | No
 
 
 def _scan(args) -> int:
-    axes = parse_grid(args.grid)  # bad grids fail before any work
+    axes = parse_grid(args.grid)  # bad grids and scales fail before any work
+    _check_scale(args.log, args.zmax)
     if args.chunk is not None and args.chunk < 1:
         raise ValueError(f"--chunk must be at least 1, got {args.chunk}")
     out = Path(args.out)
@@ -227,7 +232,7 @@ def _scan(args) -> int:
     if non_finite:
         print(f"non-finite   {non_finite} points have a NaN or infinite loss (recorded as such)")
     if trajectory is not None:
-        summary["trajectory"] = _place(path, d, result, obj, trajectory)
+        summary["trajectory"] = _place(path, d, result, trajectory)
     (out / "scan.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote        {path} and {out / 'scan.json'}")
     if args.plot:
@@ -235,25 +240,45 @@ def _scan(args) -> int:
     return 0
 
 
-def _place(path: Path, d: dirs.Directions, result, obj: Objective, trajectory) -> dict:
-    """Project the checkpoints onto the scan's plane and store them (with their own loss) in the scan file."""
-    names, T = trajectory
+def _place(path: Path, d: dirs.Directions, result: Scan, trajectory) -> dict:
+    """Project the checkpoints onto the scan's plane and store them (with their own loss) in the scan file;
+    say how far off the plane they are and whether the grid holds them."""
+    names, T, losses = trajectory
     placed = dirs.project(d, T, center=result.center)
-    losses = [obj.loss(theta).item() for theta in T]  # their own loss: they lie off the plane by the residual
     scan_store.add_trajectory(path, placed.coords, placed.residuals, names, losses)
-    print(f"trajectory   {len(names)} checkpoints projected; off-plane distance up to "
-          f"{placed.relative.max():.2%} of their distance from the centre", flush=True)
+    off = placed.relative[placed.residuals > 0] if (placed.residuals > 0).any() else np.zeros(1)
+    print(f"trajectory   {len(names)} checkpoints projected; off-plane distance median {np.median(off):.1%}, "
+          f"up to {off.max():.1%} of their distance from the centre", flush=True)
+    low, high = placed.coords.min(axis=0), placed.coords.max(axis=0)
+    outside = [f"{'xyz'[a]} from {low[a]:.3g} to {high[a]:.3g}" for a, axis in enumerate(result.axes)
+               if low[a] < axis[0] or high[a] > axis[-1]]
+    if outside:
+        print(f"             the run reaches beyond the grid ({', '.join(outside)}): figures show the part "
+              f"inside; widen --grid to see all of it", flush=True)
     return {"names": names, "loss": losses, **placed.to_dict()}
+
+
+def _check_scale(log: bool, zmax: float | None) -> None:
+    if zmax is not None and not math.isfinite(zmax):
+        raise ValueError(f"--zmax must be a finite number, got {zmax}")
+    if log and zmax is not None and zmax <= 0:
+        raise ValueError(f"--zmax {zmax:g} with --log: the clip must be positive to take a log")
 
 
 def _draw(result: Scan, out: Path, *, png: bool, vtk: bool, log: bool, zmax: float | None,
           title: str | None = None, announce: bool = True) -> list[Path]:
     """Write a scan's figures (curve, contour, surface, and a VTK rendering of a 2D one) and its VTK
     files to ``out``; print each file (``announce``). A rendering VTK cannot make here is skipped with a note."""
-    if zmax is not None and not math.isfinite(zmax):
-        raise ValueError(f"--zmax must be a finite number, got {zmax}")
-    if not result.done.any():
-        raise ValueError("nothing to draw: no point of this scan is computed yet")
+    _check_scale(log, zmax)
+    loss = result.values["loss"]
+    if not np.isfinite(loss).any():
+        raise ValueError("nothing to draw: " + ("no computed point has a finite loss" if result.done.any()
+                                                 else "no point of this scan is computed yet"))
+    if zmax is not None and zmax <= np.nanmin(np.where(np.isfinite(loss), loss, np.nan)):
+        raise ValueError(f"--zmax {zmax:g} is at or below the lowest loss, {np.nanmin(loss[np.isfinite(loss)]):.4g}: "
+                         f"everything would be one flat sheet")
+    if log and not (loss[np.isfinite(loss)] > 0).any():
+        raise ValueError("--log needs a positive loss somewhere; this scan has none")
     written = []
     if png:
         from viz import plots, render
@@ -344,10 +369,7 @@ def _demo(args) -> int:
         print(f"{name + ' plane':<12} {what}: {n} x {n} points in {result.seconds:.1f} s; centre loss "
               f"{result.center_values['loss']:.4g}, lowest {found[1]:.4g} at ({found[0][0]:.3g}, {found[0][1]:.3g})",
               flush=True)
-        placed = _place(path, d, result, obj, trajectory)
-        if name == "random":
-            print(f"{'':<12} (random directions miss the run: its checkpoints sit "
-                  f"{np.median(placed['relative']):.1%} off this plane, median; the PCA plane holds them)")
+        _place(path, d, result, trajectory)
         written += _draw(load_scan(path), out / name, png=True, vtk=True, log=True, zmax=None,
                          title=f"digits-mlp, {what.split(' (')[0]}", announce=False)
 
@@ -469,8 +491,8 @@ def parser() -> argparse.ArgumentParser:
                                       "(.vti, .vts, .vtp, a .pvd time series) to DIR. Under a minute on a CPU.")
     demo.add_argument("--out", default="landscape-demo", metavar="DIR",
                       help="where the files go (default: landscape-demo)")
-    demo.add_argument("--points", type=int, default=41, metavar="N",
-                      help="grid points per axis of the 2D scans (default 41; made odd)")
+    demo.add_argument("--points", type=int, default=51, metavar="N",
+                      help="grid points per axis of the 2D scans (default 51; made odd)")
     demo.add_argument("--device", help="cpu, cuda or cuda:N (default: cpu)")
     demo.set_defaults(run=_demo)
     return top

@@ -148,10 +148,14 @@ def contour(scan: Scan, metric: str = "loss", *, log: bool = True, levels: int =
         bar.set_label(metric + (" (log-spaced levels)" if norm is not None else ""))
     coords = _trajectory(scan, trajectory)
     if coords is not None and len(coords):
-        ax.plot(coords[:, 0], coords[:, 1], color="tab:red", lw=1.5, marker=".", ms=4, label="trajectory")
+        beyond = not np.all((coords >= [x[0], y[0]]) & (coords <= [x[-1], y[-1]]))
+        ax.plot(coords[:, 0], coords[:, 1], color="tab:red", lw=1.5, marker=".", ms=4,
+                label="trajectory" + (" (leaves the grid)" if beyond else ""))
         ax.plot(*coords[0], "o", color="white", mec="tab:red", ms=8, label="start")
         ax.plot(*coords[-1], "*", color="tab:red", mec="white", ms=14, label="end")
         ax.legend(loc="best", frameon=True, fontsize="small")
+        ax.set_xlim(x[0], x[-1])  # the grid, not the run, sets the frame
+        ax.set_ylim(y[0], y[-1])
     ax.plot(0, 0, "+", color="black", ms=10)
     ax.set_xlabel("x (along d1)")
     ax.set_ylabel("y (along d2)")

@@ -3,7 +3,8 @@
 The surface is the scan's height field (``viz.vtkio``: the loss, clipped at ``zmax``, log10
 when ``log``), drawn on a square with the relief half as tall as it is wide, coloured by
 height with a scalar bar; NaN points are cut out. The scan's trajectory, if it has one, is a
-red tube lying on the surface (white sphere at its start, dark one at its end).
+red tube lying on the surface (white sphere at its start, dark one at its end); the part of a
+run beyond the grid has no surface under it and is left out.
 
 Without a display (``DISPLAY`` unset) VTK is pointed at its EGL window, which Mesa provides
 on CPU-only machines; with a display it uses the default one, offscreen.
@@ -45,6 +46,21 @@ def _lookup_table(lo: float, hi: float) -> vtkLookupTable:
         table.SetTableValue(i, *rgba)
     table.Build()
     return table
+
+
+def _tube(points: np.ndarray) -> vtkActor:
+    tube = vtkTubeFilter()
+    tube.SetInputData(vtkio.polyline(points))
+    tube.SetRadius(0.007)
+    tube.SetNumberOfSides(16)
+    tube.CappingOn()
+    mapper = vtkPolyDataMapper()
+    mapper.SetInputConnection(tube.GetOutputPort())
+    mapper.ScalarVisibilityOff()
+    actor = vtkActor()
+    actor.SetMapper(mapper)
+    actor.GetProperty().SetColor(0.85, 0.1, 0.1)
+    return actor
 
 
 def _sphere(center, radius: float, color) -> vtkActor:
@@ -120,6 +136,7 @@ def render(scan: Scan, path: str | Path, *, log: bool = False, zmax: float | Non
     bar = vtkScalarBarActor()
     bar.SetLookupTable(mapper.GetLookupTable())
     bar.SetTitle(("log10 loss" if log else "loss") + (f" (clipped at {zmax:g})" if zmax is not None else ""))
+    bar.UnconstrainedFontSizeOn()  # the title's size should not depend on its length
     bar.SetNumberOfLabels(5)
     bar.SetLabelFormat("%.3g")
     bar.SetPosition(0.88, 0.1)
@@ -142,20 +159,13 @@ def render(scan: Scan, path: str | Path, *, log: bool = False, zmax: float | Non
     if trajectory and scan.trajectory is not None and len(scan.trajectory["coords"]):
         P = vtkio.trajectory_points(scan, log, zmax) * scale
         P[:, 2] += 0.012  # on the surface, lifted a little so it is not buried
-        tube = vtkTubeFilter()
-        tube.SetInputData(vtkio.polyline(P))
-        tube.SetRadius(0.007)
-        tube.SetNumberOfSides(16)
-        tube.CappingOn()
-        tube_mapper = vtkPolyDataMapper()
-        tube_mapper.SetInputConnection(tube.GetOutputPort())
-        tube_mapper.ScalarVisibilityOff()
-        tube_actor = vtkActor()
-        tube_actor.SetMapper(tube_mapper)
-        tube_actor.GetProperty().SetColor(0.85, 0.1, 0.1)
-        renderer.AddActor(tube_actor)
-        renderer.AddActor(_sphere(P[0], 0.018, (1, 1, 1)))
-        renderer.AddActor(_sphere(P[-1], 0.018, (0.45, 0, 0)))
+        over = np.isfinite(P[:, 2])  # the part of the run over the grid: each stretch its own tube
+        for run in np.split(np.arange(len(P)), np.flatnonzero(np.diff(over)) + 1):
+            if over[run[0]] and len(run) > 1:
+                renderer.AddActor(_tube(P[run]))
+        for end, color in ((0, (1, 1, 1)), (-1, (0.45, 0, 0))):
+            if over[end]:
+                renderer.AddActor(_sphere(P[end], 0.018, color))
 
     azimuth, elevation = CAMERAS[camera]
     view = renderer.GetActiveCamera()

@@ -18,6 +18,7 @@ the geometry stays finite). Points are in VTK order, x fastest: index i + nx (j 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
@@ -141,9 +142,16 @@ def write_polyline(path: str | Path, points, arrays: Mapping[str, Sequence] | No
     return _write(vtkXMLPolyDataWriter(), polyline(points, arrays), path)
 
 
+def inside(scan: Scan, coords) -> np.ndarray:
+    """Which rows of ``coords [m, k]`` lie within the scan's grid (on every axis, ends included)."""
+    C = np.asarray(coords, dtype=np.float64)
+    return np.all([(C[:, a] >= axis[0]) & (C[:, a] <= axis[-1]) for a, axis in enumerate(scan.axes)], axis=0)
+
+
 def trajectory_points(scan: Scan, log: bool = False, zmax: float | None = None) -> np.ndarray:
     """The scan's trajectory ``[m, 3]`` in the coordinates of its files: on a 2D scan (x, y, h) with h
-    the surface height under the point (bilinear), on a 1D scan (x, 0, h), on a 3D scan (x, y, z)."""
+    the surface height under the point (bilinear), on a 1D scan (x, 0, h), on a 3D scan (x, y, z).
+    A point outside the grid has no surface under it: its h is NaN."""
     if scan.trajectory is None:
         raise ValueError("this scan has no trajectory (scan with --trajectory DIR to place checkpoints)")
     C = np.asarray(scan.trajectory["coords"], dtype=np.float64)
@@ -151,12 +159,15 @@ def trajectory_points(scan: Scan, log: bool = False, zmax: float | None = None) 
         return C
     h = surface_height(scan, log, zmax)
     if len(scan.axes) == 1:
-        return np.c_[C[:, 0], np.zeros(len(C)), np.interp(C[:, 0], scan.axes[0], h)]
-    return np.c_[C[:, :2], _bilinear(scan.axes[0], scan.axes[1], h, C[:, 0], C[:, 1])]
+        P = np.c_[C[:, 0], np.zeros(len(C)), np.interp(C[:, 0], scan.axes[0], h)]
+    else:
+        P = np.c_[C[:, :2], _bilinear(scan.axes[0], scan.axes[1], h, C[:, 0], C[:, 1])]
+    P[~inside(scan, C), 2] = np.nan
+    return P
 
 
 def _bilinear(x: np.ndarray, y: np.ndarray, v: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
-    """v (nx, ny) on the grid x x y, interpolated at the points (px, py) (clamped to the grid)."""
+    """v (nx, ny) on the grid x x y, interpolated at the points (px, py) (clamped to the grid's edge)."""
     def locate(axis, p):
         p = np.clip(p, axis[0], axis[-1])
         i = np.clip(np.searchsorted(axis, p) - 1, 0, max(len(axis) - 2, 0))
@@ -169,23 +180,28 @@ def _bilinear(x: np.ndarray, y: np.ndarray, v: np.ndarray, px: np.ndarray, py: n
 
 def write_trajectory(scan: Scan, path: str | Path, *, log: bool = False, zmax: float | None = None) -> Path:
     """The scan's trajectory as a polyline with ``step`` (checkpoint index), ``loss`` (each checkpoint's
-    own, NaN when unknown), ``residual`` (distance off the plane) and ``height`` (where it is drawn)."""
+    own, NaN when unknown), ``residual`` (distance off the plane), ``height`` (of the surface under it)
+    and ``inside`` (1 on the grid; a point beyond it is drawn at the top of the surface's range, flagged 0)."""
     P = trajectory_points(scan, log, zmax)
     t = scan.trajectory
     own = t.get("loss")
+    on_grid = inside(scan, t["coords"])
     arrays = {"step": np.arange(len(P), dtype=np.int64),
               "loss": np.full(len(P), np.nan) if own is None else np.asarray(own, dtype=np.float64),
-              "residual": np.asarray(t["residuals"], dtype=np.float64), "height": P[:, 2]}
+              "residual": np.asarray(t["residuals"], dtype=np.float64), "height": P[:, 2].copy(),
+              "inside": on_grid.astype(np.uint8)}
+    if len(scan.axes) < 3:
+        P[~on_grid, 2] = surface_height(scan, log, zmax).max()
     return write_polyline(path, P, arrays)
 
 
 def write_pvd(path: str | Path, entries: Sequence[tuple[float, str | Path]]) -> Path:
-    """A ParaView collection: ``entries`` ``[(time, file), ...]``, files relative to the .pvd's folder."""
+    """A ParaView collection: ``entries`` ``[(time, file), ...]`` (paths as the caller names them: absolute
+    or relative to the working directory), written relative to the .pvd's folder, as ParaView reads them."""
     path = Path(path)
     rows = []
     for time, file in entries:
-        file = Path(file)
-        relative = file.relative_to(path.parent) if file.is_absolute() else file
+        relative = Path(os.path.relpath(Path(file).resolve(), path.parent.resolve()))
         rows.append(f'    <DataSet timestep="{float(time)!r}" group="" part="0" file={quoteattr(relative.as_posix())}/>')
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text('<?xml version="1.0"?>\n<VTKFile type="Collection" version="1.0" byte_order="LittleEndian">\n'
@@ -194,12 +210,15 @@ def write_pvd(path: str | Path, entries: Sequence[tuple[float, str | Path]]) -> 
 
 
 _SCRIPT = '''"""Open this scan in ParaView: `pvpython {name}`, or Tools > Python Shell > Run Script.
+`pvbatch {name} --screenshot` writes paraview.png next to it instead.
 
-Written by landscape-dynamics. The image data {image} holds every metric, `valid` (0 at NaN
-points, dropped here by a threshold) and `height` ({height_note}); for a 2D scan it is
-warped by `height` into the surface, scaled by Z_SCALE so the relief is visible. Edit freely.
+Written by landscape-dynamics for ParaView 5.10+. The image data {image} holds every metric,
+`valid` (0 at NaN points, dropped here by a threshold) and `height` ({height_note}); a 1D or
+2D scan is warped by `height` into its curve or surface, scaled by Z_SCALE so the relief is
+visible, and coloured by `height`; a 3D scan is shown as three contour surfaces. Edit freely.
 """
 import os
+import sys
 
 from paraview.simple import *  # noqa: F401,F403
 
@@ -210,18 +229,14 @@ image = XMLImageDataReader(FileName=[os.path.join(HERE, {image!r})])
 valid = Threshold(Input=image, Scalars=["POINTS", "valid"])
 valid.LowerThreshold, valid.UpperThreshold = 1, 1
 view = GetActiveViewOrCreate("RenderView")
-if {dims} == 2:
+if {dims} <= 2:
     shown = WarpByScalar(Input=valid, Scalars=["POINTS", "height"], ScaleFactor=Z_SCALE)
-    display = Show(shown, view)
-elif {dims} == 3:
-    shown = Contour(Input=image, ContourBy=["POINTS", "height"], Isosurfaces={levels!r})
-    display = Show(shown, view)
-    Show(Outline(Input=image), view)
 else:
-    shown = valid
-    display = Show(shown, view)
-ColorBy(display, ("POINTS", "loss"))
-display.LookupTable = GetColorTransferFunction("loss")
+    shown = Contour(Input=image, ContourBy=["POINTS", "height"], Isosurfaces={levels!r})
+    Show(Outline(Input=image), view)
+display = Show(shown, view)
+ColorBy(display, ("POINTS", "height"))
+display.LookupTable = GetColorTransferFunction("height")
 display.LookupTable.ApplyPreset("Viridis (matplotlib)", True)
 display.SetScalarBarVisibility(view, True)
 {trajectory}
@@ -229,15 +244,17 @@ view.CameraPosition = [1, -1.6, 1.2]
 view.CameraViewUp = [0, 0, 1]
 view.ResetCamera()
 Render()
-if __name__ == "__main__" and "PV_BATCH" in os.environ:  # pvbatch: write a picture instead of showing one
+if "--screenshot" in sys.argv:
     SaveScreenshot(os.path.join(HERE, "paraview.png"), view, ImageResolution=[1200, 900])
 '''
 
 _TRAJECTORY = '''path = XMLPolyDataReader(FileName=[os.path.join(HERE, {file!r})])
-if {dims} == 2:
+path = Threshold(Input=path, Scalars=["POINTS", "inside"])  # the part of the run over the grid
+path.LowerThreshold, path.UpperThreshold = 1, 1
+if {dims} <= 2:
     path = Transform(Input=path)
     path.Transform.Scale = [1, 1, Z_SCALE]
-tube = Tube(Input=path, Radius={radius!r})
+tube = Tube(Input=ExtractSurface(Input=path), Radius={radius!r})
 tube_display = Show(tube, view)
 ColorBy(tube_display, None)
 tube_display.AmbientColor = tube_display.DiffuseColor = [0.85, 0.1, 0.1]'''
@@ -257,8 +274,8 @@ def z_scale(scan: Scan, log: bool = False, zmax: float | None = None) -> float:
 
 def paraview_script(path: str | Path, scan: Scan, image: str, trajectory: str | None = None, *,
                     log: bool = False, zmax: float | None = None) -> Path:
-    """Write ``view.py`` for pvpython: the scan's ``image`` (.vti) warped by height (2D), contoured (3D)
-    or plotted (1D), coloured by loss, and ``trajectory`` (.vtp) as a red tube."""
+    """Write ``view.py`` for pvpython: the scan's ``image`` (.vti) warped by height (1D, 2D) or contoured
+    (3D), coloured by height, and the part of ``trajectory`` (.vtp) over the grid as a red tube."""
     path = Path(path)
     dims = len(scan.axes)
     h = surface_height(scan, log, zmax)

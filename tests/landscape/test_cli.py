@@ -121,13 +121,23 @@ def test_demo(tmp_path, capsys, digits_mlp):
     s = np.linalg.svd(M, compute_uv=False)
     share = re.search(r"explained variance (\d+)%, (\d+)%", field(out, "pca plane")).groups()
     assert [int(v) for v in share] == [round(100 * v) for v in s[:2] ** 2 / (s ** 2).sum()]
-    with h5py.File(tmp_path / "random" / "scan.h5") as f:
-        D, centre = f["directions"][()].astype(np.float64), f["center"][()].astype(np.float64)
-    R = T - centre
-    residual = R - np.linalg.lstsq(D.T, R.T, rcond=None)[0].T @ D
-    relative = np.linalg.norm(residual, axis=1)[:-1] / np.linalg.norm(R, axis=1)[:-1]  # the last one is the centre
-    median = float(re.search(r"sit (\S+)% off this plane", out).group(1))
-    assert median == pytest.approx(100 * np.median(np.r_[relative, 0.0]), abs=0.05)
+    placed = re.findall(r"^trajectory\s+16 checkpoints projected; off-plane distance median (\S+)%, up to (\S+)%",
+                        out, re.M)
+    X, y = digits_mlp.data
+    for plane, (median, most) in zip(("random", "pca"), placed):  # printed in this order
+        with h5py.File(tmp_path / plane / "scan.h5") as f:
+            D, centre = f["directions"][()].astype(np.float64), f["center"][()].astype(np.float64)
+            stored_loss = f["trajectory/loss"][()]
+        R = T - centre
+        residual = R - np.linalg.lstsq(D.T, R.T, rcond=None)[0].T @ D
+        relative = np.linalg.norm(residual, axis=1)[:-1] / np.linalg.norm(R, axis=1)[:-1]  # the last is the centre
+        assert float(median) == pytest.approx(100 * np.median(relative), abs=0.05)
+        assert float(most) == pytest.approx(100 * relative.max(), abs=0.05)
+        with torch.no_grad():  # each checkpoint's own loss
+            for i, f in enumerate(sorted((tmp_path / "checkpoints").glob("step_*.pt"))):
+                model.load_state_dict(torch.load(f, weights_only=True))
+                assert stored_loss[i] == pytest.approx(F.cross_entropy(model(X), y).item(), rel=1e-5)
+    assert len(placed) == 2 and float(placed[0][0]) > 99 and float(placed[1][0]) < 50  # PCA holds the run
 
 
 def test_the_command_runs_as_a_module():
@@ -355,6 +365,11 @@ def test_pca_scan_of_a_batchnorm_run_is_centred_on_its_last_checkpoint(tmp_path)
     with torch.no_grad():
         expected = F.cross_entropy(last.eval()(X), y).item()
     assert summary["center_values"]["loss"] == pytest.approx(expected, rel=1e-5)
+    for i, own in enumerate(summary["trajectory"]["loss"]):  # each with its own running statistics
+        model = landscape.load("digits-cnn", steps=0).model
+        model.load_state_dict(torch.load(folder / f"epoch{i}.pt", weights_only=True))
+        with torch.no_grad():
+            assert own == pytest.approx(F.cross_entropy(model.eval()(X), y).item(), rel=1e-5)
 
 
 def test_scan_output_that_is_not_a_folder_or_too_large_a_grid_exits_2(tmp_path, capsys):
@@ -412,6 +427,8 @@ def test_render_a_partial_scan_into_vtk_files_that_match_it(tmp_path, capsys):
 @pytest.mark.parametrize("extra, message", [
     ([], "holds no scan.h5"),
     (["--zmax", "inf"], "--zmax must be a finite number"),
+    (["--zmax", "-1", "--log"], "--zmax -1 with --log: the clip must be positive"),
+    (["--zmax", "1e-9"], "--zmax 1e-09 is at or below the lowest loss"),
 ])
 def test_render_bad_input_exits_2_with_one_line(extra, message, tmp_path, capsys):
     if extra:
@@ -420,3 +437,23 @@ def test_render_bad_input_exits_2_with_one_line(extra, message, tmp_path, capsys
     assert main(["render", str(tmp_path), *extra]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and err.startswith("landscape render: error: ")
+
+
+def test_scan_checks_its_drawing_options_before_scanning(tmp_path, capsys):
+    assert main(scan_args(tmp_path, "--plot", "--log", "--zmax", "0")) == 2
+    assert "--zmax 0 with --log" in capsys.readouterr().err and not (tmp_path / "scan.h5").exists()
+
+
+def test_scan_says_when_the_run_reaches_beyond_the_grid(tmp_path, capsys, digits_mlp):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    state = digits_mlp.model.state_dict()
+    g = torch.Generator().manual_seed(0)
+    for i, (a, b) in enumerate([(1.0, 0.0), (0.0, 1.0), (0.0, 0.0)]):  # a triangle: two PCA directions
+        torch.save({k: v + a * torch.randn(v.shape, generator=g) + b * torch.randn(v.shape, generator=g)
+                    for k, v in state.items()}, folder / f"step{i}.pt")
+    assert main(["scan", "--directions", "pca", "--trajectory", str(folder), "--grid", "-0.1:0.1:3", "--grid",
+                 "-0.1:0.1:3", "--out", str(tmp_path / "o"), "--plot"]) == 0
+    out = capsys.readouterr().out
+    assert "the run reaches beyond the grid (x from" in out and "widen --grid" in out
+    assert (tmp_path / "o" / "render.png").exists()

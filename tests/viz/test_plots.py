@@ -83,6 +83,13 @@ def test_contour_clips_at_zmax_and_says_when_nothing_is_finite():
     assert plots.contour(scan).axes[0].texts[0].get_text() == "no finite values"
 
 
+def test_surface_does_not_draw_nan_as_zero():
+    scan = synthetic_scan((7, 4), nan=((1, 2), (5, 0)))
+    lo, hi = plots.surface(scan).axes[0].get_zlim()
+    finite = scan.values["loss"][np.isfinite(scan.values["loss"])]
+    assert finite.min() > 1.0 and lo > 1.0 - 0.1 and lo <= finite.min() and hi >= finite.max()
+
+
 @pytest.mark.parametrize("shape", [(7, 4), (7, 4, 3)])
 def test_surface_masks_nan_and_takes_log(shape, tmp_path):
     scan = synthetic_scan(shape, nan=((1, 2, 1),))
@@ -150,3 +157,10 @@ def test_scan_figures_writes_what_the_scan_calls_for(shape, names, tmp_path):
     assert [f.name for f in written] == names
     for f in written:
         assert_drawn(f)
+
+
+def test_contour_frames_the_grid_when_the_run_leaves_it():
+    scan = synthetic_scan((7, 4), trajectory=[[5.0, 0.1], [1.5, 0.1], [0.0, 0.0]])
+    ax = plots.contour(scan).axes[0]
+    assert ax.get_xlim() == (-1.0, 2.0) and ax.get_ylim() == (-0.5, 0.25)
+    assert ax.lines[0].get_label() == "trajectory (leaves the grid)"

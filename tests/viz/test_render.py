@@ -34,3 +34,10 @@ def test_render_refuses_what_it_cannot_draw(tmp_path):
 def test_render_of_a_trajectory_free_scan_with_a_nan_hole(tmp_path):
     scan = synthetic_scan((21, 15), nan=((10, 7), (10, 8), (11, 7), (11, 8)))
     assert_drawn(render(scan, tmp_path / "hole.png", zmax=4.0, camera="side", size=(400, 300)), (300, 400))
+
+
+def test_render_leaves_out_the_part_of_a_run_beyond_the_grid(tmp_path):
+    scan = synthetic_scan((7, 4), trajectory=[[5.0, 0.1], [3.0, 0.1], [1.5, 0.1], [0.5, -0.2], [0.0, 0.0]])
+    image = assert_drawn(render(scan, tmp_path / "r.png", size=(640, 480)), (480, 640))
+    rgb = image[..., :3]
+    assert ((rgb[..., 0] > 0.6) & (rgb[..., 1] < 0.25) & (rgb[..., 2] < 0.25)).sum() > 100  # the inside part

@@ -139,6 +139,28 @@ def test_export_writes_every_file_and_a_valid_paraview_script(scan2d, tmp_path):
     script = (tmp_path / "view.py").read_text()
     compile(script, "view.py", "exec")  # ParaView is not here to run it; it must at least be Python
     assert "'scan.vti'" in script and "'trajectory.vtp'" in script and "WarpByScalar" in script and "Tube(" in script
+    assert 'ColorBy(display, ("POINTS", "height"))' in script and '"--screenshot" in sys.argv' in script
     no_trajectory = synthetic_scan((3, 3, 3))
     assert [f.name for f in vtkio.export(no_trajectory, tmp_path / "3d")] == ["scan.vti", "view.py"]
     compile((tmp_path / "3d" / "view.py").read_text(), "view.py", "exec")
+
+
+def test_pvd_paths_given_relative_to_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    vtkio.write_vts(synthetic_scan((4, 3)), "run/series/a.vts")
+    pvd = vtkio.write_pvd("run/series.pvd", [(1.5, "run/series/a.vts")])
+    (row,) = ET.parse(pvd).getroot().find("Collection").findall("DataSet")
+    assert row.get("file") == "series/a.vts" and float(row.get("timestep")) == 1.5
+
+
+def test_a_trajectory_that_leaves_the_grid_is_flagged_not_invented(tmp_path):
+    C = [[5.0, 0.1], [1.5, 0.1], [0.5, -0.2], [0.0, 0.0]]  # starts at x = 5, beyond the grid's 2
+    scan = synthetic_scan((7, 4), trajectory=C)
+    got = vtkio.trajectory_points(scan)
+    assert np.isnan(got[0, 2]) and np.isfinite(got[1:, 2]).all()
+    poly = read(vtkXMLPolyDataReader, vtkio.write_trajectory(scan, tmp_path / "t.vtp"))
+    a = arrays(poly)
+    np.testing.assert_array_equal(a["inside"], [0, 1, 1, 1])
+    assert np.isnan(a["height"][0])
+    xyz = vtk_to_numpy(poly.GetPoints().GetData())
+    assert xyz[0, 2] == pytest.approx(np.nanmax(scan.values["loss"]))  # parked at the top, finite
