@@ -64,6 +64,18 @@ def accuracy(outputs: Tensor, y: Tensor) -> Tensor:
     return (outputs.argmax(dim=-1) == y).float().mean()
 
 
+def square_loss(outputs: Tensor, y: Tensor) -> Tensor:
+    """1/2 mean_i ||f_i - e_{y_i}||^2: the square loss on one-hot targets (Cohen et al. 2021's "MSE").
+
+    Written out rather than ``F.mse_loss``, whose forward-over-reverse HVP crashes in torch 2.13.
+    """
+    target = F.one_hot(y, outputs.shape[-1]).to(outputs.dtype)
+    return 0.5 * ((outputs - target) ** 2).sum(dim=-1).mean()
+
+
+LOSSES = {"cross-entropy": F.cross_entropy, "mse": square_loss}
+
+
 # -- built-in problems ------------------------------------------------------------------
 
 
@@ -117,8 +129,9 @@ def _digits(images: bool) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
 def _train(model: nn.Module, data: tuple[Tensor, Tensor], steps: int, lr: float,
-           batch_size: int | None, seed: int, callback: Callable[[int, nn.Module], None] | None) -> None:
-    """Adam on cross-entropy, mini-batches drawn by a local generator; model left in eval mode.
+           batch_size: int | None, seed: int, callback: Callable[[int, nn.Module], None] | None,
+           loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy) -> None:
+    """Adam on ``loss_fn``, mini-batches drawn by a local generator; model left in eval mode.
 
     ``callback(step, model)`` is called before the first step (step 0) and after each step,
     with the model in eval mode (so a saved state dict is the model as analysed).
@@ -135,7 +148,7 @@ def _train(model: nn.Module, data: tuple[Tensor, Tensor], steps: int, lr: float,
         model.train()
         idx = torch.randint(len(y), (batch_size,), generator=g) if batch_size else slice(None)
         optimizer.zero_grad()
-        F.cross_entropy(model(X[idx]), y[idx]).backward()
+        loss_fn(model(X[idx]), y[idx]).backward()
         optimizer.step()
     model.eval()
 
@@ -148,19 +161,28 @@ def _seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
 
 
 def digits_mlp(hidden: int = 32, steps: int = 300, seed: int = 0,
-               callback: Callable[[int, nn.Module], None] | None = None) -> Problem:
+               callback: Callable[[int, nn.Module], None] | None = None, loss: str = "cross-entropy",
+               examples: int | None = None) -> Problem:
     """tanh MLP 64-``hidden``-10 on the digits, ``steps`` of full-batch Adam (lr 0.01); ``steps=0`` leaves it at init.
 
     ``callback(step, model)`` sees the model at init and after every step (to keep checkpoints).
+    ``loss``: ``"cross-entropy"`` or ``"mse"`` (``square_loss``); ``examples``: use only the
+    first that many training examples (small problems for tests and dynamics).
     """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
     train, test = _digits(images=False)
+    if examples is not None:
+        if not 1 <= examples <= len(train[1]):
+            raise ValueError(f"examples must be between 1 and {len(train[1])}, got {examples}")
+        train = (train[0][:examples], train[1][:examples])
     model = _seeded(lambda: nn.Sequential(nn.Linear(64, hidden), nn.Tanh(), nn.Linear(hidden, 10)), seed)
     start = time.perf_counter()
-    _train(model, train, steps, lr=0.01, batch_size=None, seed=seed, callback=callback)
-    return Problem("digits-mlp", model, F.cross_entropy, train, metrics={"accuracy": accuracy},
+    _train(model, train, steps, lr=0.01, batch_size=None, seed=seed, callback=callback, loss_fn=LOSSES[loss])
+    return Problem("digits-mlp", model, LOSSES[loss], train, metrics={"accuracy": accuracy},
                    test_data=test,
-                   description=f"tanh MLP 64-{hidden}-10 on sklearn digits ({len(train[1])} train examples), "
-                               f"{steps} full-batch Adam steps in {time.perf_counter() - start:.1f} s")
+                   description=f"tanh MLP 64-{hidden}-10 on sklearn digits ({len(train[1])} train examples, "
+                               f"{loss}), {steps} full-batch Adam steps in {time.perf_counter() - start:.1f} s")
 
 
 def digits_cnn(channels: int = 8, steps: int = 300, seed: int = 0,

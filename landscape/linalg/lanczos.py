@@ -150,6 +150,10 @@ def lanczos(op, k: int = 1, which: str = "largest", tol: float = 1e-6, max_steps
                leave=False, mininterval=0.5)
     while True:
         w = (op @ Q[j].to(op.device, op.dtype)[None])[0].to(basis_device, torch.float64)
+        if not torch.isfinite(w).all():
+            bar.close()
+            raise ValueError("the operator returned a non-finite product (NaN or inf); is the loss finite "
+                             "at this point?")
         HQ[j] = w
         steps += 1
         run += 1
