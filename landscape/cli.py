@@ -44,11 +44,39 @@ def _device(spec: str | None) -> torch.device | None:
     return device
 
 
-def _problem(args) -> problems.Problem:
+def _problem_kwargs(pairs: list[str] | None) -> dict:
+    """``["loss=mse", "examples=256"]`` -> ``{"loss": "mse", "examples": 256}`` (ints, floats, else strings)."""
+    kwargs = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--problem-arg {pair!r} is not KEY=VALUE, e.g. loss=mse")
+        kwargs[key] = _number(value)
+    return kwargs
+
+
+def _number(text: str):
+    """``"256"`` -> 256, ``"0.1"`` -> 0.1, anything else stays a string."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _problem(args, untrained: bool = False) -> problems.Problem:
+    """The problem of ``--problem`` with ``--problem-arg``s; a built-in is left untrained when a checkpoint
+    replaces its weights anyway, or when ``untrained`` (a command that trains it itself)."""
     checkpoint = getattr(args, "checkpoint", None)
+    kwargs = _problem_kwargs(getattr(args, "problem_arg", None))
     builder = problems.BUILTIN.get(args.problem)
-    untrained = checkpoint and builder and "steps" in inspect.signature(builder).parameters
-    problem = problems.load(args.problem, **({"steps": 0} if untrained else {}))  # no training to overwrite
+    if (checkpoint or untrained) and builder and "steps" in inspect.signature(builder).parameters:
+        kwargs.setdefault("steps", 0)  # no training to overwrite
+    try:
+        problem = problems.load(args.problem, **kwargs)
+    except TypeError as error:  # a keyword the built-in does not take
+        raise ValueError(f"--problem-arg: {error}") from error
     if checkpoint:
         problems.load_checkpoint(problem.model, checkpoint)
     return problem
@@ -394,6 +422,46 @@ def _demo(args) -> int:
     return 0
 
 
+def _eos(args) -> int:
+    from dynamics.stability import SharpnessTracker, gradient_descent
+
+    if not args.lr or any(not lr > 0 for lr in args.lr):
+        raise ValueError(f"--lr must be positive, got {args.lr}")
+    if args.steps < 1 or args.every < 1 or args.k < 1:
+        raise ValueError("--steps, --every and --k must be at least 1")
+    pairs = list(args.problem_arg or [])
+    if args.problem == "digits-mlp" and not any(p.startswith("loss=") for p in pairs):
+        pairs.append("loss=mse")  # Cohen et al.'s square loss, where sharpness settles at 2/lr
+    args.problem_arg = pairs
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    problem = _problem(args, untrained=True)
+    obj = _objective(args, problem)
+    print(f"problem      {problem.name}, {obj.space.n:,} parameters, {str(obj.dtype).removeprefix('torch.')} on "
+          f"{obj.device}; full-batch gradient descent from {'--checkpoint' if args.checkpoint else 'its start'}"
+          + (f" ({', '.join(pairs)})" if pairs else ""), flush=True)
+    runs = []
+    for lr in args.lr:
+        tracker = SharpnessTracker(obj, lr=lr, every=args.every, k=args.k, tol=args.tol, seed=args.seed)
+        run = gradient_descent(obj, lr, args.steps, tracker=tracker)
+        h = run.sharpness
+        edge = h.sharpness[-1, 0] / h.two_over_lr
+        print(f"lr {lr:<9g} 2/lr {h.two_over_lr:.4g}: sharpness {h.sharpness[0, 0]:.4g} at step 0, "
+              f"{h.sharpness[-1, 0]:.4g} at step {h.steps[-1]} ({edge:.2f} x 2/lr); loss {run.loss[0]:.4g} -> "
+              f"{run.loss[run.steps_done]:.4g}" + (f"; DIVERGED after step {run.steps_done}" if run.diverged else "")
+              + f"; {h.hvps.mean():.1f} HVPs per estimate", flush=True)
+        runs.append(run)
+    from viz.plots import sharpness
+
+    sharpness([r.sharpness for r in runs], title=f"{problem.name}: full-batch GD, sharpness and 2/lr",
+              path=out / "eos.png")
+    summary = {"problem": problem.name, "problem_args": _problem_kwargs(pairs), "parameters": obj.space.n,
+               "runs": [r.to_dict() for r in runs]}
+    (out / "eos.json").write_text(json.dumps(summary, indent=2))
+    print(f"wrote        {out / 'eos.png'} and {out / 'eos.json'}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="landscape",
@@ -481,6 +549,24 @@ def parser() -> argparse.ArgumentParser:
     render_cmd.add_argument("--out", metavar="DIR", help="where to write (default: RUN_DIR)")
     render_cmd.set_defaults(run=_render)
 
+    eos = sub.add_parser("eos", help="edge of stability: full-batch GD with the sharpness tracked against 2/lr",
+                         description="Train the problem from its start (a built-in untrained, or --checkpoint) by "
+                                     "full-batch gradient descent at each --lr, estimating the Hessian's top "
+                                     "eigenvalue every --every steps (Lanczos warm-started from the last estimate), "
+                                     "and write eos.json and eos.png: sharpness against 2/lr and the loss (Cohen et "
+                                     "al. 2021). digits-mlp uses the square loss here unless --problem-arg loss=... "
+                                     "says otherwise.")
+    _problem_arguments(eos)
+    eos.add_argument("--lr", type=float, action="append", required=True,
+                     help="learning rate (repeat for several runs, e.g. --lr 0.1 --lr 0.15)")
+    eos.add_argument("--steps", type=int, default=3000, help="GD steps per run (default 3000)")
+    eos.add_argument("--every", type=int, default=100, help="estimate the sharpness every N steps (default 100)")
+    eos.add_argument("--k", type=int, default=1, help="top eigenvalues per estimate (default 1)")
+    eos.add_argument("--tol", type=float, default=1e-4, help="Lanczos residual tolerance, relative (default 1e-4)")
+    eos.add_argument("--seed", type=int, default=0, help="seed of Lanczos' first start (default 0)")
+    eos.add_argument("--out", required=True, metavar="DIR", help="directory for eos.json and eos.png")
+    eos.set_defaults(run=_eos)
+
     demo = sub.add_parser("demo", help="the whole tour on the built-in digits-mlp: spectrum, landscape, figures, "
                                        "ParaView files",
                           description="Train the built-in digits-mlp keeping checkpoints, check its HVPs, find "
@@ -510,6 +596,9 @@ def _problem_arguments(sub: argparse.ArgumentParser) -> None:
                      help=f"a built-in problem ({', '.join(problems.BUILTIN)}) or path/to/file.py:factory, "
                           f"a Python file whose factory() returns a Problem or (model, loss_fn, data); "
                           f"it runs as code (default: digits-mlp)")
+    sub.add_argument("--problem-arg", action="append", metavar="KEY=VALUE",
+                     help="an argument for the problem's builder or factory, e.g. loss=mse, examples=256, hidden=64 "
+                          "(repeatable)")
     sub.add_argument("--checkpoint", metavar="FILE",
                      help="a state dict saved with torch.save, loaded with weights_only=True")
     sub.add_argument("--params", nargs="+", metavar="PATTERN",

@@ -9,7 +9,7 @@ point a partial scan has not reached) are masked: left blank, never drawn as zer
 - ``contour``: filled contours with log-spaced levels, the trajectory on top (start and end marked);
   a 3D scan shows its slice nearest z = 0;
 - ``surface``: a 3D surface of a 2D scan (or that slice), optionally log10 and clipped at ``zmax``;
-- ``spectral_density``, ``sharpness`` (with the 2/lr line), ``lyapunov`` and ``paths``.
+- ``spectral_density``, ``sharpness`` (runs over training, with their 2/lr lines), ``lyapunov`` and ``paths``.
 """
 
 from __future__ import annotations
@@ -208,31 +208,34 @@ def spectral_density(rho: SpectralDensity, *, log: bool = True, sigma: float | N
     return _save(fig, path)
 
 
-def sharpness(steps, eigenvalues, *, lr: float | None = None, loss=None, log: bool = False,
-              title: str | None = None, path: str | Path | None = None) -> Figure:
-    """Top Hessian eigenvalue(s) over training: ``eigenvalues`` ``[T]`` or ``[T, k]`` at ``steps [T]``,
-    with the gradient-descent stability limit 2/lr dashed; ``loss [T]`` in a second panel."""
-    steps = np.asarray(steps, dtype=np.float64)
-    lam = np.asarray(eigenvalues, dtype=np.float64).reshape(len(steps), -1)
-    panels = 2 if loss is not None else 1
-    fig = Figure(figsize=(6.4, 2.6 + 1.9 * panels), layout="constrained")
-    axs = np.atleast_1d(fig.subplots(panels, 1, sharex=True))
-    for i in range(lam.shape[1]):
-        axs[0].plot(steps, _masked(lam[:, i]), lw=1.4 if i == 0 else 0.8,
-                    label="sharpness (lambda_max)" if i == 0 else (f"lambda_{i + 1}" if lam.shape[1] <= 5 else None))
-    if lr is not None:
-        axs[0].axhline(2 / lr, color="black", ls="--", lw=1, label=f"2/lr = {2 / lr:.4g}")
-    axs[0].set_ylabel("eigenvalue")
-    axs[0].legend(frameon=False, fontsize="small")
-    axs[0].set_title(title or "sharpness over training")
-    if loss is not None:
-        axs[1].plot(steps, _masked(loss), color="tab:gray")
-        axs[1].set_ylabel("loss")
-        if log:
-            axs[1].set_yscale("log")
-    for ax in axs:
+def sharpness(histories, *, log: bool = True, title: str | None = None, path: str | Path | None = None) -> Figure:
+    """Top Hessian eigenvalue(s) over training, one run or several: each has ``steps [T]``,
+    ``sharpness [T, k]`` (column 0 is lambda_max), ``loss [T]`` and ``lr`` (or None) — a
+    ``dynamics.stability.SharpnessHistory`` or anything with those attributes. GD's stability
+    limit 2/lr is dashed in the run's colour; the loss goes in a second panel (log scale)."""
+    runs = histories if isinstance(histories, (list, tuple)) else [histories]
+    fig = Figure(figsize=(6.4, 6.2), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    for i, run in enumerate(runs):
+        color = f"C{i}"
+        lam = np.asarray(run.sharpness, dtype=np.float64).reshape(len(run.steps), -1)
+        name = f"lr = {run.lr:g}" if run.lr is not None else f"run {i + 1}"
+        top.plot(run.steps, _masked(lam[:, 0]), color=color, lw=1.4, label=f"{name}: lambda_max")
+        for j in range(1, lam.shape[1]):
+            top.plot(run.steps, _masked(lam[:, j]), color=color, lw=0.7, alpha=0.5)
+        if run.lr is not None:
+            top.axhline(2 / run.lr, color=color, ls="--", lw=1, label=f"2/lr = {2 / run.lr:.4g}")
+        bottom.plot(run.steps, _masked(run.loss), color=color, label=name)
+    top.set_ylabel("top Hessian eigenvalue" + (" (thin: the next ones)" if any(
+        np.asarray(r.sharpness).reshape(len(r.steps), -1).shape[1] > 1 for r in runs) else ""))
+    top.legend(frameon=False, fontsize="small")
+    top.set_title(title or "sharpness over training")
+    bottom.set_ylabel("loss")
+    if log:
+        bottom.set_yscale("log")
+    for ax in (top, bottom):
         ax.grid(alpha=0.3)
-    axs[-1].set_xlabel("step")
+    bottom.set_xlabel("step")
     return _save(fig, path)
 
 

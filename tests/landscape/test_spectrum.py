@@ -205,3 +205,12 @@ def test_density_on_a_real_hessian_matches_the_dense_mass_below_zero():
     assert rho.mass_below(0.0) == pytest.approx(np.mean(eig < 0), abs=0.1)
     ok = np.isfinite(rho.nodes)
     assert wasserstein_distance(rho.nodes[ok], eig, rho.weights[ok], None) < 0.02 * (eig.max() - eig.min())
+
+
+def test_a_non_finite_product_is_a_clear_error():
+    class Broken(MatrixOperator):
+        def __matmul__(self, V):
+            return super().__matmul__(V) * float("nan")
+
+    with pytest.raises(ValueError, match="the operator returned a non-finite product"):
+        landscape.eigenvalues(Broken(np.diag([3.0, 2.0, 1.0])), k=1)

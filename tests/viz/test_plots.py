@@ -109,17 +109,24 @@ def test_contour_and_surface_refuse_a_1d_scan(draw):
         draw(synthetic_scan((9,)))
 
 
-def test_sharpness_with_the_two_over_lr_line(tmp_path):
+def test_sharpness_runs_with_their_two_over_lr_lines(tmp_path):
+    from types import SimpleNamespace
+
     steps = np.arange(0, 100, 10)
     lam = np.c_[np.linspace(5, 21, 10), np.linspace(2, 8, 10)]
     lam[3, 0] = np.nan
-    fig = plots.sharpness(steps, lam, lr=0.1, loss=np.geomspace(2, 0.01, 10), log=True,
-                          path=tmp_path / "sharpness.png")
+    runs = [SimpleNamespace(steps=steps, sharpness=lam, loss=np.geomspace(2, 0.01, 10), lr=0.1),
+            SimpleNamespace(steps=steps, sharpness=lam[:, 0] * 0.7, loss=np.geomspace(2, 0.05, 10), lr=0.15)]
+    fig = plots.sharpness(runs, path=tmp_path / "sharpness.png")
     top, bottom = fig.axes
     np.testing.assert_array_equal(top.lines[0].get_ydata().mask, np.isnan(lam[:, 0]))
-    assert top.lines[2].get_ydata()[0] == pytest.approx(20.0)  # 2 / lr
-    assert bottom.get_yscale() == "log"
+    np.testing.assert_array_equal(top.lines[1].get_ydata(), lam[:, 1])
+    limits = [line.get_ydata()[0] for line in top.lines if line.get_linestyle() == "--"]
+    assert limits == pytest.approx([20.0, 2 / 0.15])
+    assert bottom.get_yscale() == "log" and len(bottom.lines) == 2
     assert_drawn(tmp_path / "sharpness.png")
+    one = plots.sharpness(runs[1], log=False).axes
+    assert len(one[0].lines) == 2 and one[1].get_yscale() == "linear"
 
 
 def test_lyapunov_spectrum_and_convergence(tmp_path):
