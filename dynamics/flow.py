@@ -123,6 +123,7 @@ class _Field:
     def __init__(self, obj: Objective, modified_lr: float | None, bar, start: float):
         self.obj, self.modified_lr, self.bar = obj, modified_lr, bar
         self.loss, self.seen = math.nan, start
+        self.end = start + (bar.total or 0.0)
 
     def __call__(self, t, theta: Tensor) -> Tensor:
         loss, grad = self.obj.loss_and_grad(theta)
@@ -131,9 +132,10 @@ class _Field:
         self.loss = loss.item()
         if not (math.isfinite(self.loss) and torch.isfinite(grad).all()):
             raise _Stop.non_finite(self.loss, "gradient", float(t))
-        if float(t) > self.seen:
-            self.bar.update(float(t) - self.seen)
-            self.seen = float(t)
+        now = min(float(t), self.end)  # an adaptive step may look past the last time asked for
+        if now > self.seen:
+            self.bar.update(now - self.seen)
+            self.seen = now
         return -grad
 
 

@@ -462,6 +462,86 @@ def _eos(args) -> int:
     return 0
 
 
+def _lyapunov(args) -> int:
+    from dynamics import lyapunov
+    from dynamics.systems import SYSTEMS
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    common = {"steps": args.steps, "transient": args.transient, "seed": args.seed}
+    if args.interval is not None:
+        common["interval"] = args.interval
+    if args.system:
+        system = SYSTEMS[args.system]()
+        what = f"{args.system} {system}"
+        if system.kind == "map":
+            result = lyapunov.map_spectrum(system, k=args.k, **common)
+        else:
+            result = lyapunov.flow_spectrum(system, k=args.k, dt=args.dt, **common)
+        unit = "per step" if system.kind == "map" else "per unit time"
+    else:
+        problem = _problem(args)
+        obj = _objective(args, problem)
+        if args.k is None:
+            raise ValueError("--k (how many exponents) is needed for a problem")
+        if args.flow:
+            result = lyapunov.gradient_flow_spectrum(obj, args.k, dt=args.dt, **common)
+            what, unit = f"gradient flow on {problem.name}", "per unit time"
+        else:
+            if args.lr is None:
+                raise ValueError("--lr is needed for the gradient-descent map (or --flow for gradient flow)")
+            result = lyapunov.gd_spectrum(obj, args.lr, args.k, **common)
+            what, unit = f"gradient descent (lr {args.lr:g}) on {problem.name}", "per step"
+    print(f"system       {what}", flush=True)
+    print(f"exponents    {unit}, {result.n_steps} steps ({result.n_products} tangent products) in "
+          f"{result.seconds:.1f} s:")
+    for i, value in enumerate(result.exponents, 1):
+        print(f"  {i:>3}  {value: .6f}")
+    print(f"sum          {result.exponents.sum():.6f}")
+    print(f"Kaplan-Yorke {result.kaplan_yorke:.4f}")
+    from viz.plots import lyapunov as draw
+
+    draw(result.exponents, running=result.running, times=result.times, title=f"Lyapunov spectrum: {what}",
+         path=out / "lyapunov.png")
+    (out / "lyapunov.json").write_text(json.dumps({"system": what, **result.to_dict()}, indent=2))
+    print(f"wrote        {out / 'lyapunov.png'} and {out / 'lyapunov.json'}")
+    return 0
+
+
+def _flow(args) -> int:
+    from dynamics.flow import compare_gd
+
+    if not (args.lr and args.lr > 0) or args.steps < 1 or args.every < 1:
+        raise ValueError("--lr must be positive, --steps and --every at least 1")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    problem = _problem(args, untrained=True)
+    obj = _objective(args, problem)
+    print(f"problem      {problem.name}, {obj.space.n:,} parameters, {str(obj.dtype).removeprefix('torch.')} on "
+          f"{obj.device}; from {'--checkpoint' if args.checkpoint else 'its start'}", flush=True)
+    result = compare_gd(obj, args.lr, args.steps, every=args.every, method=args.method, rtol=args.rtol,
+                        atol=args.atol)
+    end = -1
+    print(f"time         0 to {result.times[end]:g} ({args.steps} GD steps of lr {args.lr:g}); {args.method}, "
+          f"{result.flow.n_grad + result.modified.n_grad} gradients and {result.modified.n_hvp} HVPs for the flows")
+    print(f"loss at end  gradient descent {result.gd_loss[end]:.6g}, gradient flow {result.flow.loss[end]:.6g}, "
+          f"modified flow {result.modified.loss[end]:.6g}")
+    print(f"distance     GD to gradient flow {result.to_flow[end]:.4g}, GD to the modified flow "
+          f"{result.to_modified[end]:.4g} (of order lr and lr^2)")
+    for run, name in ((result.flow, "gradient flow"), (result.modified, "modified flow")):
+        if run.message:
+            print(f"note         {name}: {run.message}")
+    from viz.plots import over_time
+
+    over_time(result.times, {"gradient descent": result.gd_loss, "gradient flow": result.flow.loss,
+                             "modified flow (L + lr/4 |grad L|^2)": result.modified.loss},
+              gaps={"GD to gradient flow": result.to_flow, "GD to modified flow": result.to_modified},
+              title=f"{problem.name}: gradient descent (lr {args.lr:g}) against the flows", path=out / "flow.png")
+    (out / "flow.json").write_text(json.dumps({"problem": problem.name, **result.to_dict()}, indent=2))
+    print(f"wrote        {out / 'flow.png'} and {out / 'flow.json'}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="landscape",
@@ -566,6 +646,45 @@ def parser() -> argparse.ArgumentParser:
     eos.add_argument("--seed", type=int, default=0, help="seed of Lanczos' first start (default 0)")
     eos.add_argument("--out", required=True, metavar="DIR", help="directory for eos.json and eos.png")
     eos.set_defaults(run=_eos)
+
+    from dynamics.flow import METHODS
+
+    flow = sub.add_parser("flow", help="gradient descent against gradient flow and the modified flow",
+                          description="Train the problem from its start by gradient descent at --lr and integrate "
+                                      "gradient flow theta' = -grad L and the modified flow of Barrett and Dherin "
+                                      "(L + lr/4 |grad L|^2, whose gradient takes one HVP) over the same time, "
+                                      "t = k lr; write flow.json (losses, distances) and flow.png. GD follows the "
+                                      "modified flow to O(lr^2) and plain gradient flow only to O(lr).")
+    _problem_arguments(flow)
+    flow.add_argument("--lr", type=float, required=True, help="gradient-descent learning rate")
+    flow.add_argument("--steps", type=int, default=200, help="GD steps (default 200)")
+    flow.add_argument("--every", type=int, default=10, help="record every N steps (default 10)")
+    flow.add_argument("--method", choices=METHODS, default="dopri5", help="ODE solver (default dopri5, adaptive)")
+    flow.add_argument("--rtol", type=float, help="solver tolerance (default: by dtype, see dynamics.flow)")
+    flow.add_argument("--atol", type=float, help="solver tolerance (default: by dtype)")
+    flow.add_argument("--out", required=True, metavar="DIR", help="directory for flow.json and flow.png")
+    flow.set_defaults(run=_flow)
+
+    lyap = sub.add_parser("lyapunov", help="Lyapunov spectrum of a classic system, of gradient descent or of "
+                                           "gradient flow",
+                          description="Lyapunov exponents by the QR method (Benettin, Shimada-Nagashima): of a "
+                                      "classic system (--system), or of training on a problem: the gradient-descent "
+                                      "map theta -> theta - lr grad L (--lr; its Jacobian is I - lr H) or gradient "
+                                      "flow (--flow --dt; -H), tangents pushed as one batched HVP per step. Writes "
+                                      "lyapunov.json and lyapunov.png (spectrum and convergence).")
+    _problem_arguments(lyap)
+    lyap.add_argument("--system", choices=["logistic", "henon", "lorenz", "rossler"],
+                      help="a classic system with published exponents instead of a problem")
+    lyap.add_argument("--lr", type=float, help="learning rate of the gradient-descent map")
+    lyap.add_argument("--flow", action="store_true", help="gradient flow instead of gradient descent")
+    lyap.add_argument("--k", type=int, help="how many exponents (default: all, for a system)")
+    lyap.add_argument("--steps", type=int, default=1000, help="counted steps (default 1000)")
+    lyap.add_argument("--transient", type=int, default=0, help="uncounted steps first (default 0)")
+    lyap.add_argument("--interval", type=int, help="re-orthonormalize every N steps (default 1 for maps, 10 for flows)")
+    lyap.add_argument("--dt", type=float, default=0.01, help="RK4 step of a flow (default 0.01)")
+    lyap.add_argument("--seed", type=int, default=0, help="seed of the random orthonormal start (default 0)")
+    lyap.add_argument("--out", required=True, metavar="DIR", help="directory for lyapunov.json and lyapunov.png")
+    lyap.set_defaults(run=_lyapunov)
 
     demo = sub.add_parser("demo", help="the whole tour on the built-in digits-mlp: spectrum, landscape, figures, "
                                        "ParaView files",

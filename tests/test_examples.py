@@ -35,3 +35,21 @@ def test_edge_of_stability_example(tmp_path):
         assert float(row[1]) == pytest.approx(2 / float(row[0]), rel=5e-3)  # printed to 3 digits
         assert float(row[2]) == pytest.approx(top, rel=5e-3)
     assert (tmp_path / "edge_of_stability.png").stat().st_size > 20_000
+
+
+def test_lyapunov_example(tmp_path):
+    out = run_example("lyapunov.py", "--out", str(tmp_path), "--steps", "20", "--time", "100")
+    lorenz = [float(v) for v in re.search(r"exponents\s+(\S+), (\S+), (\S+)", out).groups()]
+    assert lorenz[0] == pytest.approx(0.9056, abs=0.08) and lorenz[2] == pytest.approx(-14.5723, abs=0.1)  # T = 100
+    assert float(re.search(r"sum\s+(\S+)", out).group(1)) == pytest.approx(-13.6667, abs=1e-3)
+    top = float(re.search(r"top Hessian eigenvalues (\S+),", out).group(1))
+    obj = landscape.load("digits-mlp").objective()
+    lam = landscape.eigenvalues(landscape.hessian(obj), k=1).eigenvalues[0]
+    assert top == pytest.approx(lam, abs=5e-5)  # printed to 4 decimals
+    rows = re.findall(r"lr\s+(1|8): exponents\s+(\S+),.*lambda_max\| at the start\s+(\S+)", out)
+    assert [r[0] for r in rows] == ["1", "8"]
+    for lr, first, predicted in rows:
+        assert float(predicted) == pytest.approx(np.log(abs(1 - float(lr) * lam)), abs=5e-5)
+    assert abs(float(rows[0][1])) < 0.01 < 0.3 < float(rows[1][1])  # lr 1: about 0; lr 8 (> 2 / lambda_max): unstable
+    for name in ("lyapunov_lorenz.png", "lyapunov_gd_lr1.png", "lyapunov_gd_lr8.png"):
+        assert (tmp_path / name).stat().st_size > 20_000

@@ -9,7 +9,8 @@ point a partial scan has not reached) are masked: left blank, never drawn as zer
 - ``contour``: filled contours with log-spaced levels, the trajectory on top (start and end marked);
   a 3D scan shows its slice nearest z = 0;
 - ``surface``: a 3D surface of a 2D scan (or that slice), optionally log10 and clipped at ``zmax``;
-- ``spectral_density``, ``sharpness`` (runs over training, with their 2/lr lines), ``lyapunov`` and ``paths``.
+- ``spectral_density``, ``sharpness`` (runs over training, with their 2/lr lines), ``lyapunov``, ``paths``
+  and ``over_time`` (runs of one quantity against time, with the distances between them).
 """
 
 from __future__ import annotations
@@ -288,6 +289,35 @@ def paths(curves: Mapping[str, tuple], *, ylabel: str = "loss", log: bool = Fals
     ax.grid(alpha=0.3)
     ax.legend(frameon=False)
     ax.set_title(title or f"{ylabel} along paths between minima")
+    return _save(fig, path)
+
+
+def over_time(times, series: Mapping[str, Sequence], *, gaps: Mapping[str, Sequence] | None = None,
+              ylabel: str = "loss", log: bool = True, title: str | None = None,
+              path: str | Path | None = None) -> Figure:
+    """Several runs of one quantity at the same ``times [T]`` (``{label: values [T]}``, e.g. the loss of
+    gradient descent and of two flows), and, in a second panel, ``gaps`` between them (log scale)."""
+    t = np.asarray(times, dtype=np.float64)
+    fig = Figure(figsize=(6.4, 6.2 if gaps else 4.0), layout="constrained")
+    axs = np.atleast_1d(fig.subplots(2 if gaps else 1, 1, sharex=True))
+    styles = ("-", "--", ":", "-.")
+    for i, (label, values) in enumerate(series.items()):
+        axs[0].plot(t, _masked(values), ls=styles[i % 4], lw=1.5, label=label)
+    axs[0].set_ylabel(ylabel)
+    if log:
+        axs[0].set_yscale("log")
+    axs[0].legend(frameon=False, fontsize="small")
+    axs[0].set_title(title or f"{ylabel} over time")
+    if gaps:
+        for label, values in gaps.items():
+            v = np.asarray(values, dtype=np.float64)
+            axs[1].plot(t, _masked(np.where(v > 0, v, np.nan)), lw=1.2, label=label)
+        axs[1].set_yscale("log")
+        axs[1].set_ylabel("distance")
+        axs[1].legend(frameon=False, fontsize="small")
+    for ax in axs:
+        ax.grid(alpha=0.3)
+    axs[-1].set_xlabel("time (GD step k at t = k lr)")
     return _save(fig, path)
 
 

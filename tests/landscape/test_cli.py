@@ -501,3 +501,68 @@ def test_eos_bad_input_exits_2_with_one_line(extra, message, tmp_path, capsys):
     assert main(args if "--lr" in extra else args + ["--lr", "0.1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and re.search(message, err) and err.startswith("landscape eos: error: ")
+
+
+# -- landscape lyapunov, flow ----------------------------------------------------------------
+
+def test_lyapunov_of_lorenz_prints_its_spectrum(tmp_path, capsys):
+    import json
+
+    from dynamics.lyapunov import flow_spectrum
+    from dynamics.systems import Lorenz
+
+    assert main(["lyapunov", "--system", "lorenz", "--steps", "3000", "--transient", "500", "--out",
+                 str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    printed = [float(v) for v in re.findall(r"^\s+\d\s+(\S+)$", out, re.M)]
+    api = flow_spectrum(Lorenz(), dt=0.01, steps=3000, transient=500)
+    assert printed == pytest.approx(api.exponents, abs=1e-6)
+    assert float(field(out, "sum")) == pytest.approx(-(10 + 1 + 8 / 3), abs=1e-3)  # the trace of J, exactly
+    summary = json.loads((tmp_path / "lyapunov.json").read_text())
+    assert summary["kaplan_yorke"] == pytest.approx(float(field(out, "Kaplan-Yorke")), abs=1e-4)
+    from tests.viz.conftest import assert_drawn
+
+    assert_drawn(tmp_path / "lyapunov.png")
+
+
+def test_lyapunov_of_gradient_descent_on_a_quadratic(tmp_path, capsys):
+    import numpy as np
+
+    # quadratic: eigenvalues 10^linspace(2, -2, 100); at lr 0.025 the top one gives |1 - 2.5| = 1.5 > 1
+    assert main(["lyapunov", "--problem", "quadratic", "--lr", "0.025", "--k", "1", "--steps", "100", "--transient", "200",
+                 "--out", str(tmp_path)]) == 0
+    top = float(re.search(r"^\s+1\s+(\S+)$", capsys.readouterr().out, re.M).group(1))
+    a = np.logspace(2, -2, 100)
+    assert top == pytest.approx(np.log(np.abs(1 - 0.025 * a)).max(), abs=1e-6)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--k", "2"], "--lr is needed"),
+    (["--lr", "0.1"], "--k .* is needed"),
+])
+def test_lyapunov_bad_input_exits_2(extra, message, tmp_path, capsys):
+    assert main(["lyapunov", "--problem", "quadratic", "--steps", "3", "--out", str(tmp_path), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(message, err)
+
+
+def test_flow_compares_gd_with_both_flows(tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    from dynamics.flow import compare_gd
+
+    assert main(["flow", "--problem", "quadratic", "--lr", "0.004", "--steps", "50", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "flow.json").read_text())
+    import landscape
+
+    api = compare_gd(landscape.load("quadratic").objective(), 0.004, 50, every=10, progress=False)
+    np.testing.assert_allclose(summary["to_flow"], api.to_flow, rtol=1e-9)
+    gf, mf = map(float, re.search(r"GD to gradient flow (\S+), GD to the modified flow (\S+) ", out).groups())
+    assert gf == pytest.approx(api.to_flow[-1], rel=1e-3) and mf == pytest.approx(api.to_modified[-1], rel=1e-3)
+    assert mf < gf / 10  # O(lr^2) against O(lr)
+    from tests.viz.conftest import assert_drawn
+
+    assert_drawn(tmp_path / "flow.png")

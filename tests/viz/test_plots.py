@@ -171,3 +171,17 @@ def test_contour_frames_the_grid_when_the_run_leaves_it():
     ax = plots.contour(scan).axes[0]
     assert ax.get_xlim() == (-1.0, 2.0) and ax.get_ylim() == (-0.5, 0.25)
     assert ax.lines[0].get_label() == "trajectory (leaves the grid)"
+
+
+def test_over_time_draws_each_run_and_the_gaps(tmp_path):
+    t = np.linspace(0, 1, 11)
+    gd = np.exp(-t)
+    gd[4] = np.nan
+    fig = plots.over_time(t, {"GD": gd, "flow": np.exp(-1.01 * t)}, gaps={"GD to flow": np.abs(0.01 * t)},
+                          path=tmp_path / "flow.png")
+    top, bottom = fig.axes
+    assert top.get_yscale() == "log" and top.lines[0].get_ydata().mask[4]
+    np.testing.assert_array_equal(top.lines[1].get_ydata(), np.exp(-1.01 * t))
+    gap = bottom.lines[0].get_ydata()
+    assert gap.mask[0] and np.allclose(gap[1:], 0.01 * t[1:])  # a zero distance has no place on a log axis
+    assert_drawn(tmp_path / "flow.png")
