@@ -112,6 +112,12 @@ def _objective(args, problem: problems.Problem) -> Objective:
                              dtype=DTYPES[args.dtype] if args.dtype else None)
 
 
+def _headline(problem: problems.Problem, obj: Objective, note: str = "") -> None:
+    """The first line of a command's report: the problem, its size, precision and device (and ``note``)."""
+    print(f"problem      {problem.name}, {obj.space.n:,} parameters, {str(obj.dtype).removeprefix('torch.')} "
+          f"on {obj.device}" + (f"; {note}" if note else ""), flush=True)
+
+
 def _info(args) -> int:
     problem = _problem(args)
     report(problem, _objective(args, problem))
@@ -126,8 +132,7 @@ def _spectrum(args) -> int:
     problem = _problem(args)
     obj = _objective(args, problem)
     H = hessian(obj)
-    print(f"problem      {problem.name}, {obj.space.n:,} parameters, {str(obj.dtype).removeprefix('torch.')} "
-          f"on {obj.device}", flush=True)
+    _headline(problem, obj)
     top = eigenvalues(H, k=args.k, which=args.which, tol=args.tol, progress=True)
     if top.converged:
         verdict = "converged"
@@ -232,8 +237,7 @@ def _scan(args) -> int:
     problem = _problem(args)
     obj = _objective(args, problem)
     trajectory = _trajectory(files, problem, obj) if files else None
-    print(f"problem      {problem.name}, {obj.space.n:,} parameters, {str(obj.dtype).removeprefix('torch.')} "
-          f"on {obj.device}", flush=True)
+    _headline(problem, obj)
     d = _scan_directions(args, obj, len(axes), trajectory, stored)
     if stored is not None:
         print(f"resuming     {path}: {int(stored['done'].sum())} of {stored['done'].size} points done", flush=True)
@@ -437,9 +441,8 @@ def _eos(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     problem = _problem(args, untrained=True)
     obj = _objective(args, problem)
-    print(f"problem      {problem.name}, {obj.space.n:,} parameters, {str(obj.dtype).removeprefix('torch.')} on "
-          f"{obj.device}; full-batch gradient descent from {'--checkpoint' if args.checkpoint else 'its start'}"
-          + (f" ({', '.join(pairs)})" if pairs else ""), flush=True)
+    _headline(problem, obj, f"full-batch gradient descent from {'--checkpoint' if args.checkpoint else 'its start'}"
+                            + (f" ({', '.join(pairs)})" if pairs else ""))
     runs = []
     for lr in args.lr:
         tracker = SharpnessTracker(obj, lr=lr, every=args.every, k=args.k, tol=args.tol, seed=args.seed)
@@ -517,8 +520,7 @@ def _flow(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     problem = _problem(args, untrained=True)
     obj = _objective(args, problem)
-    print(f"problem      {problem.name}, {obj.space.n:,} parameters, {str(obj.dtype).removeprefix('torch.')} on "
-          f"{obj.device}; from {'--checkpoint' if args.checkpoint else 'its start'}", flush=True)
+    _headline(problem, obj, f"from {'--checkpoint' if args.checkpoint else 'its start'}")
     result = compare_gd(obj, args.lr, args.steps, every=args.every, method=args.method, rtol=args.rtol,
                         atol=args.atol)
     end = -1

@@ -488,6 +488,7 @@ def test_eos_tracks_sharpness_to_two_over_lr(tmp_path, capsys):
     obj = landscape.load("digits-mlp", steps=0, loss="mse", examples=256).objective()
     run = gradient_descent(obj, 0.1, 2500, tracker=SharpnessTracker(obj, lr=0.1, every=100), progress=False)
     assert np.allclose(run.sharpness.sharpness[:, 0], [row[0] for row in summary["runs"][0]["sharpness"]["sharpness"]])
+    assert f"loss {run.loss[0]:.4g} -> {run.loss[2500]:.4g}; {run.sharpness.hvps.mean():.1f} HVPs per estimate" in out
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -517,6 +518,7 @@ def test_lyapunov_of_lorenz_prints_its_spectrum(tmp_path, capsys):
     printed = [float(v) for v in re.findall(r"^\s+\d\s+(\S+)$", out, re.M)]
     api = flow_spectrum(Lorenz(), dt=0.01, steps=3000, transient=500)
     assert printed == pytest.approx(api.exponents, abs=1e-6)
+    assert f"{api.n_steps} steps ({api.n_products} tangent products)" in out
     assert float(field(out, "sum")) == pytest.approx(-(10 + 1 + 8 / 3), abs=1e-3)  # the trace of J, exactly
     summary = json.loads((tmp_path / "lyapunov.json").read_text())
     assert summary["kaplan_yorke"] == pytest.approx(float(field(out, "Kaplan-Yorke")), abs=1e-4)
@@ -563,6 +565,8 @@ def test_flow_compares_gd_with_both_flows(tmp_path, capsys):
     gf, mf = map(float, re.search(r"GD to gradient flow (\S+), GD to the modified flow (\S+) ", out).groups())
     assert gf == pytest.approx(api.to_flow[-1], rel=1e-3) and mf == pytest.approx(api.to_modified[-1], rel=1e-3)
     assert mf < gf / 10  # O(lr^2) against O(lr)
+    assert f"{api.flow.n_grad + api.modified.n_grad} gradients and {api.modified.n_hvp} HVPs" in out
+    assert float(re.search(r"gradient descent (\S+),", out).group(1)) == pytest.approx(api.gd_loss[-1], rel=1e-5)
     from tests.viz.conftest import assert_drawn
 
     assert_drawn(tmp_path / "flow.png")
