@@ -1,0 +1,186 @@
+"""Weight matching: exact recovery of a permuted copy, the same function after alignment, a brute-force optimum."""
+
+import itertools
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from landscape.align import Alignment, units, weight_matching
+
+
+def mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10))
+
+
+def deep_mlp() -> nn.Module:
+    """Three hidden layers, with a LayerNorm, a BatchNorm1d and dropout carried along."""
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 12), nn.LayerNorm(12), nn.GELU(), nn.Dropout(0.1),
+                         nn.Linear(12, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 3))
+
+
+def cnn() -> nn.Module:
+    """For 8x8 inputs: the last Linear sees 8 channels of 2x2."""
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AvgPool2d(2),
+                         nn.Conv2d(4, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AvgPool2d(2),
+                         nn.Flatten(), nn.Linear(8 * 2 * 2, 10))
+
+
+def build(make, seed: int) -> nn.Module:
+    """A float64 model in eval mode with random weights, norm affine parameters and running statistics."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = make().double().eval()
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, (nn.LayerNorm, nn.modules.batchnorm._BatchNorm)):
+                    m.weight.uniform_(0.5, 1.5)
+                    m.bias.normal_()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.running_mean.normal_()
+                    m.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def inputs(make, seed: int = 100) -> torch.Tensor:
+    shape = {cnn: (5, 1, 8, 8), deep_mlp: (5, 6), mlp: (5, 64)}[make]
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def random_alignment(model: nn.Module, seed: int) -> Alignment:
+    generator = torch.Generator().manual_seed(seed)
+    return Alignment({g: torch.randperm(n, generator=generator) for g, n in units(model).items()})
+
+
+def similarity(a: nn.Module, b: nn.Module) -> float:
+    """sum over parameters of <A, B>, straight from the two models."""
+    pb = dict(b.named_parameters())
+    return sum(float((p.detach() * pb[k].detach()).sum()) for k, p in a.named_parameters())
+
+
+def test_units():
+    assert units(mlp()) == {"0": 32}
+    assert units(deep_mlp()) == {"0": 16, "2": 12, "6": 8}
+    assert units(cnn()) == {"0": 4, "4": 8}
+    assert units(nn.Sequential(nn.Sequential(nn.Linear(3, 5), nn.ReLU()), nn.Linear(5, 2))) == {"0.0": 5}
+    assert units(nn.Linear(3, 2)) == {}
+
+
+@pytest.mark.parametrize("make", [mlp, deep_mlp, cnn])
+def test_a_random_permutation_keeps_the_function(make):
+    model, X = build(make, 0), inputs(make)
+    alignment = random_alignment(model, 1)
+    permuted = alignment.apply(model)
+    assert alignment.moved() > 0.5
+    assert not torch.equal(permuted[0].weight, model[0].weight)
+    torch.testing.assert_close(permuted(X), model(X), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("make", [mlp, deep_mlp, cnn])
+def test_weight_matching_keeps_the_function(make):
+    a, b, X = build(make, 0), build(make, 1), inputs(make)
+    alignment = weight_matching(a, b)
+    assert alignment.moved() > 0
+    torch.testing.assert_close(alignment.apply(b)(X), b(X), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("make", [mlp, deep_mlp, cnn])
+def test_a_permuted_copy_is_recovered_exactly(make):
+    model = build(make, 0)
+    scramble = random_alignment(model, 2)
+    alignment = weight_matching(model, scramble.apply(model))
+    for g, p in scramble.permutations.items():
+        assert torch.equal(alignment.permutations[g], torch.argsort(p))
+    aligned = alignment.apply(scramble.apply(model)).state_dict()
+    expected = model.state_dict()
+    assert list(aligned) == list(expected)
+    assert all(torch.equal(aligned[k], expected[k]) for k in expected)
+    before, after = alignment.similarity
+    assert after == pytest.approx(similarity(model, model), rel=1e-12)
+    assert before < after
+
+
+def test_weight_matching_reaches_a_local_optimum():
+    a, b = build(deep_mlp, 0), build(deep_mlp, 1)
+    alignment = weight_matching(a, b, seed=3)
+    aligned = alignment.apply(b)
+    before, after = alignment.similarity
+    assert before == pytest.approx(similarity(a, b), rel=1e-12)
+    assert after == pytest.approx(similarity(a, aligned), rel=1e-12)
+    assert after > before
+    assert 1 < alignment.iterations < 100
+    again = weight_matching(a, aligned, seed=4)
+    assert again.moved() == 0 and again.iterations == 1
+    assert again.similarity == pytest.approx((after, after), rel=1e-12)
+    # independently of the assignment solver: swapping two units of any one group does not help
+    for g, n in units(a).items():
+        for i, j in itertools.combinations(range(n), 2):
+            swap = Alignment({h: torch.arange(m) for h, m in units(a).items()})
+            swap.permutations[g][[i, j]] = torch.tensor([j, i])
+            assert similarity(a, swap.apply(aligned)) <= after * (1 + 1e-12)
+
+
+def test_a_single_group_is_the_brute_force_optimum():
+    make = lambda: nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 2))  # noqa: E731
+    a, b = build(make, 5), build(make, 6)
+    scores = {p: similarity(a, Alignment({"0": torch.tensor(p)}).apply(b)) for p in itertools.permutations(range(4))}
+    best = max(scores, key=scores.get)
+    assert best != (0, 1, 2, 3)
+    alignment = weight_matching(a, b)
+    assert alignment.permutations["0"].tolist() == list(best)
+    assert alignment.similarity == pytest.approx((scores[(0, 1, 2, 3)], scores[best]), rel=1e-12)
+
+
+def test_permute_a_state_dict_is_apply():
+    model = build(cnn, 0)
+    alignment = random_alignment(model, 7)
+    state = {k: t.clone() for k, t in model.state_dict().items()}
+    permuted = alignment.permute(state, model)
+    expected = alignment.apply(model).state_dict()
+    assert list(permuted) == list(expected)
+    assert all(torch.equal(permuted[k], expected[k]) for k in expected)
+    assert all(torch.equal(state[k], t) for k, t in model.state_dict().items())  # the input is left alone
+    # the last Linear's inputs move in blocks of 2x2: unit c of the aligned model is unit perm[c] of the original
+    perm = alignment.permutations["4"]
+    W = model[9].weight.reshape(10, 8, 4)
+    assert torch.equal(permuted["9.weight"].reshape(10, 8, 4), W[:, perm])
+    assert torch.equal(permuted["5.running_var"], model[5].running_var[perm])
+    assert torch.equal(permuted["5.num_batches_tracked"], model[5].num_batches_tracked)
+
+
+def test_moved_and_to_dict():
+    alignment = Alignment({"0": torch.tensor([1, 0, 2, 3]), "2": torch.arange(4)}, 2, (1.0, 3.0), 0.5)
+    assert alignment.moved() == 2 / 8
+    assert json.loads(json.dumps(alignment.to_dict())) == {
+        "iterations": 2, "similarity": [1.0, 3.0], "seconds": 0.5, "moved": 0.25, "units": {"0": 4, "2": 4}}
+
+
+@pytest.mark.parametrize("model, match", [
+    (nn.Sequential(nn.Conv2d(1, 4, 3), nn.GroupNorm(2, 4), nn.Flatten(), nn.Linear(4, 2)), r"'1' \(GroupNorm\)"),
+    (nn.Sequential(nn.Conv2d(2, 4, 3, groups=2), nn.ReLU(), nn.Conv2d(4, 2, 1)), r"'0' \(Conv2d\) has groups=2"),
+    (nn.Sequential(nn.Linear(4, 4), nn.MultiheadAttention(4, 1)), r"'1\.in_proj_weight' belongs to '1' \(Multihead"),
+    (nn.Sequential(nn.Conv2d(1, 4, 3), nn.Linear(4, 2)), r"'1' \(Linear\) follows the conv '0' without a Flatten"),
+    (nn.Sequential(nn.Linear(3, 4), nn.MaxPool1d(2), nn.Linear(2, 2)), r"'1' \(MaxPool1d\) after the Linear '0'"),
+    (nn.Sequential(nn.Linear(3, 4), nn.Linear(5, 2)), r"'1' \(Linear\) takes 5 inputs but '0' gives 4 units"),
+    (nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(5), nn.Linear(4, 2)), r"'1' \(BatchNorm1d\) must normalize the 4"),
+    (nn.Sequential(nn.Conv1d(3, 4, 1), nn.LayerNorm(4), nn.Conv1d(4, 2, 1)), r"'1' \(LayerNorm\) must normalize"),
+])
+def test_unsupported_layers_are_named(model, match):
+    with pytest.raises(ValueError, match=match):
+        units(model)
+    with pytest.raises(ValueError, match=match):
+        weight_matching(model, model)
+
+
+def test_mismatched_models_and_alignments_are_named():
+    wide = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2))
+    narrow = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match=r"differ at '0\.weight': \(8, 3\) against \(4, 3\)"):
+        weight_matching(wide, narrow)
+    with pytest.raises(ValueError, match=r"differ at '0\.weight'"):
+        Alignment({"0": torch.arange(8)}).permute(narrow.state_dict(), wide)
+    with pytest.raises(ValueError, match="groups"):
+        Alignment({"0": torch.arange(4)}).permute(wide.state_dict(), wide)
+    with pytest.raises(ValueError, match=r"permutations\['0'\] is not a permutation of 0\.\.7"):
+        Alignment({"0": torch.tensor([0, 1, 2, 3, 4, 5, 6, 6])}).apply(wide)
