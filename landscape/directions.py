@@ -185,6 +185,23 @@ def between(obj: Objective, start: Tensor, end: Tensor) -> Directions:
     return Directions(_finish(obj, (b - a)[None]), recipe, center=_finish(obj, a))
 
 
+def plane(obj: Objective, start: Tensor, bend: Tensor, end: Tensor) -> Directions:
+    """The plane through three models, centred at ``start``: d1 = end - start (x = 1 is ``end``) and d2
+    the part of bend - start orthogonal to d1, scaled to the length of d1, so the plane's units are
+    the same along both axes (Garipov et al. 2018's plane through a curve's ends and its bend)."""
+    a, c, b = _center(obj, start), _center(obj, bend), _center(obj, end)
+    u, v = b - a, c - a
+    if u.norm() == 0:
+        raise ValueError("the two ends are identical, so they span no plane")
+    v = v - (v @ u) / (u @ u) * u
+    if v.norm() <= 1e-12 * u.norm():
+        raise ValueError("the bend lies on the straight line between the ends (an untrained curve?), "
+                         "so the three points span no plane")
+    v = v * (u.norm() / v.norm())
+    recipe = {"kind": "plane", "start": fingerprint(a), "bend": fingerprint(c), "end": fingerprint(b)}
+    return Directions(_finish(obj, torch.stack([u, v])), recipe, center=_finish(obj, a))
+
+
 def given(obj: Objective, vectors: Tensor, norm: str = "none", include_1d: bool = True,
           center: Tensor | None = None) -> Directions:
     """User-given directions ``[k, n]`` (or ``[n]``), used as they are or normalized like random ones."""

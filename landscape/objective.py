@@ -289,9 +289,14 @@ class Objective:
                 if tracking is not None:
                     m.track_running_stats = tracking
 
-    def forward(self, theta: Tensor, X) -> Tensor:
-        """Model outputs at parameters ``theta [n]`` for one batch ``X`` (call inside ``mode()``)."""
-        return functional_call(self.model, {**self._fixed, **self.space.unflatten(theta)}, *inputs(X))
+    def forward(self, theta: Tensor, X, buffers: Mapping[str, Tensor] | None = None) -> Tensor:
+        """Model outputs at parameters ``theta [n]`` for one batch ``X`` (call inside ``mode()``).
+
+        ``buffers`` replace the snapshot's tensors of those names (BatchNorm running statistics
+        at another point of a path, say); a module that updates a buffer in place updates these.
+        """
+        fixed = self._fixed if buffers is None else {**self._fixed, **buffers}
+        return functional_call(self.model, {**fixed, **self.space.unflatten(theta)}, *inputs(X))
 
     def batch_loss(self, theta: Tensor, X, y: Tensor) -> Tensor:
         """``loss_fn(f(theta, X), y)`` for one batch (call inside ``mode()``)."""
@@ -377,14 +382,23 @@ class Objective:
             return self.batch_mean(per_batch)
 
     def evaluate(self, theta: Tensor | None = None,
-                 metrics: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None = None) -> dict[str, float]:
-        """``{"loss": L, name: metric, ...}`` over all the data; each metric is a batch mean, weighted like the loss."""
+                 metrics: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None = None,
+                 buffers: Mapping[str, Tensor] | None = None) -> dict[str, float]:
+        """``{"loss": L, name: metric, ...}`` over all the data; each metric is a batch mean, weighted like the loss.
+
+        ``buffers`` (``{name: tensor}``) replace the snapshot's buffers of those names for this evaluation.
+        """
         theta = self._point(theta)
+        if buffers is not None:
+            unknown = [name for name in buffers if name not in self._fixed or name in self.space.names]
+            if unknown:
+                raise ValueError(f"buffers {', '.join(unknown[:5])} are not buffers of the model")
+            buffers = {name: _move(t, self.device, self.dtype) for name, t in buffers.items()}
         fns = {"loss": self.loss_fn, **(metrics or {})}
         self.counts["forward"] += 1
 
         def per_batch(X, y):
-            outputs = self.forward(theta, X)
+            outputs = self.forward(theta, X, buffers)
             return torch.stack([torch.as_tensor(fn(outputs, y), dtype=self.dtype, device=self.device)
                                 for fn in fns.values()])
 
@@ -422,9 +436,12 @@ class Objective:
 
     # -- self-check ----------------------------------------------------------------------
 
-    def to(self, dtype: torch.dtype | None = None, device: str | torch.device | None = None) -> Objective:
-        """The same objective (snapshot, data, parameter subset, mode) in another dtype or on another device."""
-        return self._like(dtype=dtype or self.dtype, device=device or self.device)
+    def to(self, dtype: torch.dtype | None = None, device: str | torch.device | None = None,
+           train: bool | None = None) -> Objective:
+        """The same objective (snapshot, data, parameter subset) in another dtype, on another device or in
+        the other mode (``train=True``: BatchNorm on batch statistics)."""
+        return self._like(dtype=dtype or self.dtype, device=device or self.device,
+                          train=self.train if train is None else train)
 
     def restrict(self, params: str | Sequence[str]) -> Objective:
         """The same objective over other parameters (names or glob patterns of the model's), the rest fixed.

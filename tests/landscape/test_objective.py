@@ -350,3 +350,32 @@ def test_restrict_shares_the_snapshot_and_keeps_its_point():
     assert torch.equal(block.theta0, obj.theta0[30:])
     assert torch.equal(block.loss(), obj.loss())
     assert torch.equal(obj.to(dtype=torch.float64).theta0, obj.theta0)  # already float64: shared values
+
+
+def test_evaluate_with_other_buffers_equals_the_model_holding_them(digits_cnn):
+    import copy
+
+    obj = digits_cnn.objective()
+    other = copy.deepcopy(digits_cnn.model)
+    g = torch.Generator().manual_seed(3)
+    buffers = {name: b + 0.3 * torch.rand(b.shape, generator=g) if b.is_floating_point() else b
+               for name, b in other.named_buffers()}
+    other.load_state_dict({**other.state_dict(), **buffers})
+    X, y = digits_cnn.data
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(other(X), y).item()
+    assert obj.evaluate(buffers=buffers)["loss"] == pytest.approx(expected, rel=1e-6)
+    assert obj.evaluate()["loss"] != pytest.approx(expected, rel=1e-3)  # the snapshot's own buffers are untouched
+    with pytest.raises(ValueError, match="1.running_men are not buffers"):
+        obj.evaluate(buffers={"1.running_men": torch.zeros(8)})
+    batch = obj.to(train=True)
+    assert batch.train and not obj.train and torch.equal(batch.theta0, obj.theta0)
+    digits_cnn.model.train()
+    try:
+        with torch.no_grad():
+            in_train_mode = torch.nn.functional.cross_entropy(
+                torch.func.functional_call(digits_cnn.model, {k: v.clone() for k, v in digits_cnn.model.state_dict().items()},
+                                           (X,)), y).item()  # copies: train mode updates the running statistics
+    finally:
+        digits_cnn.model.eval()
+    assert batch.loss().item() == pytest.approx(in_train_mode, rel=1e-6)
