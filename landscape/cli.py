@@ -1,4 +1,5 @@
-"""The ``landscape`` command: ``info``, ``spectrum``, ``scan``, ``render`` and ``demo``.
+"""The ``landscape`` command: ``info``, ``spectrum``, ``scan``, ``render``, ``eos``, ``flow``, ``lyapunov``,
+``connect`` and ``demo``.
 
 Bad input (an unknown problem, a missing file, a checkpoint that does not fit) is
 reported in one line on stderr with exit code 2.
@@ -544,6 +545,193 @@ def _flow(args) -> int:
     return 0
 
 
+def _range(text: str | None) -> tuple[float, float] | None:
+    """``"-0.5:1.5"`` -> (-0.5, 1.5): where the lines are evaluated, 0 and 1 inside."""
+    if text is None:
+        return None
+    parts = text.split(":")
+    try:
+        start, stop = (float(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"--range {text!r} is not START:STOP, e.g. -0.5:1.5") from None
+    if not (math.isfinite(start) and math.isfinite(stop) and start <= 0 and stop >= 1):
+        raise ValueError(f"--range {text}: START must be at most 0 and STOP at least 1 (the ends of the path)")
+    return start, stop
+
+
+def _endpoints(args, problem: problems.Problem) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The models of --a and --b, each a copy of the problem's model with its checkpoint loaded."""
+    models = []
+    for flag, file in (("--a", args.a), ("--b", args.b)):
+        model = copy.deepcopy(problem.model)
+        try:
+            problems.load_checkpoint(model, file)
+        except ValueError as error:
+            raise ValueError(f"{flag}: {error}") from None
+        bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        if bad:
+            raise ValueError(f"{flag}: checkpoint {file} has non-finite values in {bad[0]}")
+        models.append(model.eval())
+    return models[0], models[1]
+
+
+def _path_points(obj: Objective, path, result) -> np.ndarray:
+    """The evaluated points of a path as (x, y) in the plane of its ends and first bend (units of
+    ||b - a||; a line lies on y = 0), for the .vtp files."""
+    t = result.t
+    if path.bends == 0:
+        return np.c_[t, np.zeros_like(t)]
+    d = dirs.plane(obj, path.points[0], path.points[1], path.points[-1])
+    return dirs.project(d, path(t)).coords
+
+
+def _connect(args) -> int:
+    from landscape import connectivity
+
+    span = _range(args.range)
+    for name in ("points", "bends", "epochs", "batch_size", "plane"):
+        value = getattr(args, name)
+        if value is not None and value < (2 if name in ("points", "plane") else 1):
+            raise ValueError(f"--{name.replace('_', '-')} must be at least {2 if name in ('points', 'plane') else 1}, "
+                             f"got {value}")
+    if args.plane and not args.curve:
+        raise ValueError("--plane draws the plane through a curve: give --curve too")
+    if not args.lr > 0:
+        raise ValueError(f"--lr must be positive, got {args.lr}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    problem = _problem(args, untrained=True)
+    model_a, model_b = _endpoints(args, problem)
+    problem.model = model_a
+    obj = _objective(args, problem)
+    _headline(problem, obj)
+    statistics = connectivity._statistics(obj, args.recompute_bn)
+    if statistics == "interpolated":
+        print("BatchNorm    running statistics interpolated between the ends' (--recompute-bn recomputes them "
+              "from the data at every point, as Garipov et al.)", flush=True)
+    elif statistics == "recomputed":
+        print("BatchNorm    running statistics recomputed from the data at every point", flush=True)
+    summary = {"problem": problem.name, "problem_args": _problem_kwargs(args.problem_arg), "a": args.a, "b": args.b,
+               "parameters": obj.space.n, "dtype": str(obj.dtype).removeprefix("torch."), "statistics": statistics,
+               "paths": {}}
+    num = args.points or 25
+    t = None if span is None else np.linspace(span[0], span[1], num)
+    drawn = {}
+
+    def report(label: str, path, result) -> None:
+        loss = result.values["loss"]
+        extra = "".join(f"; {name} down to {np.nanmin(v[(result.t >= 0) & (result.t <= 1)]):.4f}"
+                        for name, v in result.values.items() if name == "accuracy")
+        print(f"{label:<12} barrier {result.barrier_linear:.4g} (linear, Entezari) / {result.barrier_mean:.4g} "
+              f"(mean, Frankle) at t = {result.t_barrier:.3g}; max loss {result.max_loss:.4g}{extra}; "
+              f"length {result.length:.4g}; {len(result.t)} points in {result.seconds:.2f} s", flush=True)
+        drawn[label] = (result.t, loss)
+        summary["paths"][label] = result.to_dict()
+        arrays = {"t": result.t, **result.values}
+        name = label.replace(" ", "_").replace(",", "")
+        summary["paths"][label]["vtp"] = str(_vtp(out / f"{name}.vtp", _path_points(obj, path, result), loss, arrays))
+
+    line = connectivity.curve(obj, model_a, model_b, kind="line")
+    result = connectivity.interpolate(obj, model_a, model_b, num, t=t, metrics=problem.metrics,
+                                      recompute_bn=args.recompute_bn)
+    print(f"ends         loss {result.values['loss'][result.t == 0][0]:.6g} (a), "
+          f"{result.values['loss'][result.t == 1][0]:.6g} (b); ||b - a|| = {result.length:.6g}", flush=True)
+    report("line", line, result)
+    target = model_b
+    if args.align:
+        from landscape.align import weight_matching
+
+        alignment = weight_matching(model_a, model_b, seed=args.seed)
+        target = alignment.apply(model_b)
+        gap = _output_gap(obj, model_b, target)
+        print(f"align        weight matching: {alignment.iterations} sweeps in {alignment.seconds:.2f} s, "
+              f"{alignment.moved():.0%} of the hidden units moved; outputs unchanged to {gap:.1e} (relative)",
+              flush=True)
+        summary["alignment"] = {**alignment.to_dict(), "output_difference": gap}
+        aligned = connectivity.curve(obj, model_a, target, kind="line")
+        report("aligned line", aligned, connectivity.interpolate(obj, model_a, target, num, t=t,
+                                                                 metrics=problem.metrics,
+                                                                 recompute_bn=args.recompute_bn))
+    if args.curve:
+        path = connectivity.curve(obj, model_a, target, kind=args.curve, bends=args.bends)
+        path = connectivity.train_curve(obj, path, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                                        seed=args.seed)
+        training = path.training
+        print(f"{args.curve:<12} {args.bends} bend(s) trained for {training['epochs']} epochs ({training['steps']} "
+              f"steps of batch {args.batch_size}, t ~ U(0, 1) each) in {training['seconds']:.1f} s; mean batch loss "
+              f"{training['loss'][0]:.4g} -> {training['loss'][-1]:.4g}", flush=True)
+        label = args.curve + (", aligned" if args.align else "")
+        result = connectivity.evaluate_curve(obj, path, args.points or 61, metrics=problem.metrics,
+                                             recompute_bn=args.recompute_bn)
+        report(label, path, result)
+        path.save(out / "curve.pt")
+        summary["curve"] = {"kind": args.curve, "bends": args.bends, "file": str(out / "curve.pt"), **training}
+        if args.plane:
+            summary["plane"] = _curve_plane(args, problem, obj, path, result, out / "plane")
+    from viz.plots import paths
+
+    paths(drawn, log=args.log, title=f"{problem.name}: loss along paths from a to b", path=out / "paths.png")
+    (out / "connect.json").write_text(json.dumps(summary, indent=2))
+    print(f"wrote        {out / 'paths.png'}, {out / 'connect.json'}, the paths as .vtp"
+          + (f", {out / 'curve.pt'}" if args.curve else ""))
+    return 0
+
+
+def _vtp(file: Path, coords: np.ndarray, loss: np.ndarray, arrays: dict) -> Path:
+    from viz.vtkio import write_polyline
+
+    return write_polyline(file, np.c_[coords, np.where(np.isfinite(loss), loss, np.nan)], arrays)
+
+
+def _output_gap(obj: Objective, model: torch.nn.Module, aligned: torch.nn.Module) -> float:
+    """max |f_aligned - f| / max |f| on the first batch: ~1e-7 when the alignment kept the function."""
+    from landscape.objective import inputs
+
+    X, _, _ = next(obj.batches())
+    with torch.no_grad():
+        before = model.to(obj.device, obj.dtype)(*inputs(X)[0], **inputs(X)[1])
+        after = aligned.to(obj.device, obj.dtype)(*inputs(X)[0], **inputs(X)[1])
+    gap = float((after - before).abs().max() / before.abs().max().clamp_min(1e-30))
+    if gap > 1e-4:
+        raise ValueError(f"the aligned model computes another function (outputs differ by {gap:.1e}, relative): "
+                         f"align handles chains of Linear/Conv/BatchNorm layers run in the order they are defined")
+    return gap
+
+
+def _curve_plane(args, problem: problems.Problem, obj: Objective, path, result, out: Path) -> dict:
+    """Scan the plane through the curve's ends and first bend, with the curve drawn on it."""
+    d = dirs.plane(obj, path.points[0], path.points[1], path.points[-1])
+    inside = (result.t >= 0) & (result.t <= 1)
+    placed = dirs.project(d, path(result.t[inside]))
+    low, high = placed.coords.min(axis=0), placed.coords.max(axis=0)
+    margin = 0.2 * max(1.0, float(high[1] - low[1]))
+    grid = [(min(low[0], 0.0) - margin, max(high[0], 1.0) + margin, args.plane),
+            (min(low[1], 0.0) - margin, max(high[1], 0.0) + margin, args.plane)]
+    out.mkdir(parents=True, exist_ok=True)
+    file = out / "scan.h5"
+    if file.exists():
+        file.unlink()  # a fresh plane for a fresh curve
+    from landscape.connectivity import _norms
+
+    if _norms(obj.model) and not obj.train:
+        print("plane        BatchNorm uses model a's running statistics at every point of the plane "
+              "(scans do not recompute them)", flush=True)
+    scanned = scan(obj, d, grid, metrics=problem.metrics, store=file, meta={"problem": problem.name, "curve": "curve.pt"})
+    names = [f"t={s:.3f}" for s in result.t[inside]]
+    scan_store.add_trajectory(file, placed.coords, placed.residuals, names, result.values["loss"][inside])
+    found = scanned.minimum()
+    print(f"plane        {args.plane} x {args.plane} scan of the plane through a, the bend and b in "
+          f"{scanned.seconds:.1f} s; the curve is {placed.residuals.max():.2g} off it at most", flush=True)
+    drawn = load_scan(file)
+    _draw(drawn, out, png=True, vtk=True, log=args.log, zmax=None, announce=False)
+    from viz.plots import contour
+
+    contour(drawn, label=f"{path.kind} curve", path=out / "contour.png",
+            title=f"{problem.name}: loss in the plane of the curve (a at (0, 0), b at (1, 0))")
+    return {"dir": str(out), "grid": [list(g) for g in grid], "minimum": found and {"coords": found[0], "loss": found[1]},
+            "off_plane": float(placed.residuals.max())}
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="landscape",
@@ -688,6 +876,44 @@ def parser() -> argparse.ArgumentParser:
     lyap.add_argument("--out", required=True, metavar="DIR", help="directory for lyapunov.json and lyapunov.png")
     lyap.set_defaults(run=_lyapunov)
 
+    connect = sub.add_parser(
+        "connect", help="paths between two trained models: barriers on the line, after alignment, along trained curves",
+        description="Is there a low-loss path between two trained networks? Evaluate the loss along the straight "
+                    "line from --a to --b and report its barrier both ways: max_t L(t) - [(1-t) L(a) + t L(b)] "
+                    "(linear, Entezari et al. 2021) and max_t L(t) - [L(a) + L(b)]/2 (mean, Frankle et al. 2020). "
+                    "--align permutes b's hidden units to match a's (weight matching, Ainsworth et al. 2022) and "
+                    "measures the line again; --curve trains a Bezier curve or polygonal chain between them "
+                    "(Garipov et al. 2018). Writes connect.json, paths.png, a .vtp per path for ParaView (x, y: "
+                    "the path in the plane of its ends and first bend, in units of ||b - a||; z: the loss) and "
+                    "curve.pt.")
+    _problem_arguments(connect, checkpoint=False)
+    connect.add_argument("--a", required=True, metavar="CKPT_A", help="the first model's state dict (t = 0)")
+    connect.add_argument("--b", required=True, metavar="CKPT_B", help="the second model's state dict (t = 1)")
+    connect.add_argument("--align", action="store_true",
+                         help="permute b's hidden units to match a's (weight matching) and connect a to the result")
+    connect.add_argument("--curve", choices=["bezier", "polychain"],
+                         help="also train a curve from a to b (to the aligned b with --align)")
+    connect.add_argument("--bends", type=int, default=1, help="control points between the ends (default 1)")
+    connect.add_argument("--epochs", type=int, default=50, help="passes over the data to train the curve (default 50)")
+    connect.add_argument("--lr", type=float, default=0.01, help="Adam's learning rate for the curve (default 0.01)")
+    connect.add_argument("--batch-size", type=int, default=128,
+                         help="examples per curve-training step, each at its own random t (default 128)")
+    connect.add_argument("--points", type=int, metavar="N",
+                         help="points along each path (default 25 on lines, 61 on curves)")
+    connect.add_argument("--range", metavar="START:STOP",
+                         help="evaluate the lines on START <= t <= STOP, e.g. -0.5:1.5 to extrapolate (default 0:1)")
+    connect.add_argument("--recompute-bn", action="store_true",
+                         help="recompute BatchNorm's running statistics from the data at every point (default: "
+                              "interpolated between the ends')")
+    connect.add_argument("--plane", type=int, metavar="N",
+                         help="with --curve: also scan the plane through a, the first bend and b on an N x N grid, "
+                              "the curve drawn on it (DIR/plane)")
+    connect.add_argument("--seed", type=int, default=0, help="seed of the curve's t and batches and of the "
+                                                             "alignment's layer order (default 0)")
+    connect.add_argument("--log", action="store_true", help="draw losses on a log scale")
+    connect.add_argument("--out", required=True, metavar="DIR", help="directory for the files")
+    connect.set_defaults(run=_connect)
+
     demo = sub.add_parser("demo", help="the whole tour on the built-in digits-mlp: spectrum, landscape, figures, "
                                        "ParaView files",
                           description="Train the built-in digits-mlp keeping checkpoints, check its HVPs, find "
@@ -712,7 +938,7 @@ def _scale_arguments(sub: argparse.ArgumentParser) -> None:
                                                              "in the files' loss array)")
 
 
-def _problem_arguments(sub: argparse.ArgumentParser) -> None:
+def _problem_arguments(sub: argparse.ArgumentParser, checkpoint: bool = True) -> None:
     sub.add_argument("--problem", default="digits-mlp", metavar="NAME_OR_PATH",
                      help=f"a built-in problem ({', '.join(problems.BUILTIN)}) or path/to/file.py:factory, "
                           f"a Python file whose factory() returns a Problem or (model, loss_fn, data); "
@@ -720,8 +946,9 @@ def _problem_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--problem-arg", action="append", metavar="KEY=VALUE",
                      help="an argument for the problem's builder or factory, e.g. loss=mse, examples=256, hidden=64 "
                           "(repeatable)")
-    sub.add_argument("--checkpoint", metavar="FILE",
-                     help="a state dict saved with torch.save, loaded with weights_only=True")
+    if checkpoint:
+        sub.add_argument("--checkpoint", metavar="FILE",
+                         help="a state dict saved with torch.save, loaded with weights_only=True")
     sub.add_argument("--params", nargs="+", metavar="PATTERN",
                      help="analyse only these parameters (names or glob patterns, e.g. 'fc2.*')")
     sub.add_argument("--device", help="cpu, cuda or cuda:N (default: where the model is)")
@@ -729,11 +956,11 @@ def _problem_arguments(sub: argparse.ArgumentParser) -> None:
 
 
 def _glue_grids(argv: list[str]) -> list[str]:
-    """``--grid -1:1:51`` -> ``--grid=-1:1:51``: argparse takes a value starting with '-' for an option."""
+    """``--grid -1:1:51`` -> ``--grid=-1:1:51`` (and ``--range``): argparse takes a value starting with '-' for an option."""
     out, i = [], 0
     while i < len(argv):
-        if argv[i] == "--grid" and i + 1 < len(argv):
-            out.append(f"--grid={argv[i + 1]}")
+        if argv[i] in ("--grid", "--range") and i + 1 < len(argv):
+            out.append(f"{argv[i]}={argv[i + 1]}")
             i += 2
         else:
             out.append(argv[i])

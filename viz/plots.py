@@ -124,12 +124,13 @@ def _trajectory(scan: Scan, trajectory) -> np.ndarray | None:
 
 
 def contour(scan: Scan, metric: str = "loss", *, log: bool = True, levels: int = 30, zmax: float | None = None,
-            trajectory=True, title: str | None = None, path: str | Path | None = None) -> Figure:
+            trajectory=True, label: str = "trajectory", title: str | None = None,
+            path: str | Path | None = None) -> Figure:
     """Filled contours of ``metric`` over (x, y) with contour lines; levels log-spaced when ``log``
     (and the values positive); values above ``zmax`` share the top colour.
 
     ``trajectory``: True draws the scan's own (if it has one), or pass coordinates ``[m, 2]``;
-    its start is a circle, its end a star. NaN points are left blank.
+    its start is a circle, its end a star, its legend entry ``label``. NaN points are left blank.
     """
     x, y, v, note = _slice2d(scan, metric, "contour")
     if zmax is not None:
@@ -151,7 +152,7 @@ def contour(scan: Scan, metric: str = "loss", *, log: bool = True, levels: int =
     if coords is not None and len(coords):
         beyond = not np.all((coords >= [x[0], y[0]]) & (coords <= [x[-1], y[-1]]))
         ax.plot(coords[:, 0], coords[:, 1], color="tab:red", lw=1.5, marker=".", ms=4,
-                label="trajectory" + (" (leaves the grid)" if beyond else ""))
+                label=label + (" (leaves the grid)" if beyond else ""))
         ax.plot(*coords[0], "o", color="white", mec="tab:red", ms=8, label="start")
         ax.plot(*coords[-1], "*", color="tab:red", mec="white", ms=14, label="end")
         ax.legend(loc="best", frameon=True, fontsize="small")
