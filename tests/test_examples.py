@@ -53,3 +53,22 @@ def test_lyapunov_example(tmp_path):
     assert abs(float(rows[0][1])) < 0.01 < 0.3 < float(rows[1][1])  # lr 1: about 0; lr 8 (> 2 / lambda_max): unstable
     for name in ("lyapunov_lorenz.png", "lyapunov_gd_lr1.png", "lyapunov_gd_lr8.png"):
         assert (tmp_path / name).stat().st_size > 20_000
+
+
+def test_mode_connectivity_example(tmp_path):
+    from landscape import connectivity
+
+    out = run_example("mode_connectivity.py", "--out", str(tmp_path), "--epochs", "10", "--points", "11")
+    rows = {label.strip(): [float(v) for v in values.split()]
+            for label, values in re.findall(r"^((?:line|bezier|polychain|cnn)[^\d]*?)\s+(-?\d\.\d{4}.*)$", out, re.M)}
+    a, b = landscape.load("digits-mlp", seed=0), landscape.load("digits-mlp", seed=1)
+    line = connectivity.interpolate(a.objective(), a.model, b.model, metrics=a.metrics, progress=False)
+    assert rows["line a -> b"] == pytest.approx([line.barrier_linear, line.barrier_mean, line.max_loss,
+                                                 line.values["accuracy"].min(), line.length], abs=6e-3)
+    assert rows["line a -> shuffled a, aligned"][0] == 0 and rows["line a -> shuffled a, aligned"][4] == 0
+    assert rows["line a -> shuffled a"][0] > 0.1  # the same function, unaligned: a barrier as high as another seed's
+    assert rows["line a -> b aligned"][0] < 0.2 * rows["line a -> b"][0]
+    assert rows["bezier a -> b"][0] < 0.2 * rows["line a -> b"][0]
+    assert rows["cnn line, statistics interpolated"][0] != rows["cnn line, statistics recomputed"][0]
+    for name in ("mode_connectivity_paths.png", "mode_connectivity_plane.png"):
+        assert (tmp_path / name).stat().st_size > 20_000

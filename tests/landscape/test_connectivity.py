@@ -271,3 +271,15 @@ def test_a_batchnorm_curve_trains_on_batch_statistics(two_cnns):
     trained = C.train_curve(obj, C.curve(obj, a.model, b.model), epochs=3, batch_size=256, progress=False)
     assert trained.training["statistics"] == "batch" and trained.training["steps"] == 3 * 6
     assert trained.buffers[0]["1.running_mean"].equal(dict(a.model.named_buffers())["1.running_mean"])
+
+
+def test_alignment_lowers_the_line_barrier_between_two_seeds(two_mlps):
+    from landscape.align import weight_matching
+
+    a, b = two_mlps
+    obj = a.objective()
+    aligned = weight_matching(a.model, b.model).apply(b.model)
+    before = C.interpolate(obj, a.model, b.model, progress=False)
+    after = C.interpolate(obj, a.model, aligned, progress=False)
+    assert after.values["loss"][-1] == pytest.approx(before.values["loss"][-1], rel=1e-5)  # the same network b
+    assert after.barrier_linear < 0.2 * before.barrier_linear and after.length < before.length
