@@ -566,7 +566,7 @@ def _endpoints(args, problem: problems.Problem) -> tuple[torch.nn.Module, torch.
         model = copy.deepcopy(problem.model)
         try:
             problems.load_checkpoint(model, file)
-        except ValueError as error:
+        except (ValueError, FileNotFoundError) as error:
             raise ValueError(f"{flag}: {error}") from None
         bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
         if bad:
@@ -575,14 +575,13 @@ def _endpoints(args, problem: problems.Problem) -> tuple[torch.nn.Module, torch.
     return models[0], models[1]
 
 
-def _path_points(obj: Objective, path, result) -> np.ndarray:
-    """The evaluated points of a path as (x, y) in the plane of its ends and first bend (units of
-    ||b - a||; a line lies on y = 0), for the .vtp files."""
-    t = result.t
+def _path_points(obj: Objective, path, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A path's points at ``t`` as (x, y) in the plane of its ends and bends (units of ||b - a||; a line
+    lies on y = 0), and each point's distance off that plane."""
     if path.bends == 0:
-        return np.c_[t, np.zeros_like(t)]
-    d = dirs.plane(obj, path.points[0], path.points[1], path.points[-1])
-    return dirs.project(d, path(t)).coords
+        return np.c_[t, np.zeros_like(t)], np.zeros_like(t)
+    placed = dirs.project(dirs.plane(obj, path.points[0], path.points[1:-1], path.points[-1]), path(t))
+    return placed.coords, placed.residuals
 
 
 def _connect(args) -> int:
@@ -596,8 +595,8 @@ def _connect(args) -> int:
                              f"got {value}")
     if args.plane and not args.curve:
         raise ValueError("--plane draws the plane through a curve: give --curve too")
-    if not args.lr > 0:
-        raise ValueError(f"--lr must be positive, got {args.lr}")
+    if not (args.lr > 0 and math.isfinite(args.lr)):
+        raise ValueError(f"--lr must be a positive number, got {args.lr}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     problem = _problem(args, untrained=True)
@@ -605,37 +604,41 @@ def _connect(args) -> int:
     problem.model = model_a
     obj = _objective(args, problem)
     _headline(problem, obj)
-    statistics = connectivity._statistics(obj, args.recompute_bn)
-    if statistics == "interpolated":
-        print("BatchNorm    running statistics interpolated between the ends' (--recompute-bn recomputes them "
-              "from the data at every point, as Garipov et al.)", flush=True)
-    elif statistics == "recomputed":
-        print("BatchNorm    running statistics recomputed from the data at every point", flush=True)
+    recompute = {"auto": None, "interpolate": False, "recompute": True}[args.bn]
     summary = {"problem": problem.name, "problem_args": _problem_kwargs(args.problem_arg), "a": args.a, "b": args.b,
-               "parameters": obj.space.n, "dtype": str(obj.dtype).removeprefix("torch."), "statistics": statistics,
-               "paths": {}}
-    num = args.points or 25
-    t = None if span is None else np.linspace(span[0], span[1], num)
+               "parameters": obj.space.n, "dtype": str(obj.dtype).removeprefix("torch."), "paths": {}}
     drawn = {}
 
     def report(label: str, path, result) -> None:
+        """Print a path's barriers, keep it for the figure, write its .vtp and the summary so far."""
+        inside = (result.t >= 0) & (result.t <= 1)
+        ranges = "".join(f"; {name} {np.nanmin(v[inside]):.4f} to {np.nanmax(v[inside]):.4f}"
+                         for name, v in result.values.items() if name != "loss")
+        print(f"{label:<12} barrier {result.barrier_linear:.4g} (linear, Entezari) at t = {result.t_barrier:.3g}, "
+              f"{result.barrier_mean:.4g} (mean, Frankle) at t = {result.t_barrier_mean:.3g}; max loss "
+              f"{result.max_loss:.4g}{ranges}; length {result.length:.4g}; BatchNorm {result.statistics}; "
+              f"{len(result.t)} points in {result.seconds:.2f} s", flush=True)
+        drawn[label] = (result.t, result.values["loss"])
+        coords, off = _path_points(obj, path, result.t)
         loss = result.values["loss"]
-        extra = "".join(f"; {name} down to {np.nanmin(v[(result.t >= 0) & (result.t <= 1)]):.4f}"
-                        for name, v in result.values.items() if name == "accuracy")
-        print(f"{label:<12} barrier {result.barrier_linear:.4g} (linear, Entezari) / {result.barrier_mean:.4g} "
-              f"(mean, Frankle) at t = {result.t_barrier:.3g}; max loss {result.max_loss:.4g}{extra}; "
-              f"length {result.length:.4g}; {len(result.t)} points in {result.seconds:.2f} s", flush=True)
-        drawn[label] = (result.t, loss)
-        summary["paths"][label] = result.to_dict()
-        arrays = {"t": result.t, **result.values}
-        name = label.replace(" ", "_").replace(",", "")
-        summary["paths"][label]["vtp"] = str(_vtp(out / f"{name}.vtp", _path_points(obj, path, result), loss, arrays))
+        valid = np.isfinite(loss)
+        file = out / f"{label.replace(' ', '_').replace(',', '')}.vtp"
+        from viz.vtkio import write_polyline
+
+        write_polyline(file, np.c_[coords, np.where(valid, loss, 0.0)],
+                       {"t": result.t, **result.values, "valid": valid.astype(np.uint8), "off_plane": off})
+        summary["paths"][label] = {**result.to_dict(), "vtp": str(file)}
+        (out / "connect.json").write_text(json.dumps(summary, indent=2))
 
     line = connectivity.curve(obj, model_a, model_b, kind="line")
-    result = connectivity.interpolate(obj, model_a, model_b, num, t=t, metrics=problem.metrics,
-                                      recompute_bn=args.recompute_bn)
+    if args.curve:
+        connectivity.curve(obj, model_a, model_b, kind=args.curve, bends=args.bends)  # refused now, not after the line
+    t = None if span is None else np.linspace(span[0], span[1], args.points or 25)
+    result = connectivity.evaluate_curve(obj, line, args.points or 25, t=t, metrics=problem.metrics,
+                                         recompute_bn=recompute)
     print(f"ends         loss {result.values['loss'][result.t == 0][0]:.6g} (a), "
-          f"{result.values['loss'][result.t == 1][0]:.6g} (b); ||b - a|| = {result.length:.6g}", flush=True)
+          f"{result.values['loss'][result.t == 1][0]:.6g} (b), BatchNorm statistics {result.statistics}; "
+          f"||b - a|| = {result.length:.6g}", flush=True)
     report("line", line, result)
     target = model_b
     if args.align:
@@ -647,11 +650,10 @@ def _connect(args) -> int:
         print(f"align        weight matching: {alignment.iterations} sweeps in {alignment.seconds:.2f} s, "
               f"{alignment.moved():.0%} of the hidden units moved; outputs unchanged to {gap:.1e} (relative)",
               flush=True)
-        summary["alignment"] = {**alignment.to_dict(), "output_difference": gap}
+        summary["alignment"] = {**alignment.to_dict(), "seed": args.seed, "output_difference": gap}
         aligned = connectivity.curve(obj, model_a, target, kind="line")
-        report("aligned line", aligned, connectivity.interpolate(obj, model_a, target, num, t=t,
-                                                                 metrics=problem.metrics,
-                                                                 recompute_bn=args.recompute_bn))
+        report("aligned line", aligned, connectivity.evaluate_curve(obj, aligned, args.points or 25, t=t,
+                                                                    metrics=problem.metrics, recompute_bn=recompute))
     if args.curve:
         path = connectivity.curve(obj, model_a, target, kind=args.curve, bends=args.bends)
         path = connectivity.train_curve(obj, path, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
@@ -660,12 +662,11 @@ def _connect(args) -> int:
         print(f"{args.curve:<12} {args.bends} bend(s) trained for {training['epochs']} epochs ({training['steps']} "
               f"steps of batch {args.batch_size}, t ~ U(0, 1) each) in {training['seconds']:.1f} s; mean batch loss "
               f"{training['loss'][0]:.4g} -> {training['loss'][-1]:.4g}", flush=True)
-        label = args.curve + (", aligned" if args.align else "")
-        result = connectivity.evaluate_curve(obj, path, args.points or 61, metrics=problem.metrics,
-                                             recompute_bn=args.recompute_bn)
-        report(label, path, result)
         path.save(out / "curve.pt")
         summary["curve"] = {"kind": args.curve, "bends": args.bends, "file": str(out / "curve.pt"), **training}
+        result = connectivity.evaluate_curve(obj, path, args.points or 61, metrics=problem.metrics,
+                                             recompute_bn=recompute)
+        report(args.curve + (", aligned" if args.align else ""), path, result)
         if args.plane:
             summary["plane"] = _curve_plane(args, problem, obj, path, result, out / "plane")
     from viz.plots import paths
@@ -677,20 +678,15 @@ def _connect(args) -> int:
     return 0
 
 
-def _vtp(file: Path, coords: np.ndarray, loss: np.ndarray, arrays: dict) -> Path:
-    from viz.vtkio import write_polyline
-
-    return write_polyline(file, np.c_[coords, np.where(np.isfinite(loss), loss, np.nan)], arrays)
-
-
 def _output_gap(obj: Objective, model: torch.nn.Module, aligned: torch.nn.Module) -> float:
     """max |f_aligned - f| / max |f| on the first batch: ~1e-7 when the alignment kept the function."""
     from landscape.objective import inputs
 
     X, _, _ = next(obj.batches())
+    args, kwargs = inputs(X)
     with torch.no_grad():
-        before = model.to(obj.device, obj.dtype)(*inputs(X)[0], **inputs(X)[1])
-        after = aligned.to(obj.device, obj.dtype)(*inputs(X)[0], **inputs(X)[1])
+        before = copy.deepcopy(model).to(obj.device, obj.dtype)(*args, **kwargs)
+        after = copy.deepcopy(aligned).to(obj.device, obj.dtype)(*args, **kwargs)
     gap = float((after - before).abs().max() / before.abs().max().clamp_min(1e-30))
     if gap > 1e-4:
         raise ValueError(f"the aligned model computes another function (outputs differ by {gap:.1e}, relative): "
@@ -699,11 +695,11 @@ def _output_gap(obj: Objective, model: torch.nn.Module, aligned: torch.nn.Module
 
 
 def _curve_plane(args, problem: problems.Problem, obj: Objective, path, result, out: Path) -> dict:
-    """Scan the plane through the curve's ends and first bend, with the curve drawn on it."""
-    d = dirs.plane(obj, path.points[0], path.points[1], path.points[-1])
+    """Scan the plane through the curve's ends and bends, with the curve drawn on it."""
     inside = (result.t >= 0) & (result.t <= 1)
-    placed = dirs.project(d, path(result.t[inside]))
-    low, high = placed.coords.min(axis=0), placed.coords.max(axis=0)
+    coords, off = _path_points(obj, path, result.t[inside])
+    d = dirs.plane(obj, path.points[0], path.points[1:-1], path.points[-1])
+    low, high = coords.min(axis=0), coords.max(axis=0)
     margin = 0.2 * max(1.0, float(high[1] - low[1]))
     grid = [(min(low[0], 0.0) - margin, max(high[0], 1.0) + margin, args.plane),
             (min(low[1], 0.0) - margin, max(high[1], 0.0) + margin, args.plane)]
@@ -711,17 +707,16 @@ def _curve_plane(args, problem: problems.Problem, obj: Objective, path, result, 
     file = out / "scan.h5"
     if file.exists():
         file.unlink()  # a fresh plane for a fresh curve
-    from landscape.connectivity import _norms
-
-    if _norms(obj.model) and not obj.train:
+    if result.statistics in ("recomputed", "interpolated"):
         print("plane        BatchNorm uses model a's running statistics at every point of the plane "
               "(scans do not recompute them)", flush=True)
     scanned = scan(obj, d, grid, metrics=problem.metrics, store=file, meta={"problem": problem.name, "curve": "curve.pt"})
     names = [f"t={s:.3f}" for s in result.t[inside]]
-    scan_store.add_trajectory(file, placed.coords, placed.residuals, names, result.values["loss"][inside])
+    scan_store.add_trajectory(file, coords, off, names, result.values["loss"][inside])
     found = scanned.minimum()
-    print(f"plane        {args.plane} x {args.plane} scan of the plane through a, the bend and b in "
-          f"{scanned.seconds:.1f} s; the curve is {placed.residuals.max():.2g} off it at most", flush=True)
+    print(f"plane        {args.plane} x {args.plane} scan of the plane through a, the bend(s) and b in "
+          f"{scanned.seconds:.1f} s; the curve is {off.max() / path.length():.1%} of its length off it at most",
+          flush=True)
     drawn = load_scan(file)
     _draw(drawn, out, png=True, vtk=True, log=args.log, zmax=None, announce=False)
     from viz.plots import contour
@@ -729,7 +724,7 @@ def _curve_plane(args, problem: problems.Problem, obj: Objective, path, result, 
     contour(drawn, label=f"{path.kind} curve", path=out / "contour.png",
             title=f"{problem.name}: loss in the plane of the curve (a at (0, 0), b at (1, 0))")
     return {"dir": str(out), "grid": [list(g) for g in grid], "minimum": found and {"coords": found[0], "loss": found[1]},
-            "off_plane": float(placed.residuals.max())}
+            "off_plane": float(off.max())}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -902,9 +897,10 @@ def parser() -> argparse.ArgumentParser:
                          help="points along each path (default 25 on lines, 61 on curves)")
     connect.add_argument("--range", metavar="START:STOP",
                          help="evaluate the lines on START <= t <= STOP, e.g. -0.5:1.5 to extrapolate (default 0:1)")
-    connect.add_argument("--recompute-bn", action="store_true",
-                         help="recompute BatchNorm's running statistics from the data at every point (default: "
-                              "interpolated between the ends')")
+    connect.add_argument("--bn", choices=["auto", "interpolate", "recompute"], default="auto",
+                         help="BatchNorm's running statistics at each point: interpolated between the ends', or "
+                              "recomputed from the data (auto, the default: recomputed along curves, whose bends "
+                              "no end's statistics describe, interpolated along lines)")
     connect.add_argument("--plane", type=int, metavar="N",
                          help="with --curve: also scan the plane through a, the first bend and b on an N x N grid, "
                               "the curve drawn on it (DIR/plane)")

@@ -9,20 +9,26 @@ points ``points [m + 2, n]``: P_0 = theta_a, the bends P_1 ... P_m, P_{m+1} = th
 - ``line``:      m = 0, theta(t) = (1 - t) theta_a + t theta_b (t outside [0, 1] extrapolates).
 
 Barriers of the loss L(t) along a path, the maximum over the evaluated t in [0, 1] (the ends
-included, so both are >= 0 and positive exactly when the path rises above its ends):
+included, so both are >= 0):
 
-- ``barrier_linear`` (Entezari et al. 2021): max_t L(t) - [(1 - t) L(0) + t L(1)];
-- ``barrier_mean``   (Frankle et al. 2020):  max_t L(t) - [L(0) + L(1)] / 2.
+- ``barrier_linear`` (Entezari et al. 2021): max_t L(t) - [(1 - t) L(0) + t L(1)], positive
+  exactly when the path rises above the chord between its ends;
+- ``barrier_mean``   (Frankle et al. 2020):  max_t L(t) - [L(0) + L(1)] / 2, at least
+  |L(0) - L(1)| / 2 even on a path that only descends.
 
 A NaN loss on [0, 1] makes both NaN: unknown, never an underestimate.
 
 BatchNorm in eval mode normalizes with running statistics, which belong to the endpoints and
-not to the points between them. By default they are interpolated linearly in t between the
-endpoints' (``statistics="interpolated"``, what averaging two state dicts gives; the
-objective's own when the endpoints are flat vectors); ``recompute_bn=True`` recomputes them
-from the data at every point (``"recomputed"``, as Garipov et al.), which costs one more pass
-over the data per point. An objective in train mode normalizes with batch statistics, so the
-running ones do not matter (``"batch"``); a model without BatchNorm has ``"none"``.
+not to the points between them. ``statistics`` says what a path used:
+
+- ``"interpolated"``: the endpoints' statistics, linear in t (what averaging two state dicts
+  gives; held at the nearer end's outside [0, 1], where a variance could turn negative);
+- ``"recomputed"``: recomputed from the data at every point (Garipov et al.), one more pass over
+  the data per point. ``recompute_bn=None`` (the default) recomputes along curves, whose bends
+  no endpoint statistics describe, and interpolates along lines;
+- ``"fixed"``: the objective's own at every point (endpoints given as flat vectors);
+- ``"batch"``: an objective in train mode normalizes with batch statistics, the running ones unused;
+- ``"none"``: the model has no BatchNorm.
 """
 
 from __future__ import annotations
@@ -41,10 +47,12 @@ from torch.utils._pytree import tree_map
 from tqdm.auto import tqdm
 
 from landscape.objective import Objective
+from landscape.scan import _batched, _loop
 
 Tensor = torch.Tensor
 KINDS = ("line", "bezier", "polychain")
 OPTIMIZERS = ("adam", "sgd")
+CHUNK = 64  # path points computed (and held as [CHUNK, n]) at a time
 FORMAT = 1
 
 
@@ -54,12 +62,14 @@ def _norms(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats}
 
 
-def _statistics(obj: Objective, recompute_bn: bool) -> str:
+def _statistics(obj: Objective, path: Curve, recompute_bn: bool | None) -> str:
     if not _norms(obj.model):
         return "none"
     if obj.train:
         return "batch"
-    return "recomputed" if recompute_bn else "interpolated"
+    if recompute_bn or (recompute_bn is None and path.bends > 0):
+        return "recomputed"
+    return "interpolated" if path.buffers[0] else "fixed"
 
 
 def _endpoint(obj: Objective, x, which: str) -> tuple[Tensor, dict[str, Tensor]]:
@@ -77,6 +87,11 @@ def _endpoint(obj: Objective, x, which: str) -> tuple[Tensor, dict[str, Tensor]]
         if named[name].shape != shape:
             raise ValueError(f"{name} has shape {tuple(named[name].shape)} in model {which} but {tuple(shape)} "
                              f"in the objective's model")
+    for name, p in named.items():  # a path moves theta only: the rest must be the objective's
+        if name not in obj.space.names and name in obj._fixed and not torch.equal(
+                p.detach().to(obj.device, obj.dtype), obj._fixed[name]):
+            raise ValueError(f"model {which} differs from the objective's model in {name}, which is not part of "
+                             f"theta (params=...); a path between the two would move only theta")
     theta = obj.space.flatten(named).detach().to(obj.device, obj.dtype)
     buffers = {name: b.detach().to(obj.device, obj.dtype) for name, b in x.named_buffers()
                if b.is_floating_point() and name in obj._fixed}
@@ -145,8 +160,9 @@ class Curve:
         if self.kind != "bezier":
             return float((P[1:] - P[:-1]).norm(dim=1).sum())
         nodes, quad = np.polynomial.legendre.leggauss(64)
-        W = self.weights((nodes + 1) / 2, derivative=True)
-        speed2 = ((W @ (P @ P.T)) * W).sum(dim=1).clamp_min(0)  # ||w' P||^2 through the Gram matrix
+        D = P[1:] - P[:-1]  # theta'(t) = (m + 1) sum_i B_{i,m}(t) (P_{i+1} - P_i)
+        W = (self.bends + 1) * _bernstein(torch.from_numpy((nodes + 1) / 2).reshape(-1, 1), self.bends)
+        speed2 = ((W @ (D @ D.T)) * W).sum(dim=1).clamp_min(0)  # ||theta'||^2 through the Gram matrix
         return float((torch.from_numpy(quad) * speed2.sqrt()).sum() / 2)
 
     def save(self, path: str | Path) -> Path:
@@ -191,9 +207,14 @@ def curve(obj: Objective, a, b, kind: str = "bezier", bends: int = 1) -> Curve:
     bends = 0 if kind == "line" else bends
     if isinstance(bends, bool) or not isinstance(bends, int) or bends < (0 if kind == "line" else 1):
         raise ValueError(f"a {kind} needs at least one bend, got bends={bends!r}")
+    if isinstance(a, nn.Module) != isinstance(b, nn.Module):
+        raise ValueError("give both ends as models or both as flat vectors (a model brings its BatchNorm "
+                         "statistics, a vector does not)")
     (theta_a, buffers_a), (theta_b, buffers_b) = _endpoint(obj, a, "a"), _endpoint(obj, b, "b")
     if set(buffers_a) != set(buffers_b):
         raise ValueError("models a and b have different buffers: " + ", ".join(sorted(set(buffers_a) ^ set(buffers_b))))
+    if bends and torch.equal(theta_a, theta_b):
+        raise ValueError("models a and b are identical: there is no curve to train between them")
     s = torch.linspace(0, 1, bends + 2, dtype=obj.dtype, device=obj.device)[:, None]
     points = torch.lerp(theta_a, theta_b, s)
     points[0], points[-1] = theta_a, theta_b  # exact ends
@@ -267,7 +288,7 @@ class LossPath:
     """The loss (and metrics) along a path at ``t [T]`` (0 and 1 included), its barriers and cost.
 
     ``values[name] [T]``; ``barrier_linear`` and ``barrier_mean`` as in the module docstring,
-    attained at ``t_barrier`` (the linear one's); ``max_loss`` over t in [0, 1]; ``length`` the
+    attained at ``t_barrier`` and ``t_barrier_mean``; ``max_loss`` over t in [0, 1]; ``length`` the
     path's Euclidean length in parameter space; ``statistics`` how BatchNorm was treated;
     ``n_forward`` passes over the data (a recomputation of BatchNorm statistics counts one).
     """
@@ -279,6 +300,7 @@ class LossPath:
     barrier_linear: float
     barrier_mean: float
     t_barrier: float
+    t_barrier_mean: float
     max_loss: float
     length: float
     statistics: str
@@ -290,7 +312,7 @@ class LossPath:
             return None if isinstance(x, float) and not math.isfinite(x) else x
 
         out = {name: clean(getattr(self, name)) for name in ("kind", "bends", "barrier_linear", "barrier_mean",
-                                                              "t_barrier", "max_loss", "length", "statistics",
+                                                              "t_barrier", "t_barrier_mean", "max_loss", "length", "statistics",
                                                               "n_forward", "seconds")}
         out["t"] = self.t.tolist()
         out["values"] = {k: [clean(float(x)) for x in v] for k, v in self.values.items()}
@@ -299,10 +321,11 @@ class LossPath:
 
 def evaluate_curve(obj: Objective, path: Curve, num: int = 61, *, t=None,
                    metrics: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None = None,
-                   recompute_bn: bool = False, progress: bool = True) -> LossPath:
+                   recompute_bn: bool | None = None, progress: bool = True) -> LossPath:
     """The loss and ``metrics`` at ``num`` evenly spaced t in [0, 1], or at the given ``t`` (0 and 1 are added).
 
-    ``recompute_bn``: recompute BatchNorm's running statistics at every point (module docstring).
+    ``recompute_bn``: recompute BatchNorm's running statistics at every point; None: along curves
+    with bends, not along lines (module docstring).
     """
     if t is None:
         if isinstance(num, bool) or not isinstance(num, int) or num < 2:
@@ -314,29 +337,49 @@ def evaluate_curve(obj: Objective, path: Curve, num: int = 61, *, t=None,
     t = np.union1d(t, [0.0, 1.0])
     if path.points.shape[1] != obj.space.n:
         raise ValueError(f"the curve lives in {path.points.shape[1]} parameters, the objective in {obj.space.n}")
-    statistics = _statistics(obj, recompute_bn)
+    statistics = _statistics(obj, path, recompute_bn)
+    metrics = dict(metrics or {})
+    if "loss" in metrics:
+        raise ValueError("'loss' is always measured; give the other metrics under other names")
+    fns = {"loss": obj.loss_fn, **metrics}
     points = path.points.to(obj.device, obj.dtype)
     ends = [{k: v.to(obj.device, obj.dtype) for k, v in side.items()} for side in path.buffers]
-    rows: list[dict[str, float]] = []
+    for name in ends[0]:
+        if name not in obj._fixed:
+            raise ValueError(f"the curve's buffer {name} is not a buffer of the objective's model")
+    varying = statistics == "recomputed" or any(not torch.equal(ends[0][k], ends[1][k]) for k in ends[0])
+    # Points one at a time on an in-place copy of the model, as a scan's loop; a chunk at once (vmap) on a
+    # GPU when every point shares the buffers.
+    batched = obj.device.type == "cuda" and not varying
+    evaluate = _batched(obj, fns) if batched else _loop(obj, fns)
+    rows = []
     start = time.perf_counter()
-    for s in tqdm(t, desc=f"{path.kind} path", unit="pt", disable=not progress, dynamic_ncols=True):
-        theta = (path.weights(s).to(obj.device, obj.dtype) @ points)[0]
-        buffers = {name: torch.lerp(ends[0][name], ends[1][name], float(s)) for name in ends[0]}
+    bar = tqdm(total=len(t), desc=f"{path.kind} path", unit="pt", disable=not progress, dynamic_ncols=True)
+    for lo in range(0, len(t), CHUNK):
+        s = t[lo:lo + CHUNK]
+        thetas = path.weights(s).to(obj.device, obj.dtype) @ points
+        buffers = [{name: torch.lerp(ends[0][name], ends[1][name], min(max(float(x), 0.0), 1.0)) for name in ends[0]}
+                   for x in s]
         if statistics == "recomputed":
-            buffers.update(batchnorm_statistics(obj, theta))
-        rows.append(obj.evaluate(theta, metrics, buffers or None))
-    values = {name: np.array([row[name] for row in rows]) for name in rows[0]}
-    found = barriers(t, values["loss"])
+            for theta, own in zip(thetas, buffers):
+                own.update(batchnorm_statistics(obj, theta))
+        rows.append(evaluate(thetas) if batched else evaluate(thetas, buffers if varying else None))
+        bar.update(len(s))
+    bar.close()
+    found = np.concatenate(rows)
+    obj.counts["forward"] += len(t)
+    values = {name: found[:, m] for m, name in enumerate(fns)}
+    peak = barriers(t, values["loss"])
     inside = (t >= 0) & (t <= 1)
-    return LossPath(kind=path.kind, bends=path.bends, t=t, values=values, barrier_linear=found["linear"],
-                    barrier_mean=found["mean"], t_barrier=found["t_linear"],
+    return LossPath(kind=path.kind, bends=path.bends, t=t, values=values, barrier_linear=peak["linear"],
+                    barrier_mean=peak["mean"], t_barrier=peak["t_linear"], t_barrier_mean=peak["t_mean"],
                     max_loss=float(np.max(values["loss"][inside])), length=path.length(), statistics=statistics,
                     n_forward=len(t) * (2 if statistics == "recomputed" else 1), seconds=time.perf_counter() - start)
 
 
 def interpolate(obj: Objective, a, b, num: int = 25, *, t=None,
                 metrics: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None = None,
-                recompute_bn: bool = False, progress: bool = True) -> LossPath:
+                recompute_bn: bool | None = None, progress: bool = True) -> LossPath:
     """The loss along the straight line (1 - t) theta_a + t theta_b at ``num`` points of [0, 1].
 
     ``a``, ``b``: flat vectors ``[n]`` or models of the objective's architecture (their BatchNorm
@@ -387,6 +430,8 @@ def train_curve(obj: Objective, path: Curve, *, epochs: int = 50, lr: float = 0.
                 else:
                     index = order[lo:lo + batch_size]
                     Xb, yb, nb = tree_map(lambda v: v[index], X), y[index], len(index)
+                if nb == 1 and work.train and _norms(obj.model):
+                    continue  # BatchNorm has no batch statistics of one example
                 w = path.weights(torch.rand(1, generator=g, dtype=torch.float64)).to(obj.device, obj.dtype)[0]
                 with work.mode(), torch.enable_grad():
                     theta = w[0] * first + w[1:-1] @ bends + w[-1] * last
@@ -402,7 +447,7 @@ def train_curve(obj: Objective, path: Curve, *, epochs: int = 50, lr: float = 0.
         bar.set_postfix(loss=f"{history[-1]:.4g}", refresh=False)
     bar.close()
     training = {"epochs": epochs, "steps": steps, "lr": lr, "optimizer": optimizer, "batch_size": batch_size,
-                "seed": seed, "statistics": _statistics(work, False),
+                "seed": seed, "statistics": "batch" if _norms(obj.model) else "none",
                 "seconds": time.perf_counter() - start, "loss": history}
     trained = torch.cat([first[None], bends.detach(), last[None]])
     return Curve(path.kind, trained, path.buffers, training)

@@ -186,19 +186,30 @@ def between(obj: Objective, start: Tensor, end: Tensor) -> Directions:
 
 
 def plane(obj: Objective, start: Tensor, bend: Tensor, end: Tensor) -> Directions:
-    """The plane through three models, centred at ``start``: d1 = end - start (x = 1 is ``end``) and d2
-    the part of bend - start orthogonal to d1, scaled to the length of d1, so the plane's units are
-    the same along both axes (Garipov et al. 2018's plane through a curve's ends and its bend)."""
-    a, c, b = _center(obj, start), _center(obj, bend), _center(obj, end)
-    u, v = b - a, c - a
+    """The plane through two models and a curve's bend(s), centred at ``start``.
+
+    d1 = end - start (x = 1 is ``end``); d2 is orthogonal to d1 and scaled to its length, so the
+    plane's units are the same along both axes: for one bend ``[n]``, the part of bend - start
+    orthogonal to d1 (Garipov et al. 2018's plane, which holds a quadratic Bezier curve exactly);
+    for several bends ``[m, n]``, the direction that holds most of their offsets from the line
+    (the top singular vector of those orthogonal parts), the bends on the positive side.
+    """
+    a, b = _center(obj, start), _center(obj, end)
+    C = torch.as_tensor(bend).detach().to("cpu", torch.float64)
+    C = C[None] if C.ndim == 1 else C
+    if C.ndim != 2 or C.shape[1] != obj.space.n or C.shape[0] == 0:
+        raise ValueError(f"the bends must be [{obj.space.n}] or [m, {obj.space.n}], got {tuple(C.shape)}")
+    u = b - a
     if u.norm() == 0:
         raise ValueError("the two ends are identical, so they span no plane")
-    v = v - (v @ u) / (u @ u) * u
-    if v.norm() <= 1e-12 * u.norm():
+    R = C - a
+    R = R - (R @ u)[:, None] / (u @ u) * u
+    _, sv, Vt = torch.linalg.svd(R, full_matrices=False)
+    if sv[0] <= 1e-12 * u.norm():
         raise ValueError("the bend lies on the straight line between the ends (an untrained curve?), "
-                         "so the three points span no plane")
-    v = v * (u.norm() / v.norm())
-    recipe = {"kind": "plane", "start": fingerprint(a), "bend": fingerprint(c), "end": fingerprint(b)}
+                         "so the points span no plane")
+    v = Vt[0] * (u.norm() if float((R @ Vt[0]).sum()) >= 0 else -u.norm())
+    recipe = {"kind": "plane", "start": fingerprint(a), "bends": fingerprint(C), "end": fingerprint(b)}
     return Directions(_finish(obj, torch.stack([u, v])), recipe, center=_finish(obj, a))
 
 

@@ -382,23 +382,14 @@ class Objective:
             return self.batch_mean(per_batch)
 
     def evaluate(self, theta: Tensor | None = None,
-                 metrics: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None = None,
-                 buffers: Mapping[str, Tensor] | None = None) -> dict[str, float]:
-        """``{"loss": L, name: metric, ...}`` over all the data; each metric is a batch mean, weighted like the loss.
-
-        ``buffers`` (``{name: tensor}``) replace the snapshot's buffers of those names for this evaluation.
-        """
+                 metrics: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None = None) -> dict[str, float]:
+        """``{"loss": L, name: metric, ...}`` over all the data; each metric is a batch mean, weighted like the loss."""
         theta = self._point(theta)
-        if buffers is not None:
-            unknown = [name for name in buffers if name not in self._fixed or name in self.space.names]
-            if unknown:
-                raise ValueError(f"buffers {', '.join(unknown[:5])} are not buffers of the model")
-            buffers = {name: _move(t, self.device, self.dtype) for name, t in buffers.items()}
         fns = {"loss": self.loss_fn, **(metrics or {})}
         self.counts["forward"] += 1
 
         def per_batch(X, y):
-            outputs = self.forward(theta, X, buffers)
+            outputs = self.forward(theta, X)
             return torch.stack([torch.as_tensor(fn(outputs, y), dtype=self.dtype, device=self.device)
                                 for fn in fns.values()])
 

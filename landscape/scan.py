@@ -308,18 +308,25 @@ def _scalar(name: str, value):
     return value
 
 
-def _loop(obj: Objective, fns: dict) -> Callable[[Tensor], np.ndarray]:
-    """Evaluate points one at a time on an in-place copy of the model; data outer, points inner."""
-    model, buf = _inplace_copy(obj)
+def _loop(obj: Objective, fns: dict) -> Callable[..., np.ndarray]:
+    """Evaluate points one at a time on an in-place copy of the model; data outer, points inner.
 
-    def evaluate(thetas: Tensor) -> np.ndarray:
+    ``evaluate(thetas [c, n], buffers=None)``; ``buffers``, one ``{name: tensor}`` per point, are
+    copied into the model's buffers before its point (BatchNorm statistics along a path).
+    """
+    model, buf = _inplace_copy(obj)
+    own = dict(model.named_buffers())
+
+    def evaluate(thetas: Tensor, buffers: list[dict[str, Tensor]] | None = None) -> np.ndarray:
         acc = torch.zeros(thetas.shape[0], len(fns), dtype=torch.float64, device=obj.device)
         with torch.no_grad(), obj.mode(model):
             for X, y, size in obj.batches():
                 args, kwargs = inputs(X)
                 found = []  # per point, per metric; nothing but the model and the metrics runs per point
-                for theta in thetas:
+                for i, theta in enumerate(thetas):
                     buf.copy_(theta)
+                    for name, t in (buffers[i] if buffers else {}).items():
+                        own[name].copy_(t)
                     outputs = model(*args, **kwargs)
                     found.append([_scalar(name, fn(outputs, y)) for name, fn in fns.items()])
                 acc += torch.stack([v if isinstance(v, Tensor) else torch.tensor(v, dtype=torch.float64,

@@ -69,6 +69,7 @@ def test_mode_connectivity_example(tmp_path):
     assert rows["line a -> shuffled a"][0] > 0.1  # the same function, unaligned: a barrier as high as another seed's
     assert rows["line a -> b aligned"][0] < 0.2 * rows["line a -> b"][0]
     assert rows["bezier a -> b"][0] < 0.2 * rows["line a -> b"][0]
-    assert rows["cnn line, statistics interpolated"][0] != rows["cnn line, statistics recomputed"][0]
+    interpolated, recomputed = rows["cnn line, statistics interpolated"], rows["cnn line, statistics recomputed"]
+    assert abs(recomputed[0] - interpolated[0]) > 0.05 * interpolated[0]  # the statistics matter on this path
     for name in ("mode_connectivity_paths.png", "mode_connectivity_plane.png"):
         assert (tmp_path / name).stat().st_size > 20_000

@@ -607,7 +607,8 @@ def test_connect_reports_the_barriers_alignment_and_curve_of_the_api(mlp_checkpo
     aligned = weight_matching(model_a, model_b).apply(model_b)
     straight = connectivity.interpolate(obj, model_a, aligned, progress=False)
     for label, api in (("line", line), ("aligned line", straight)):
-        printed = re.search(rf"^{label}\s+barrier (\S+) \(linear, Entezari\) / (\S+) \(mean", out, re.M).groups()
+        printed = re.search(rf"^{label}\s+barrier (\S+) \(linear, Entezari\) at t = \S+, (\S+) \(mean", out,
+                            re.M).groups()
         assert [float(v) for v in printed] == pytest.approx([api.barrier_linear, api.barrier_mean], rel=1e-3)
         np.testing.assert_allclose(summary["paths"][label]["values"]["loss"], api.values["loss"], rtol=1e-6)
     assert straight.barrier_linear < 0.5 * line.barrier_linear  # alignment lowers the barrier
@@ -627,7 +628,7 @@ def test_connect_reports_the_barriers_alignment_and_curve_of_the_api(mlp_checkpo
     points = vtk_to_numpy(poly.GetPoints().GetData())
     np.testing.assert_allclose(points[:, 2], api.values["loss"], rtol=1e-6)
     np.testing.assert_allclose(points[[0, -1], :2], [[0, 0], [1, 0]], atol=1e-6)
-    assert set(arrays(poly)) == {"t", "loss", "accuracy"}
+    assert set(arrays(poly)) == {"t", "loss", "accuracy", "valid", "off_plane"} and arrays(poly)["off_plane"].max() < 1e-6 * curve.length()
 
 
 def test_connect_refuses_checkpoints_that_do_not_fit_naming_the_tensor(mlp_checkpoints, tmp_path, capsys):
@@ -642,8 +643,33 @@ def test_connect_refuses_checkpoints_that_do_not_fit_naming_the_tensor(mlp_check
                                                     r"0.weight has shape \(16, 64\) in the checkpoint but \(32, 64\)"),
              (["--b", str(tmp_path / "broken.pt")], "--b: checkpoint .*broken.pt has non-finite values in 2.bias"),
              (["--b", str(b), "--range", "0.2:1"], "START must be at most 0"),
-             (["--b", str(b), "--plane", "9"], "--plane draws the plane through a curve: give --curve too")]
+             (["--b", str(b), "--plane", "9"], "--plane draws the plane through a curve: give --curve too"),
+             (["--b", str(tmp_path / "nope.pt")], "--b: checkpoint .*nope.pt does not exist"),
+             (["--b", str(a), "--curve", "bezier"], "models a and b are identical"),
+             (["--b", str(b), "--curve", "bezier", "--lr", "inf"], "--lr must be a positive number")]
     for extra, message in cases:
         assert main(["connect", "--a", str(a), *extra, "--out", str(tmp_path / "out")]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and re.search(message, err), err
+
+
+def test_connect_on_batchnorm_networks_past_the_ends_and_along_a_chain(tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    import landscape
+
+    for seed in (0, 1):
+        torch.save(landscape.load("digits-cnn", seed=seed, steps=20).model.state_dict(), tmp_path / f"{seed}.pt")
+    assert main(["connect", "--problem", "digits-cnn", "--a", str(tmp_path / "0.pt"), "--b", str(tmp_path / "1.pt"),
+                 "--range", "-0.5:1.5", "--points", "9", "--curve", "polychain", "--bends", "2", "--epochs", "2",
+                 "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "out" / "connect.json").read_text())
+    line, chain = summary["paths"]["line"], summary["paths"]["polychain"]
+    assert line["statistics"] == "interpolated" and chain["statistics"] == "recomputed"
+    assert line["t"][0] == -0.5 and line["t"][-1] == 1.5 and 0.0 in line["t"] and 1.0 in line["t"]
+    assert all(v is not None for v in line["values"]["loss"])  # statistics held at the ends' past them: no NaN
+    assert chain["bends"] == 2 and len(chain["t"]) == 9
+    assert "BatchNorm statistics interpolated" in out and "BatchNorm recomputed" in out

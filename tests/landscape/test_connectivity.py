@@ -244,6 +244,9 @@ def test_recomputed_batchnorm_statistics_equal_torchs_update_bn(two_cnns):
 
 
 def test_recomputing_batchnorm_changes_an_eval_mode_path_and_not_a_batch_statistics_one(two_cnns, two_mlps):
+    """The issue's "train-mode BN network" read as a network whose BatchNorm layers keep running statistics
+    (evaluated with them: eval mode), and its "eval-mode one" as a network whose BatchNorm never uses them
+    (an objective in train mode, on batch statistics), and a network without BatchNorm."""
     a, b = two_cnns
     obj = a.objective()
     kept = C.interpolate(obj, a.model, b.model, num=5, progress=False)
@@ -265,12 +268,102 @@ def test_recomputing_batchnorm_changes_an_eval_mode_path_and_not_a_batch_statist
     assert no_bn[0].statistics == "none" and np.array_equal(no_bn[0].values["loss"], no_bn[1].values["loss"])
 
 
-def test_a_batchnorm_curve_trains_on_batch_statistics(two_cnns):
+def test_a_batchnorm_curve_trains_on_batch_statistics_and_is_evaluated_on_recomputed_ones(two_cnns):
     a, b = two_cnns
     obj = a.objective()
-    trained = C.train_curve(obj, C.curve(obj, a.model, b.model), epochs=3, batch_size=256, progress=False)
-    assert trained.training["statistics"] == "batch" and trained.training["steps"] == 3 * 6
+    before = {k: v.clone() for k, v in a.model.state_dict().items()}
+    line = C.interpolate(obj, a.model, b.model, progress=False)
+    start = C.curve(obj, a.model, b.model)
+    trained = C.train_curve(obj, start, epochs=5, batch_size=256, progress=False)
+    assert trained.training["statistics"] == "batch" and trained.training["steps"] == 5 * 6
     assert trained.buffers[0]["1.running_mean"].equal(dict(a.model.named_buffers())["1.running_mean"])
+    curve = C.evaluate_curve(obj, trained, num=21, progress=False)
+    assert curve.statistics == "recomputed" and line.statistics == "interpolated"
+    assert curve.max_loss < 0.2 * line.max_loss
+    assert all(torch.equal(v, before[k]) for k, v in a.model.state_dict().items())  # the model is left as it was
+    assert not any(m.training for m in a.model.modules())
+    again = C.train_curve(obj, start, epochs=5, batch_size=256, progress=False)
+    assert torch.equal(again.points, trained.points)  # the same seed, the same curve
+
+
+def test_interpolated_statistics_are_those_of_the_averaged_state_dict(two_cnns):
+    a, b = two_cnns
+    obj = a.objective()
+    path = C.interpolate(obj, a.model, b.model, t=[0.25], progress=False)
+    mixed = copy.deepcopy(a.model)
+    A, B = a.model.state_dict(), b.model.state_dict()
+    mixed.load_state_dict({k: torch.lerp(A[k], B[k], 0.25) if A[k].is_floating_point() else A[k] for k in A})
+    X, y = a.data
+    with torch.no_grad():
+        assert path.values["loss"][1] == pytest.approx(F.cross_entropy(mixed(X), y).item(), rel=1e-5)
+
+
+def test_recomputed_statistics_weight_uneven_batches_by_size(two_cnns):
+    a, _ = two_cnns
+    X, y = a.data  # 1437 examples in batches of 500: 500, 500, 437
+    obj = Objective(a.model, F.cross_entropy, (X, y), batch_size=500, dtype=torch.float64)
+    ours = C.batchnorm_statistics(obj, obj.theta0)
+    reference = copy.deepcopy(a.model).double().train()  # BatchNorm on batch statistics, as ours
+    seen = {}
+
+    def keep(name):
+        def hook(module, args):
+            x = args[0].transpose(0, 1).reshape(args[0].shape[1], -1)
+            total = seen.setdefault(name, [0, 0.0, 0.0])
+            n = args[0].shape[0]
+            total[0] += n
+            total[1] = total[1] + n * x.mean(dim=1)
+            total[2] = total[2] + n * x.var(dim=1, unbiased=True)
+        return hook
+
+    for name, m in reference.named_modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.track_running_stats = False
+            m.register_forward_pre_hook(keep(name))
+    with torch.no_grad():
+        for i in range(0, len(y), 500):
+            reference(X[i:i + 500].double())
+    for name, (n, mean, var) in seen.items():
+        assert torch.allclose(ours[f"{name}.running_mean"], mean / n, rtol=1e-10, atol=1e-12)
+        assert torch.allclose(ours[f"{name}.running_var"], var / n, rtol=1e-10, atol=1e-12)
+
+
+def test_statistics_past_the_ends_from_vectors_and_parameter_subsets(two_cnns):
+    a, b = two_cnns
+    obj = a.objective()
+    outside = C.interpolate(obj, a.model, b.model, t=[-0.5, 1.5], progress=False)
+    assert np.isfinite(outside.values["loss"]).all()  # a's statistics held before 0, b's after 1
+    shifted = copy.deepcopy(b.model)
+    with torch.no_grad():
+        for p_a, p_b, p in zip(a.model.parameters(), b.model.parameters(), shifted.parameters()):
+            p.copy_(p_b + 0.5 * (p_b - p_a))  # theta at t = 1.5, with b's statistics
+    X, y = a.data
+    with torch.no_grad():
+        assert outside.values["loss"][-1] == pytest.approx(F.cross_entropy(shifted(X), y).item(), rel=1e-5)
+    vectors = C.interpolate(obj, obj.theta0, obj.space.flatten(dict(b.model.named_parameters())), num=3,
+                            progress=False)
+    assert vectors.statistics == "fixed"
+    with pytest.raises(ValueError, match="both ends as models or both as flat vectors"):
+        C.interpolate(obj, a.model, obj.theta0)
+    last = a.objective(params="9.*")  # only the last layer is theta: b's other layers differ
+    with pytest.raises(ValueError, match="model b differs from the objective's model in 0.weight, which is not part"):
+        C.interpolate(last, a.model, b.model)
+    with pytest.raises(ValueError, match="models a and b are identical"):
+        C.curve(obj, a.model, a.model)
+
+
+def test_the_plane_of_a_chain_with_two_bends(two_mlps):
+    a, b = two_mlps
+    obj = a.objective(dtype=torch.float64)
+    chain = C.curve(obj, a.model, b.model, "polychain", bends=2)
+    g = torch.Generator().manual_seed(2)
+    w = torch.randn(obj.space.n, generator=g, dtype=torch.float64)
+    chain.points[1] += 0.2 * w
+    chain.points[2] += 0.1 * w  # both bends on one side of the line, in one plane
+    d = directions.plane(obj, chain.points[0], chain.points[1:-1], chain.points[-1])
+    placed = directions.project(d, chain.points)
+    assert placed.residuals.max() < 1e-10 * chain.length()
+    assert (placed.coords[1:3, 1] > 0).all() and placed.coords[1, 1] == pytest.approx(2 * placed.coords[2, 1])
 
 
 def test_alignment_lowers_the_line_barrier_between_two_seeds(two_mlps):
@@ -278,7 +371,10 @@ def test_alignment_lowers_the_line_barrier_between_two_seeds(two_mlps):
 
     a, b = two_mlps
     obj = a.objective()
-    aligned = weight_matching(a.model, b.model).apply(b.model)
+    alignment = weight_matching(a.model, b.model, seed=3)
+    again = weight_matching(a.model, b.model, seed=3)
+    assert all(torch.equal(p, again.permutations[k]) for k, p in alignment.permutations.items())
+    aligned = alignment.apply(b.model)
     before = C.interpolate(obj, a.model, b.model, progress=False)
     after = C.interpolate(obj, a.model, aligned, progress=False)
     assert after.values["loss"][-1] == pytest.approx(before.values["loss"][-1], rel=1e-5)  # the same network b
