@@ -656,8 +656,6 @@ def test_connect_refuses_checkpoints_that_do_not_fit_naming_the_tensor(mlp_check
 def test_connect_on_batchnorm_networks_past_the_ends_and_along_a_chain(tmp_path, capsys):
     import json
 
-    import numpy as np
-
     import landscape
 
     for seed in (0, 1):
