@@ -1,5 +1,5 @@
 """The ``landscape`` command: ``info``, ``spectrum``, ``scan``, ``render``, ``eos``, ``flow``, ``lyapunov``,
-``connect`` and ``demo``.
+``connect``, ``hopfield`` and ``demo``.
 
 Bad input (an unknown problem, a missing file, a checkpoint that does not fit) is
 reported in one line on stderr with exit code 2.
@@ -727,6 +727,34 @@ def _curve_plane(args, problem: problems.Problem, obj: Objective, path, result, 
             "off_plane": float(off.max())}
 
 
+def _hopfield(args) -> int:
+    from dynamics import hopfield
+
+    if args.n < 2 or args.trials < 1:
+        raise ValueError("--n must be at least 2 and --trials at least 1")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = hopfield.capacity(args.n, args.alpha, trials=args.trials, seed=args.seed, mode=args.mode)
+    alpha_c, at_c = hopfield.ags_critical_load()
+    print(f"network      N = {args.n}, Hebbian weights, {args.mode} retrieval from each stored pattern, "
+          f"{args.trials} trial(s), in {result.seconds:.1f} s")
+    print(f"{'alpha':>8} {'P':>6} {'flipped':>9} {'(std)':>9} {'AGS':>9} {'retrieved':>9} {'sweeps':>6}")
+    for i, alpha in enumerate(result.alphas):
+        theory = "-" if not math.isfinite(result.theory[i]) else f"{result.theory[i]:.3%}"
+        print(f"{alpha:>8.4g} {result.patterns[i]:>6} {result.flipped_mean[i]:>9.3%} {result.flipped_std[i]:>9.3%} "
+              f"{theory:>9} {result.retrieved[i]:>9.1%} {result.sweeps[i]:>6.1f}")
+    print(f"theory       AGS: critical load {alpha_c:.4f} with {at_c:.2%} flipped; above it no retrieval state")
+    from viz.plots import capacity
+
+    dense = np.linspace(0.01, alpha_c, 60)
+    capacity({f"N = {args.n}, {args.mode}": result}, theory=(dense, [hopfield.ags_flipped(a) for a in dense]),
+             critical=alpha_c, path=out / "hopfield.png")
+    (out / "hopfield.json").write_text(json.dumps({**result.to_dict(), "alpha_c": alpha_c, "flipped_at_c": at_c},
+                                                  indent=2))
+    print(f"wrote        {out / 'hopfield.png'} and {out / 'hopfield.json'}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="landscape",
@@ -909,6 +937,22 @@ def parser() -> argparse.ArgumentParser:
     connect.add_argument("--log", action="store_true", help="draw losses on a log scale")
     connect.add_argument("--out", required=True, metavar="DIR", help="directory for the files")
     connect.set_defaults(run=_connect)
+
+    hop = sub.add_parser("hopfield", help="Hopfield network storage capacity against the AGS theory",
+                         description="Store P = alpha N random +-1 patterns in a Hopfield network (Hebbian weights), "
+                                     "start the dynamics at each stored pattern and count the bits flipped at the "
+                                     "fixed point reached, for each --alpha; compare with Amit, Gutfreund and "
+                                     "Sompolinsky's theory (critical load 0.138). Writes hopfield.json and "
+                                     "hopfield.png.")
+    hop.add_argument("--n", type=int, default=1000, help="units (default 1000)")
+    hop.add_argument("--alpha", type=float, nargs="+", default=[0.05, 0.1, 0.12, 0.138, 0.16, 0.2],
+                     help="loads P/N (default 0.05 0.1 0.12 0.138 0.16 0.2)")
+    hop.add_argument("--trials", type=int, default=1, help="pattern sets per load (default 1)")
+    hop.add_argument("--mode", choices=["async", "sync"], default="async",
+                     help="one unit at a time in a random order (default), or all at once (can end in 2-cycles)")
+    hop.add_argument("--seed", type=int, default=0, help="seed of the patterns and the update order (default 0)")
+    hop.add_argument("--out", required=True, metavar="DIR", help="directory for hopfield.json and hopfield.png")
+    hop.set_defaults(run=_hopfield)
 
     demo = sub.add_parser("demo", help="the whole tour on the built-in digits-mlp: spectrum, landscape, figures, "
                                        "ParaView files",

@@ -73,3 +73,12 @@ def test_mode_connectivity_example(tmp_path):
     assert abs(recomputed[0] - interpolated[0]) > 0.05 * interpolated[0]  # the statistics matter on this path
     for name in ("mode_connectivity_paths.png", "mode_connectivity_plane.png"):
         assert (tmp_path / name).stat().st_size > 20_000
+
+
+def test_hopfield_capacity_example(tmp_path):
+    out = run_example("hopfield_capacity.py", "--out", str(tmp_path), "--n", "500", "--trials", "1")
+    rows = {float(a): float(f) / 100 for a, f in re.findall(r"^\s*(0\.\d+)\s+(\S+)%", out, re.M)}
+    assert rows[0.04] == 0 and rows[0.1] < 0.005 and rows[0.2] > 0.05  # AGS: 0, 0.1%, no retrieval state
+    modern, classical = map(float, re.search(r"modern .* (\S+)%, classical (\S+)%", out).groups())
+    assert modern == 0 and classical > 10
+    assert (tmp_path / "hopfield_capacity.png").stat().st_size > 20_000

@@ -9,8 +9,9 @@ point a partial scan has not reached) are masked: left blank, never drawn as zer
 - ``contour``: filled contours with log-spaced levels, the trajectory on top (start and end marked);
   a 3D scan shows its slice nearest z = 0;
 - ``surface``: a 3D surface of a 2D scan (or that slice), optionally log10 and clipped at ``zmax``;
-- ``spectral_density``, ``sharpness`` (runs over training, with their 2/lr lines), ``lyapunov``, ``paths``
-  and ``over_time`` (runs of one quantity against time, with the distances between them).
+- ``spectral_density``, ``sharpness`` (runs over training, with their 2/lr lines), ``lyapunov``, ``paths``,
+  ``over_time`` (runs of one quantity against time, with the distances between them) and ``capacity``
+  (a Hopfield network's flipped bits against its load, with the theory).
 """
 
 from __future__ import annotations
@@ -335,3 +336,36 @@ def scan_figures(scan: Scan, out: str | Path, *, log: bool = False, zmax: float 
         contour(scan, zmax=zmax, path=written[1])
         surface(scan, log=log, zmax=zmax, path=written[2])
     return written
+
+
+def capacity(capacities: Mapping[str, object], *, theory: tuple | None = None, critical: float | None = None,
+             title: str | None = None, path: str | Path | None = None) -> Figure:
+    """Storage capacity: ``{label: result}`` with ``alphas``, ``flipped_mean``, ``flipped_std`` and
+    ``retrieved`` arrays (``dynamics.hopfield.Capacity``); ``theory``: ``(alphas, flipped)`` drawn as a
+    line, ``critical``: the critical load, a dashed vertical line. Flipped bits on a log axis (zeros at
+    its floor), the share of patterns retrieved exactly below."""
+    fig = Figure(figsize=(6.4, 5.6), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
+    floor = 1e-5
+    for label, c in capacities.items():
+        a, m = np.asarray(c.alphas), np.asarray(c.flipped_mean)
+        line, = top.plot(a, np.maximum(m, floor), "o-", ms=4, label=label)
+        top.fill_between(a, np.maximum(m - np.asarray(c.flipped_std), floor), m + np.asarray(c.flipped_std),
+                         color=line.get_color(), alpha=0.15, lw=0)
+        bottom.plot(a, c.retrieved, "o-", ms=4, color=line.get_color())
+    if theory is not None:
+        top.plot(theory[0], np.maximum(theory[1], floor), "k-", lw=1, label="AGS theory (N -> infinity)")
+    for ax in (top, bottom):
+        if critical is not None:
+            ax.axvline(critical, color="gray", ls="--", lw=1)
+        ax.grid(alpha=0.3)
+    if critical is not None:
+        top.text(critical, 0.5, f" alpha_c = {critical:.3f}", transform=top.get_xaxis_transform(), color="gray")
+    top.set_yscale("log")
+    top.set_ylim(floor / 2, 1)
+    top.set_ylabel("flipped bits at the fixed point")
+    top.legend(frameon=False, fontsize="small", loc="lower right")
+    bottom.set_ylabel("retrieved exactly")
+    bottom.set_xlabel("load alpha = P / N")
+    top.set_title(title or "Hopfield network: storage capacity")
+    return _save(fig, path)
