@@ -697,8 +697,9 @@ def _output_gap(obj: Objective, model: torch.nn.Module, aligned: torch.nn.Module
 def _curve_plane(args, problem: problems.Problem, obj: Objective, path, result, out: Path) -> dict:
     """Scan the plane through the curve's ends and bends, with the curve drawn on it."""
     inside = (result.t >= 0) & (result.t <= 1)
-    coords, off = _path_points(obj, path, result.t[inside])
     d = dirs.plane(obj, path.points[0], path.points[1:-1], path.points[-1])
+    placed = dirs.project(d, path(result.t[inside]))
+    coords, off = placed.coords, placed.residuals
     low, high = coords.min(axis=0), coords.max(axis=0)
     margin = 0.2 * max(1.0, float(high[1] - low[1]))
     grid = [(min(low[0], 0.0) - margin, max(high[0], 1.0) + margin, args.plane),

@@ -47,7 +47,7 @@ from torch.utils._pytree import tree_map
 from tqdm.auto import tqdm
 
 from landscape.objective import Objective
-from landscape.scan import _batched, _loop
+from landscape.scan import _batched, _functions, _loop
 
 Tensor = torch.Tensor
 KINDS = ("line", "bezier", "polychain")
@@ -338,10 +338,7 @@ def evaluate_curve(obj: Objective, path: Curve, num: int = 61, *, t=None,
     if path.points.shape[1] != obj.space.n:
         raise ValueError(f"the curve lives in {path.points.shape[1]} parameters, the objective in {obj.space.n}")
     statistics = _statistics(obj, path, recompute_bn)
-    metrics = dict(metrics or {})
-    if "loss" in metrics:
-        raise ValueError("'loss' is always measured; give the other metrics under other names")
-    fns = {"loss": obj.loss_fn, **metrics}
+    fns = _functions(obj, metrics)
     points = path.points.to(obj.device, obj.dtype)
     ends = [{k: v.to(obj.device, obj.dtype) for k, v in side.items()} for side in path.buffers]
     for name in ends[0]:

@@ -229,10 +229,7 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
     axes = parse_grid(grid)
     if len(axes) != len(directions):
         raise ValueError(f"the grid has {len(axes)} axes but there are {len(directions)} directions")
-    metrics = dict(metrics or {})
-    if "loss" in metrics:
-        raise ValueError("'loss' is always measured; give the other metrics under other names")
-    fns = {"loss": obj.loss_fn, **metrics}
+    fns = _functions(obj, metrics)
     if strategy == "auto":
         strategy = "batched" if obj.device.type == "cuda" else "loop"
     D = directions.vectors.to(obj.device, obj.dtype)
@@ -296,6 +293,14 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
     return Scan(axes=axes, values=values, done=done, directions=directions, center=center, strategy=strategy,
                 chunk=chunk, seconds=seconds, points_computed=computed, path=None if store is None else str(store),
                 center_values=probe)
+
+
+def _functions(obj: Objective, metrics: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None) -> dict:
+    """``{"loss": obj.loss_fn, **metrics}``: what every point measures."""
+    metrics = dict(metrics or {})
+    if "loss" in metrics:
+        raise ValueError("'loss' is always measured; give the other metrics under other names")
+    return {"loss": obj.loss_fn, **metrics}
 
 
 def _scalar(name: str, value):
