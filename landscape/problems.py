@@ -11,7 +11,8 @@ Built-in problems (all deterministic for a given ``seed``, trained on the CPU in
 - ``quadratic``: L(theta) = 1/2 (theta - c)^T A (theta - c) with A = Q diag(eigenvalues) Q^T,
   Q a random orthogonal matrix; the Hessian is exactly A. float64.
 - ``digits-mlp``: a tanh MLP 64-32-10 on scikit-learn's bundled 8x8 digits (1437 train,
-  360 test), cross-entropy, trained by full-batch Adam.
+  360 test), cross-entropy, trained by full-batch Adam; PyTorch's default ("standard")
+  parametrization, or the NTK parametrization (``NTKLinear``).
 - ``digits-cnn``: conv-BatchNorm-ReLU x2, average pooling, linear, on the same digits
   as 1x8x8 images, trained by mini-batch Adam; evaluated in eval mode.
 """
@@ -160,28 +161,55 @@ def _seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
         return build()
 
 
+class NTKLinear(nn.Module):
+    """A linear layer in the NTK parametrization (Jacot et al. 2018): y = x W^T / sqrt(fan_in) + beta b,
+    with W ``[out, in]`` and b ``[out]`` drawn N(0, 1) and beta = 0.1.
+
+    The 1/sqrt(fan_in) sits in the forward pass, not in the initialisation, so the NTK stays
+    O(1) as the width grows and one learning rate suits every width.
+    """
+
+    beta = 0.1
+
+    def __init__(self, fan_in: int, fan_out: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(fan_out, fan_in))
+        self.bias = nn.Parameter(torch.randn(fan_out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x @ self.weight.T / self.weight.shape[1] ** 0.5 + self.beta * self.bias
+
+
+PARAMETRIZATIONS = {"standard": nn.Linear, "ntk": NTKLinear}
+
+
 def digits_mlp(hidden: int = 32, steps: int = 300, seed: int = 0,
                callback: Callable[[int, nn.Module], None] | None = None, loss: str = "cross-entropy",
-               examples: int | None = None) -> Problem:
+               examples: int | None = None, parametrization: str = "standard") -> Problem:
     """tanh MLP 64-``hidden``-10 on the digits, ``steps`` of full-batch Adam (lr 0.01); ``steps=0`` leaves it at init.
 
     ``callback(step, model)`` sees the model at init and after every step (to keep checkpoints).
     ``loss``: ``"cross-entropy"`` or ``"mse"`` (``square_loss``); ``examples``: use only the
-    first that many training examples (small problems for tests and dynamics).
+    first that many training examples (small problems for tests and dynamics);
+    ``parametrization``: ``"standard"`` (``nn.Linear``, PyTorch's init) or ``"ntk"`` (``NTKLinear``).
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+    if parametrization not in PARAMETRIZATIONS:
+        raise ValueError(f"parametrization must be one of {', '.join(PARAMETRIZATIONS)}, got {parametrization!r}")
+    Linear = PARAMETRIZATIONS[parametrization]
     train, test = _digits(images=False)
     if examples is not None:
         if not 1 <= examples <= len(train[1]):
             raise ValueError(f"examples must be between 1 and {len(train[1])}, got {examples}")
         train = (train[0][:examples], train[1][:examples])
-    model = _seeded(lambda: nn.Sequential(nn.Linear(64, hidden), nn.Tanh(), nn.Linear(hidden, 10)), seed)
+    model = _seeded(lambda: nn.Sequential(Linear(64, hidden), nn.Tanh(), Linear(hidden, 10)), seed)
     start = time.perf_counter()
     _train(model, train, steps, lr=0.01, batch_size=None, seed=seed, callback=callback, loss_fn=LOSSES[loss])
+    kind = "" if parametrization == "standard" else ", NTK parametrization"
     return Problem("digits-mlp", model, LOSSES[loss], train, metrics={"accuracy": accuracy},
                    test_data=test,
-                   description=f"tanh MLP 64-{hidden}-10 on sklearn digits ({len(train[1])} train examples, "
+                   description=f"tanh MLP 64-{hidden}-10{kind} on sklearn digits ({len(train[1])} train examples, "
                                f"{loss}), {steps} full-batch Adam steps in {time.perf_counter() - start:.1f} s")
 
 
