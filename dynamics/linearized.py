@@ -206,8 +206,8 @@ class KernelRegime:
     ``loss`` and ``linear_loss`` ``[T]``; ``gap [T]`` = ||f_real - f_lin|| / ||f_0 - y|| on the
     training inputs; ``test_gap [T]`` the RMS difference at the test inputs (None without);
     ``movement [T]`` = ||theta - theta_0|| / ||theta_0||; ``kernel_change`` =
-    ||Theta_end - Theta_0||_F / ||Theta_0||_F; ``lambda_max`` of Theta_0; ``max_stable_lr``.
-    NaN after the real run diverged.
+    ||Theta_end - Theta_0||_F / ||Theta_0||_F; ``eigenvalues [mC]`` of Theta_0, descending;
+    ``lambda_max``; ``max_stable_lr``. NaN after the real run diverged.
     """
 
     method: str
@@ -220,6 +220,7 @@ class KernelRegime:
     test_gap: np.ndarray | None
     movement: np.ndarray
     kernel_change: float
+    eigenvalues: np.ndarray
     lambda_max: float
     max_stable_lr: float
     seconds: float
@@ -234,7 +235,8 @@ class KernelRegime:
         return {"method": self.method, "lr": self.lr, "steps": self.steps.tolist(), "times": self.times.tolist(),
                 "loss": _json(self.loss), "linear_loss": _json(self.linear_loss), "gap": _json(self.gap),
                 "max_gap": self.max_gap, "test_gap": _json(self.test_gap), "movement": _json(self.movement),
-                "kernel_change": self.kernel_change, "lambda_max": self.lambda_max,
+                "kernel_change": self.kernel_change, "eigenvalues": self.eigenvalues.tolist(),
+                "lambda_max": self.lambda_max,
                 "max_stable_lr": self.max_stable_lr, "seconds": self.seconds, "settings": self.settings}
 
 
@@ -315,7 +317,8 @@ def compare(obj: Objective, steps: int, *, lr: float | None = None, stable_fract
     kernel_change = float((end_kernel - lin.kernel).norm() / lin.kernel.norm())
     return KernelRegime(method=method, lr=lr, steps=ks, times=ks * lr, loss=loss,
                         linear_loss=lin.loss(linear).cpu().numpy(), gap=gap, test_gap=test_gap, movement=movement,
-                        kernel_change=kernel_change, lambda_max=float(lin.eigenvalues[-1]),
+                        kernel_change=kernel_change, eigenvalues=lin.eigenvalues.cpu().numpy()[::-1].copy(),
+                        lambda_max=float(lin.eigenvalues[-1]),
                         max_stable_lr=lin.max_stable_lr(), seconds=time.perf_counter() - start,
                         settings={"steps": steps, "every": every, "m": lin.m, "outputs": lin.f0.shape[1],
                                   "scale": lin.scale, "parameters": obj.space.n,

@@ -110,6 +110,8 @@ def test_compare_on_a_linear_model_has_no_gap(linear):
     gd = linearized.compare(obj, 40, every=10)
     assert gd.max_gap < 1e-12
     assert gd.kernel_change == 0.0
+    np.testing.assert_allclose(gd.eigenvalues, np.clip(np.linalg.eigvalsh(_kernel_by_hand(X, X, 3))[::-1], 0, None),
+                               atol=1e-11)
     np.testing.assert_allclose(gd.loss, gd.linear_loss, rtol=1e-12)
     assert gd.lr == pytest.approx(0.5 * 2 * len(X) / np.linalg.eigvalsh(_kernel_by_hand(X, X, 3))[-1], rel=1e-12)
     flow = linearized.compare(obj, 40, every=10, method="flow")
