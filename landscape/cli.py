@@ -1,5 +1,5 @@
 """The ``landscape`` command: ``info``, ``spectrum``, ``scan``, ``render``, ``eos``, ``flow``, ``lyapunov``,
-``connect``, ``hopfield`` and ``demo``.
+``connect``, ``hopfield``, ``infoplane`` and ``demo``.
 
 Bad input (an unknown problem, a missing file, a checkpoint that does not fit) is
 reported in one line on stderr with exit code 2.
@@ -756,6 +756,121 @@ def _hopfield(args) -> int:
     return 0
 
 
+INFOPLANE_ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
+
+
+def _widths(text: str) -> list[int]:
+    """``"10,7,5,4,3"`` -> [10, 7, 5, 4, 3], each at least 1."""
+    try:
+        widths = [int(w) for w in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--widths {text!r} is not a comma-separated list of integers, e.g. 10,7,5,4,3") from None
+    if min(widths) < 1:
+        raise ValueError(f"--widths {text}: every hidden layer needs at least 1 unit")
+    return widths
+
+
+def _bin_range(text: str | None) -> tuple[float, float] | None:
+    """``"-1:1"`` -> (-1.0, 1.0), the binning range, finite with lo < hi."""
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(p) for p in text.split(":"))
+    except ValueError:
+        raise ValueError(f"--range {text!r} is not LO:HI, e.g. -1:1") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"--range {text}: LO and HI must be finite with LO < HI")
+    return lo, hi
+
+
+def infoplane_model(widths: list[int], activation: str, seed: int, inputs: int = 64,
+                    classes: int = 10) -> torch.nn.Sequential:
+    """``inputs``-widths-``classes`` MLP: Linear ``fc{i}`` then activation ``T{i}`` per hidden layer, and a
+    Linear ``out`` giving the logits; torch's default init drawn from ``seed`` (the global RNG untouched)."""
+    from collections import OrderedDict
+
+    def build():
+        modules, width = OrderedDict(), inputs
+        for i, w in enumerate(widths, 1):
+            modules[f"fc{i}"] = torch.nn.Linear(width, w)
+            modules[f"T{i}"] = INFOPLANE_ACTIVATIONS[activation]()
+            width = w
+        modules["out"] = torch.nn.Linear(width, classes)
+        return torch.nn.Sequential(modules)
+
+    return problems._seeded(build, seed)
+
+
+def _infoplane(args) -> int:
+    from dynamics.information import track
+
+    widths = _widths(args.widths)
+    bin_range = _bin_range(args.range)
+    train, _ = problems._digits(images=False)
+    available = len(train[1])
+    for name, value, low in (("--epochs", args.epochs, 0), ("--every", args.every, 1),
+                             ("--batch-size", args.batch_size, 0), ("--examples", args.examples, 2)):
+        if value is not None and value < low:
+            raise ValueError(f"{name} must be at least {low}, got {value}")
+    if args.examples is not None and args.examples > available:
+        raise ValueError(f"--examples must be at most {available} (the digits' training split), got {args.examples}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise ValueError(f"--lr must be a positive number, got {args.lr}")
+    if args.method == "binning":
+        if args.noise_variance is not None:
+            raise ValueError("--noise-variance is a setting of --method kde, not of binning")
+        bins = 30 if args.bins is None else args.bins
+        if bins < 1:
+            raise ValueError(f"--bins must be at least 1, got {bins}")
+        if bin_range is None and args.activation == "tanh":
+            bin_range = (-1.0, 1.0)
+        settings = {"bins": bins, "range_": bin_range}
+        estimator = f"binning, {bins} bins over " + \
+            ("the observed range (each layer, each epoch)" if bin_range is None else f"({bin_range[0]:g}, {bin_range[1]:g})")
+    else:
+        if args.bins is not None or args.range is not None:
+            raise ValueError("--bins and --range are settings of --method binning, not of kde")
+        variance = 0.1 if args.noise_variance is None else args.noise_variance
+        if not (math.isfinite(variance) and variance > 0):
+            raise ValueError(f"--noise-variance must be a positive number, got {variance}")
+        settings = {"noise_variance": variance}
+        estimator = f"KDE (pairwise-KL upper bound), noise variance {variance:g}"
+    X, y = train if args.examples is None else (train[0][:args.examples], train[1][:args.examples])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = infoplane_model(widths, args.activation, args.seed)
+    optimizer = (torch.optim.SGD if args.optimizer == "sgd" else torch.optim.Adam)(model.parameters(), lr=args.lr)
+    batch_size = args.batch_size or None
+    plane = track(model, X, y, optimizer, epochs=args.epochs, every=args.every, method=args.method,
+                  batch_size=batch_size, seed=args.seed, **settings)
+    architecture = "-".join(str(w) for w in [X.shape[1], *widths, 10])
+    print(f"network      {architecture} {args.activation}, {args.optimizer} lr {args.lr:g}, "
+          f"{'full batch' if batch_size is None else f'batches of {batch_size}'}, {len(y)} digits, "
+          f"{args.epochs} epochs in {plane.seconds:.1f} s")
+    print(f"estimator    {estimator}; H(Y) = {plane.H_Y:.3f} bits, I(X;T) <= log2 m = {math.log2(len(y)):.3f} bits")
+    print(f"{'layer':<6} {'width':>5} {'I(X;T) start':>12} {'peak':>7} {'(epoch)':>7} {'end':>7} "
+          f"{'I(T;Y) start':>12} {'end':>7}")
+    last = len(plane.epochs) - 1
+    for j, (name, width) in enumerate(zip(plane.layers, widths)):
+        column = plane.I_XT[:, j]
+        peak = int(np.nanargmax(column)) if np.isfinite(column).any() else 0
+        print(f"{name:<6} {width:>5} {plane.I_XT[0, j]:>12.3f} {column[peak]:>7.3f} {plane.epochs[peak]:>7} "
+              f"{plane.I_XT[last, j]:>7.3f} {plane.I_TY[0, j]:>12.3f} {plane.I_TY[last, j]:>7.3f}")
+    print(f"loss         {plane.loss[0]:.4f} at epoch 0, {plane.loss[last]:.4f} at epoch {plane.epochs[last]}")
+    from viz.plots import information_plane
+
+    information_plane(plane, title=f"digits, {architecture} {args.activation}: information plane",
+                      path=out / "infoplane.png")
+    arguments = {key: value for key, value in vars(args).items() if key != "run"}
+    model_spec = {"architecture": architecture, "inputs": int(X.shape[1]), "widths": widths, "classes": 10,
+                  "activation": args.activation, "layers": plane.layers, "examples": len(y),
+                  "optimizer": args.optimizer, "lr": args.lr, "batch_size": batch_size, "seed": args.seed}
+    (out / "infoplane.json").write_text(json.dumps({**plane.to_dict(), "model": model_spec, "arguments": arguments},
+                                                   indent=2))
+    print(f"wrote        {out / 'infoplane.png'} and {out / 'infoplane.json'}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="landscape",
@@ -954,6 +1069,33 @@ def parser() -> argparse.ArgumentParser:
     hop.add_argument("--seed", type=int, default=0, help="seed of the patterns and the update order (default 0)")
     hop.add_argument("--out", required=True, metavar="DIR", help="directory for hopfield.json and hopfield.png")
     hop.set_defaults(run=_hopfield)
+
+    ip = sub.add_parser("infoplane", help="the information plane of a small MLP trained on the digits",
+                        description="Train an MLP 64-WIDTHS-10 (default 64-10-7-5-4-3-10, after Shwartz-Ziv and "
+                                    "Tishby's 12-10-7-5-4-3-2) on the digits' training split and estimate, every "
+                                    "--every epochs, each hidden layer's I(X;T) and I(T;Y) in bits: by binning "
+                                    "(Shwartz-Ziv & Tishby: 30 bins over (-1, 1) for tanh) or by the kernel "
+                                    "(pairwise-KL) estimate of Saxe et al. with Gaussian noise. The numbers rest "
+                                    "on these settings, which are recorded. Writes infoplane.json and "
+                                    "infoplane.png.")
+    ip.add_argument("--widths", default="10,7,5,4,3", help="hidden layer widths (default 10,7,5,4,3)")
+    ip.add_argument("--activation", choices=list(INFOPLANE_ACTIVATIONS), default="tanh",
+                    help="hidden activation (default tanh)")
+    ip.add_argument("--epochs", type=int, default=200, help="passes over the examples (default 200)")
+    ip.add_argument("--every", type=int, default=10, help="estimate every N epochs, and at the last (default 10)")
+    ip.add_argument("--optimizer", choices=["sgd", "adam"], default="adam", help="optimizer (default adam)")
+    ip.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
+    ip.add_argument("--batch-size", type=int, default=64, help="examples per step, shuffled each epoch; 0 for "
+                                                             "one full-batch step per epoch (default 64)")
+    ip.add_argument("--examples", type=int, help="use the first N training digits (default: all 1437)")
+    ip.add_argument("--method", choices=["binning", "kde"], default="binning", help="estimator (default binning)")
+    ip.add_argument("--bins", type=int, help="binning: bins per unit (default 30)")
+    ip.add_argument("--range", metavar="LO:HI", help="binning: the bins' range (default -1:1 for tanh, the observed "
+                                                     "range of each layer at each epoch for relu)")
+    ip.add_argument("--noise-variance", type=float, help="kde: variance of the Gaussian noise added to T (default 0.1)")
+    ip.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the batches (default 0)")
+    ip.add_argument("--out", required=True, metavar="DIR", help="directory for infoplane.json and infoplane.png")
+    ip.set_defaults(run=_infoplane)
 
     demo = sub.add_parser("demo", help="the whole tour on the built-in digits-mlp: spectrum, landscape, figures, "
                                        "ParaView files",

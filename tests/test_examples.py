@@ -82,3 +82,48 @@ def test_hopfield_capacity_example(tmp_path):
     modern, classical = map(float, re.search(r"modern .* (\S+)%, classical (\S+)%", out).groups())
     assert modern == 0 and classical > 10
     assert (tmp_path / "hopfield_capacity.png").stat().st_size > 20_000
+
+
+def test_information_plane_example(tmp_path):
+    from matplotlib.image import imread
+
+    from dynamics.information import track
+    from landscape.cli import infoplane_model
+
+    out = run_example("information_plane.py", "--out", str(tmp_path), "--epochs", "30", "--every", "10")
+    X, y = landscape.load("digits-mlp", steps=0).data
+    p = np.bincount(y.numpy()) / len(y)
+    assert f"log2 m = {np.log2(len(y)):.2f} bits" in out and f"H(Y) = {-(p * np.log2(p)).sum():.2f} bits" in out
+    blocks = out.split("\n\n")[1:5]  # one per network and estimator
+    assert [b.split(":")[0] for b in blocks] == ["tanh, binning, 30 bins over (-1, 1)", "tanh, KDE, noise variance 0.1",
+                                                 "relu, binning, 30 bins over the observed range",
+                                                 "relu, KDE, noise variance 0.1"]
+    for block, (activation, method, settings) in zip(blocks, [
+            ("tanh", "binning", {"bins": 30, "range_": (-1.0, 1.0)}), ("tanh", "kde", {"noise_variance": 0.1}),
+            ("relu", "binning", {"bins": 30, "range_": None}), ("relu", "kde", {"noise_variance": 0.1})]):
+        model = infoplane_model([10, 7, 5, 4, 3], activation, seed=0)  # the command's network, built by the CLI
+        plane = track(model, X, y, torch.optim.Adam(model.parameters(), lr=0.01), epochs=30, every=10,
+                      batch_size=64, seed=0, method=method, **settings)
+        loss = [float(v) for v in re.search(r"loss (\S+) -> (\S+) ", block).groups()]
+        assert loss == pytest.approx([plane.loss[0], plane.loss[-1]], abs=5e-4)
+        rows = re.findall(r"^(T\d)\s+(\S+)\s+(\S+)\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)$", block, re.M)
+        assert [r[0] for r in rows] == plane.layers == ["T1", "T2", "T3", "T4", "T5"]
+        compressed, fell = [], []
+        for j, row in enumerate(rows):
+            peak = int(np.argmax(plane.I_XT[:, j]))
+            fall = plane.I_XT[peak, j] - plane.I_XT[-1, j]
+            assert int(row[3]) == plane.epochs[peak]
+            assert [float(v) for v in row[1:3] + row[4:]] == pytest.approx(
+                [plane.I_XT[0, j], plane.I_XT[peak, j], plane.I_XT[-1, j], fall, plane.I_TY[-1, j]], abs=0.0051)
+            if fall >= 0.5:
+                (compressed if plane.epochs[peak] > 0 else fell).append(row[0])
+        verdict = re.search(rf"^{activation}, {method}: (.*)$", block, re.M).group(1)
+        assert verdict.startswith(f"compression in {', '.join(compressed)}:" if compressed else "no compression")
+        assert (f"; {', '.join(fell)} fell >= 0.5 bits from epoch 0 on" in verdict) == bool(fell)
+        if method == "binning" and activation == "relu":  # the observed ranges it printed
+            tops = [float(v) for v in re.search(r"start -> end\): T1 (\S+) -> ([^,\s]+),", block).groups()]
+            assert tops == pytest.approx([plane.ranges[0, 0, 1], plane.ranges[-1, 0, 1]], rel=5e-3)
+    for activation in ("tanh", "relu"):
+        for method in ("binning", "kde"):
+            assert (tmp_path / f"information_plane_{activation}_{method}.png").stat().st_size > 20_000
+    assert imread(tmp_path / "information_plane.png").shape[:2] == (2 * 552, 2 * 864)  # four 7.2 x 4.6 in planes

@@ -10,8 +10,9 @@ point a partial scan has not reached) are masked: left blank, never drawn as zer
   a 3D scan shows its slice nearest z = 0;
 - ``surface``: a 3D surface of a 2D scan (or that slice), optionally log10 and clipped at ``zmax``;
 - ``spectral_density``, ``sharpness`` (runs over training, with their 2/lr lines), ``lyapunov``, ``paths``,
-  ``over_time`` (runs of one quantity against time, with the distances between them) and ``capacity``
-  (a Hopfield network's flipped bits against its load, with the theory).
+  ``over_time`` (runs of one quantity against time, with the distances between them), ``capacity``
+  (a Hopfield network's flipped bits against its load, with the theory) and ``information_plane``
+  (each layer's I(X;T), I(T;Y) over training, coloured by epoch, with the loss).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.colors import LogNorm
+from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import LogLocator
 
 from landscape.linalg.density import SpectralDensity
@@ -368,4 +370,72 @@ def capacity(capacities: Mapping[str, object], *, theory: tuple | None = None, c
     bottom.set_ylabel("retrieved exactly")
     bottom.set_xlabel("load alpha = P / N")
     top.set_title(title or "Hopfield network: storage capacity")
+    return _save(fig, path)
+
+
+def _estimator_note(method: str, settings: Mapping) -> str:
+    """"binning, 30 bins over (-1, 1)" / "KDE, noise variance 0.1": what the bits rest on."""
+    if method == "binning":
+        lo_hi = settings.get("range_")
+        where = "the observed range" if lo_hi is None else f"({lo_hi[0]:g}, {lo_hi[1]:g})"
+        return f"binning, {settings.get('bins')} bins over {where}"
+    if method == "kde":
+        return f"KDE, noise variance {settings.get('noise_variance'):g}"
+    return str(method)
+
+
+def information_plane(plane, *, loss: bool = True, title: str | None = None,
+                      path: str | Path | None = None) -> Figure:
+    """The information plane (Shwartz-Ziv & Tishby 2017) of one training run: ``plane`` has ``epochs [E]``,
+    ``layers [L]``, ``I_XT [E, L]`` and ``I_TY [E, L]`` (bits), ``loss [E]``, ``H_Y``, ``method`` and
+    ``settings`` (``dynamics.information.InformationPlane``).
+
+    Left: one trajectory per layer, x = I(X;T), y = I(T;Y), the points coloured by epoch (one shared
+    colour bar), each layer named at its first point (ringed) and its last; H(Y), the most I(T;Y)
+    can be, dashed; the estimator and its settings title the legend. Right, with ``loss``: the
+    training loss against the epoch (log scale). Points that are not finite are left out, never
+    drawn as zero."""
+    epochs = np.asarray(plane.epochs, dtype=np.float64)
+    I_XT = np.asarray(plane.I_XT, dtype=np.float64).reshape(len(epochs), -1)
+    I_TY = np.asarray(plane.I_TY, dtype=np.float64).reshape(len(epochs), -1)
+    fig = Figure(figsize=(10.4 if loss else 7.2, 4.6), layout="constrained")
+    ax, loss_ax = fig.subplots(1, 2, width_ratios=(2.2, 1)) if loss else (fig.subplots(), None)
+    norm = Normalize(epochs.min(), max(epochs.max(), epochs.min() + 1))
+    points = None
+    for j, name in enumerate(plane.layers):
+        x, y = I_XT[:, j], I_TY[:, j]
+        ok = np.isfinite(x) & np.isfinite(y)
+        if not ok.any():
+            continue
+        color = f"C{j % 10}"
+        ax.plot(x[ok], y[ok], "-", color=color, lw=1.0, alpha=0.7, zorder=1, label=str(name))
+        points = ax.scatter(x[ok], y[ok], c=epochs[ok], cmap="viridis", norm=norm, s=22, zorder=2,
+                            edgecolors="none", label=f"_{name} points")
+        ax.plot(x[ok][:1], y[ok][:1], "o", ms=10, mfc="none", mec=color, mew=1.2, zorder=3, label=f"_{name} start")
+        for at, offset in ((-1, (0, 6)), (0, (7, -3))):
+            ax.annotate(str(name), (x[ok][at], y[ok][at]), xytext=offset, textcoords="offset points", color=color,
+                        fontsize="small", fontweight="bold", ha="center" if at else "left", va="bottom" if at else "top")
+    if points is not None:
+        fig.colorbar(points, ax=ax, label="epoch", pad=0.01)
+    ax.axhline(plane.H_Y, color="gray", ls="--", lw=1, zorder=0, label=f"H(Y) = {plane.H_Y:.3g} bits")
+    handles = ax.get_legend_handles_labels()[0] + [Line2D([], [], marker="o", ms=8, mfc="none", mec="0.3", ls="none",
+                                                          label="epoch 0")]
+    ax.legend(handles=handles, title=_estimator_note(plane.method, plane.settings), loc="best", ncols=2,
+              fontsize="small", title_fontsize="small", framealpha=0.8)
+    highest = max([plane.H_Y, *I_TY[np.isfinite(I_TY)]])
+    ax.set_ylim(top=highest * 1.1 if highest > 0 else 0.1)  # room for the names above the last points
+    ax.set_xmargin(0.08)  # room for the names beside the points at either end
+    ax.set_xlabel("I(X;T) (bits)")
+    ax.set_ylabel("I(T;Y) (bits)")
+    ax.grid(alpha=0.3)
+    ax.set_title(title or "information plane")
+    if loss_ax is None:
+        return _save(fig, path)
+    loss_ax.plot(epochs, _masked(plane.loss), "o-", ms=3, color="black", lw=1)
+    if np.any(np.asarray(plane.loss, dtype=np.float64) > 0):
+        loss_ax.set_yscale("log")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_ylabel("training loss")
+    loss_ax.grid(alpha=0.3)
+    loss_ax.set_title("loss")
     return _save(fig, path)

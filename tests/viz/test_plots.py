@@ -185,3 +185,42 @@ def test_over_time_draws_each_run_and_the_gaps(tmp_path):
     gap = bottom.lines[0].get_ydata()
     assert gap.mask[0] and np.allclose(gap[1:], 0.01 * t[1:])  # a zero distance has no place on a log axis
     assert_drawn(tmp_path / "flow.png")
+
+
+def test_information_plane_draws_each_layer_at_its_bits_skips_nan_and_marks_h_y(tmp_path):
+    from dynamics.information import InformationPlane
+
+    epochs = np.array([0, 5, 10, 15])
+    I_XT = np.array([[2.0, 0.5], [6.0, np.nan], [7.5, 3.0], [7.0, 2.5]])
+    I_TY = np.array([[0.4, 0.1], [2.0, 1.0], [3.1, 1.5], [3.2, 1.7]])
+    loss = np.array([2.3, np.nan, 0.5, 0.2])
+    plane = InformationPlane(epochs, ["T1", "T2"], I_XT, I_TY, loss, H_Y=3.3, method="binning",
+                             settings={"bins": 30, "range_": (-1.0, 1.0)}, ranges=None, seconds=0.0)
+    fig = plots.information_plane(plane, title="two layers", path=tmp_path / "plane.png")
+    ax, loss_ax, colorbar = fig.axes
+    assert ax.get_xlabel() == "I(X;T) (bits)" and ax.get_ylabel() == "I(T;Y) (bits)" and ax.get_title() == "two layers"
+    lines = {line.get_label(): line for line in ax.lines}
+    for j, name in enumerate(["T1", "T2"]):
+        finite = np.isfinite(I_XT[:, j])  # T2 at epoch 5 is NaN: left out, not drawn at zero
+        x, y = lines[name].get_data()
+        np.testing.assert_array_equal(x, I_XT[finite, j])
+        np.testing.assert_array_equal(y, I_TY[finite, j])
+        points = [c for c in ax.collections if c.get_label() == f"_{name} points"][0]
+        np.testing.assert_array_equal(points.get_offsets(), np.c_[I_XT[finite, j], I_TY[finite, j]])
+        np.testing.assert_array_equal(points.get_array(), epochs[finite])  # coloured by epoch
+        assert lines[f"_{name} start"].get_xydata().tolist() == [[I_XT[0, j], I_TY[0, j]]]
+    assert len(lines["T2"].get_xdata()) == 3 and 0.0 not in lines["T2"].get_xdata()
+    h_y = lines["H(Y) = 3.3 bits"]
+    assert list(h_y.get_ydata()) == [3.3, 3.3] and h_y.get_linestyle() == "--"
+    assert colorbar.get_ylabel() == "epoch" and colorbar.get_ylim() == (0, 15)
+    assert ax.get_legend().get_title().get_text() == "binning, 30 bins over (-1, 1)"
+    assert [t.get_text() for t in ax.texts].count("T2") == 2  # named at its first and last point
+    drawn = loss_ax.lines[0].get_ydata()
+    assert loss_ax.get_yscale() == "log" and drawn.mask[1] and list(drawn[[0, 2, 3]]) == [2.3, 0.5, 0.2]
+    assert_drawn(tmp_path / "plane.png")
+
+    kde = InformationPlane(epochs, ["T1", "T2"], I_XT, I_TY, loss, H_Y=3.3, method="kde",
+                           settings={"noise_variance": 0.1}, ranges=None, seconds=0.0)
+    fig = plots.information_plane(kde, loss=False)
+    assert len(fig.axes) == 2  # the plane and its colour bar
+    assert fig.axes[0].get_legend().get_title().get_text() == "KDE, noise variance 0.1"
