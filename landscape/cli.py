@@ -759,15 +759,16 @@ def _hopfield(args) -> int:
 INFOPLANE_ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
 
 
-def _widths(text: str) -> list[int]:
-    """``"10,7,5,4,3"`` -> [10, 7, 5, 4, 3], each at least 1."""
+def _ints(text: str, flag: str = "--widths", least: int = 1) -> list[int]:
+    """``"10,7,5,4,3"`` -> [10, 7, 5, 4, 3], each at least ``least``."""
     try:
-        widths = [int(w) for w in text.split(",")]
+        values = [int(w) for w in text.split(",")]
     except ValueError:
-        raise ValueError(f"--widths {text!r} is not a comma-separated list of integers, e.g. 10,7,5,4,3") from None
-    if min(widths) < 1:
-        raise ValueError(f"--widths {text}: every hidden layer needs at least 1 unit")
-    return widths
+        raise ValueError(f"{flag} {text!r} is not a comma-separated list of integers, e.g. 10,7,5,4,3") from None
+    if min(values) < least:
+        what = "every hidden layer needs at least 1 unit" if flag == "--widths" else f"each must be at least {least}"
+        raise ValueError(f"{flag} {text}: {what}")
+    return values
 
 
 def _bin_range(text: str | None) -> tuple[float, float] | None:
@@ -804,7 +805,7 @@ def infoplane_model(widths: list[int], activation: str, seed: int, inputs: int =
 def _infoplane(args) -> int:
     from dynamics.information import track
 
-    widths = _widths(args.widths)
+    widths = _ints(args.widths)
     bin_range = _bin_range(args.range)
     train, _ = problems._digits(images=False)
     available = len(train[1])
@@ -868,6 +869,94 @@ def _infoplane(args) -> int:
     (out / "infoplane.json").write_text(json.dumps({**plane.to_dict(), "model": model_spec, "arguments": arguments},
                                                    indent=2))
     print(f"wrote        {out / 'infoplane.png'} and {out / 'infoplane.json'}")
+    return 0
+
+
+def _ntk_problem(args, **overrides) -> problems.Problem:
+    """The problem at init with a square loss: a built-in that takes ``loss`` gets ``loss=mse`` and, with
+    ``--examples``, ``examples=m``; another problem's (X, y) is cut to its first m examples."""
+    builder = problems.BUILTIN.get(args.problem)
+    accepts = inspect.signature(builder).parameters if builder else {}
+    given = _problem_kwargs(args.problem_arg)
+    pairs = list(args.problem_arg or [])
+    for key, value in {"loss": "mse", "examples": args.examples}.items():
+        if key in accepts and key not in given and value is not None:
+            pairs.append(f"{key}={value}")
+    pairs += [f"{key}={value}" for key, value in overrides.items()]
+    problem = _problem(argparse.Namespace(**{**vars(args), "problem_arg": pairs}), untrained=True)
+    if args.examples is not None and "examples" not in accepts:
+        if not (isinstance(problem.data, (tuple, list)) and len(problem.data) == 2):
+            raise ValueError("--examples needs a problem whose data is one (X, y) pair")
+        X, y = problem.data
+        problem.data = (X[:args.examples], y[:args.examples])
+    return problem
+
+
+def _ntk(args) -> int:
+    from dynamics import linearized
+    from viz.plots import kernel_regime, width_scaling
+
+    if args.steps < 1 or args.every < 1:
+        raise ValueError(f"--steps and --every must be at least 1, got {args.steps} and {args.every}")
+    if args.examples is not None and args.examples < 1:
+        raise ValueError(f"--examples must be at least 1, got {args.examples}")
+    if args.lr is not None and not args.lr > 0:
+        raise ValueError(f"--lr must be positive, got {args.lr}")
+    if not args.stable_fraction > 0:
+        raise ValueError(f"--stable-fraction must be positive, got {args.stable_fraction}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = dict(steps=args.steps, every=args.every, method=args.method)
+    if args.widths:
+        widths, seeds = _ints(args.widths), _ints(args.seeds, "--seeds", least=0)
+        if len(widths) < 2 or len(set(widths)) < len(widths):
+            raise ValueError(f"--widths {args.widths!r} must name two or more different widths")
+        if args.checkpoint:
+            raise ValueError("--widths builds new networks at their initialisation; it takes no --checkpoint")
+        if "hidden" not in inspect.signature(problems.BUILTIN.get(args.problem, lambda: None)).parameters:
+            raise ValueError(f"--widths needs a built-in problem whose builder takes hidden= (digits-mlp); "
+                             f"{args.problem!r} does not")
+
+        def build(width: int, seed: int) -> Objective:
+            return _objective(args, _ntk_problem(args, hidden=width, seed=seed))
+
+        problem = _ntk_problem(args, hidden=widths[0], seed=seeds[0])
+        _headline(problem, _objective(args, problem),
+                  f"widths {', '.join(map(str, widths))}, seeds {', '.join(map(str, seeds))}")
+        sweep = linearized.sweep(build, widths, seeds=seeds, stable_fraction=args.stable_fraction, **settings)
+        print(f"{'width':>6} {'params':>8} {'lr':>8} {'max gap':>9} {'kernel moved':>12} {'loss':>9} {'linear':>9}")
+        for i, width in enumerate(sweep.widths):
+            run = sweep.runs[i][0]
+            print(f"{width:>6} {run.settings['parameters']:>8} {sweep.lr[i].mean():>8.4g} {sweep.max_gap[i].mean():>9.4g} "
+                  f"{sweep.kernel_change[i].mean():>12.4g} {run.loss[-1]:>9.4g} {run.linear_loss[-1]:>9.4g}")
+        print(f"rate         max gap ~ width^-{sweep.rate:.3f}, kernel change ~ width^-{sweep.kernel_rate:.3f} "
+              f"(least squares on the logs of the means over {len(seeds)} seed(s))")
+        kernel_regime({f"width {w}": sweep.runs[i][0] for i, w in enumerate(sweep.widths)}, path=out / "ntk.png")
+        width_scaling(sweep, path=out / "ntk_widths.png")
+        (out / "ntk.json").write_text(json.dumps({"problem": args.problem, "sweep": sweep.to_dict()}, indent=2))
+        print(f"wrote        {out / 'ntk.json'}, {out / 'ntk.png'} and {out / 'ntk_widths.png'}")
+        return 0
+
+    problem = _ntk_problem(args)
+    obj = _objective(args, problem)
+    _headline(problem, obj, f"NTK at {'the checkpoint' if args.checkpoint else 'initialisation'}")
+    result = linearized.compare(obj, lr=args.lr, stable_fraction=args.stable_fraction, **settings)
+    lam, m, C, scale = result.eigenvalues, result.settings["m"], result.settings["outputs"], result.settings["scale"]
+    print(f"kernel       {m} examples x {C} outputs: [{m * C}, {m * C}], trace {lam.sum():.6g}, "
+          f"lambda_max {lam[0]:.6g}, lambda_min {lam[-1]:.3g}; loss (c/2m) sum ||f - y||^2 with c = {scale:.4g}")
+    print("top          " + " ".join(f"{v:.5g}" for v in lam[:args.k]))
+    print(f"training     {args.method} at lr {result.lr:.4g} ({result.lr / result.max_stable_lr:.2f} of the "
+          f"stability limit {result.max_stable_lr:.4g}) for {args.steps} steps")
+    print(f"{'step':>6} {'time':>9} {'loss':>10} {'linear':>10} {'gap':>10} {'moved':>10}")
+    for k, t, a, b, g, d in zip(result.steps, result.times, result.loss, result.linear_loss, result.gap,
+                                result.movement):
+        print(f"{k:>6} {t:>9.4g} {a:>10.4g} {b:>10.4g} {g:>10.3g} {d:>10.3g}")
+    print(f"kernel moved ||Theta_T - Theta_0||_F / ||Theta_0||_F = {result.kernel_change:.4g}; "
+          f"max gap {result.max_gap:.4g}")
+    kernel_regime({problem.name: result}, eigenvalues=lam, path=out / "ntk.png")
+    (out / "ntk.json").write_text(json.dumps({"problem": args.problem, "trace": float(lam.sum()),
+                                              "comparison": result.to_dict()}, indent=2))
+    print(f"wrote        {out / 'ntk.json'} and {out / 'ntk.png'}")
     return 0
 
 
@@ -1069,6 +1158,37 @@ def parser() -> argparse.ArgumentParser:
     hop.add_argument("--seed", type=int, default=0, help="seed of the patterns and the update order (default 0)")
     hop.add_argument("--out", required=True, metavar="DIR", help="directory for hopfield.json and hopfield.png")
     hop.set_defaults(run=_hopfield)
+
+    ntk_cmd = sub.add_parser(
+        "ntk", help="the neural tangent kernel and training against its linearization (the kernel regime)",
+        description="Form the empirical NTK Theta = J J^T of the model on its first --examples training examples "
+                    "(all outputs: [mC, mC]), print its trace and top eigenvalues, then train the network by "
+                    "full-batch gradient descent (or gradient flow) beside its linearization at the start, "
+                    "f_t = y + (I - lr c Theta / m)^k (f_0 - y), and report the gap between them and how far the "
+                    "kernel moved. The loss must be the square loss (c/2m) sum ||f - y||^2 (a built-in problem "
+                    "gets loss=mse and starts at its initialisation). With --widths, the same for networks of each "
+                    "width and seed, and the rate at which the gap closes with width. Writes ntk.json and ntk.png "
+                    "(and ntk_widths.png).")
+    _problem_arguments(ntk_cmd)
+    ntk_cmd.add_argument("--examples", type=int, default=64, metavar="M",
+                         help="training examples the kernel and the training use (default 64)")
+    ntk_cmd.add_argument("--k", type=int, default=10, help="top eigenvalues to print (default 10)")
+    ntk_cmd.add_argument("--steps", type=int, default=200, help="gradient descent steps (default 200)")
+    ntk_cmd.add_argument("--every", type=int, default=10, help="record every N steps, and the last (default 10)")
+    ntk_cmd.add_argument("--lr", type=float, help="learning rate (default: --stable-fraction of the linearized "
+                                                  "model's stability limit 2m / (c lambda_max))")
+    ntk_cmd.add_argument("--stable-fraction", type=float, default=0.5,
+                         help="the learning rate as a fraction of the stability limit, when --lr is not given "
+                              "(default 0.5)")
+    ntk_cmd.add_argument("--method", choices=["gd", "flow"], default="gd",
+                         help="train by gradient descent (default) or integrate gradient flow to t = steps * lr")
+    ntk_cmd.add_argument("--widths", metavar="W1,W2,...",
+                         help="compare networks of these widths (a built-in that takes hidden=, e.g. digits-mlp; "
+                              "add --problem-arg parametrization=ntk for the NTK parametrization)")
+    ntk_cmd.add_argument("--seeds", default="0", metavar="S1,S2,...",
+                         help="with --widths: the seeds of each width's networks (default 0)")
+    ntk_cmd.add_argument("--out", required=True, metavar="DIR", help="directory for ntk.json and the figures")
+    ntk_cmd.set_defaults(run=_ntk)
 
     ip = sub.add_parser("infoplane", help="the information plane of a small MLP trained on the digits",
                         description="Train an MLP 64-WIDTHS-10 (default 64-10-7-5-4-3-10, after Shwartz-Ziv and "

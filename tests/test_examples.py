@@ -127,3 +127,26 @@ def test_information_plane_example(tmp_path):
         for method in ("binning", "kde"):
             assert (tmp_path / f"information_plane_{activation}_{method}.png").stat().st_size > 20_000
     assert imread(tmp_path / "information_plane.png").shape[:2] == (2 * 552, 2 * 864)  # four 7.2 x 4.6 in planes
+
+
+def test_ntk_regime_example(tmp_path):
+    from dynamics import linearized
+    from landscape import problems
+
+    out = run_example("ntk_regime.py", "--out", str(tmp_path))
+    ggn, ntk_max = map(float, re.search(r"top GGN eigenvalue (\S+) = lambda_max\(NTK\)/m (\S+)", out).groups())
+    assert ggn == pytest.approx(ntk_max, rel=1e-8)  # the exact identity under (1/2m)||f - y||^2
+    rows = re.findall(r"^\s+(16|64|256|1024)\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)", out, re.M)
+    gaps = [float(r[3]) for r in rows]
+    assert [int(r[0]) for r in rows] == [16, 64, 256, 1024] and all(np.diff(gaps) < 0)
+    rate = float(re.search(r"max gap ~ width\^-(\S+),", out).group(1))
+    assert rate == pytest.approx(linearized.power_law([16, 64, 256, 1024], gaps)[0], abs=0.02)  # printed to 4 digits
+    assert 0.7 < rate < 1.1
+    # the narrowest row against the API, network by network
+    narrow = [linearized.compare(problems.digits_mlp(hidden=16, steps=0, loss="mse", examples=64, seed=s,
+                                                     parametrization="ntk").objective(dtype=torch.float64),
+                                 200, every=5).max_gap for s in (0, 1)]
+    assert gaps[0] == pytest.approx(np.mean(narrow), abs=5e-5)
+    largest = float(re.search(r"arc-cosine kernel (\S+) standard errors", out).group(1))
+    assert largest < 3
+    assert (tmp_path / "ntk_regime.png").stat().st_size > 20_000 and (tmp_path / "ntk_widths.png").stat().st_size > 20_000

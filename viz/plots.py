@@ -11,8 +11,10 @@ point a partial scan has not reached) are masked: left blank, never drawn as zer
 - ``surface``: a 3D surface of a 2D scan (or that slice), optionally log10 and clipped at ``zmax``;
 - ``spectral_density``, ``sharpness`` (runs over training, with their 2/lr lines), ``lyapunov``, ``paths``,
   ``over_time`` (runs of one quantity against time, with the distances between them), ``capacity``
-  (a Hopfield network's flipped bits against its load, with the theory) and ``information_plane``
-  (each layer's I(X;T), I(T;Y) over training, coloured by epoch, with the loss).
+  (a Hopfield network's flipped bits against its load, with the theory), ``information_plane``
+  (each layer's I(X;T), I(T;Y) over training, coloured by epoch, with the loss), ``kernel_regime``
+  (training against its linearization, with the NTK spectrum) and ``width_scaling`` (the gap and
+  the kernel's change against width, with the fitted power law).
 """
 
 from __future__ import annotations
@@ -438,4 +440,67 @@ def information_plane(plane, *, loss: bool = True, title: str | None = None,
     loss_ax.set_ylabel("training loss")
     loss_ax.grid(alpha=0.3)
     loss_ax.set_title("loss")
+    return _save(fig, path)
+
+
+def kernel_regime(runs: Mapping[str, object], *, eigenvalues=None, title: str | None = None,
+                  path: str | Path | None = None) -> Figure:
+    """Real training against its linearization: ``{label: run}`` with ``dynamics.linearized.KernelRegime``'s
+    ``times``, ``loss``, ``linear_loss`` and ``gap``. Left: the loss of each run (solid) and of its
+    linearization (dashed); middle: the relative output gap ||f - f_lin|| / ||f_0 - y|| (log);
+    right, with ``eigenvalues`` (the NTK's, any order): its spectrum, largest first (log)."""
+    panels = 3 if eigenvalues is not None else 2
+    fig = Figure(figsize=(4.2 * panels, 3.8), layout="constrained")
+    axs = fig.subplots(1, panels)
+    for label, run in runs.items():
+        t = np.asarray(run.times, dtype=np.float64)
+        line, = axs[0].plot(t, _masked(run.loss), lw=1.5, label=label)
+        axs[0].plot(t, _masked(run.linear_loss), ls="--", lw=1.2, color=line.get_color())
+        gap = np.asarray(run.gap, dtype=np.float64)
+        axs[1].plot(t[1:], _masked(np.where(gap[1:] > 0, gap[1:], np.nan)), lw=1.5, color=line.get_color(),
+                    label=label)
+    axs[0].plot([], [], "k--", lw=1.2, label="linearized")
+    axs[0].set_yscale("log")
+    axs[0].set_ylabel("training loss")
+    axs[0].legend(frameon=False, fontsize="small")
+    axs[1].set_yscale("log")
+    axs[1].set_ylabel("||f - f_lin|| / ||f_0 - y||")
+    for ax in axs[:2]:
+        ax.set_xlabel("time (GD step k at t = k lr)")
+        ax.grid(alpha=0.3)
+    if eigenvalues is not None:
+        lam = np.sort(np.asarray(eigenvalues, dtype=np.float64))[::-1]
+        shown = lam > lam[0] * 1e-12
+        axs[2].plot(np.arange(1, shown.sum() + 1), lam[shown], ".", ms=3)
+        axs[2].set_xscale("log")
+        axs[2].set_yscale("log")
+        axs[2].set_xlabel("index")
+        axs[2].set_ylabel("NTK eigenvalue")
+        axs[2].grid(alpha=0.3)
+    fig.suptitle(title or "training against its linearization (the kernel regime)")
+    return _save(fig, path)
+
+
+def width_scaling(sweep, *, title: str | None = None, path: str | Path | None = None) -> Figure:
+    """How far training leaves the kernel regime against width (``dynamics.linearized.WidthSweep``):
+    the largest relative output gap and the kernel's relative change, each seed a small point, the
+    seed means joined, and the fitted power law of the gap dashed with its rate. Log-log."""
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.subplots()
+    w = np.asarray(sweep.widths, dtype=np.float64)
+    for values, label, marker in ((sweep.max_gap, "max_t ||f - f_lin|| / ||f_0 - y||", "o"),
+                                  (sweep.kernel_change, "||Theta_T - Theta_0||_F / ||Theta_0||_F", "s")):
+        v = np.asarray(values, dtype=np.float64)
+        line, = ax.plot(w, v.mean(1), marker + "-", ms=5, label=label)
+        ax.plot(np.repeat(w, v.shape[1]), v.reshape(-1), marker, ms=2.5, alpha=0.5, color=line.get_color())
+    dense = np.geomspace(w.min(), w.max(), 50)
+    ax.plot(dense, sweep.prefactor * dense ** -sweep.rate, "k--", lw=1,
+            label=f"fit: gap ~ width^-{sweep.rate:.2f} (kernel: width^-{sweep.kernel_rate:.2f})")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("width")
+    ax.set_ylabel("relative change")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(frameon=False, fontsize="small")
+    ax.set_title(title or "leaving the kernel regime as width shrinks")
     return _save(fig, path)

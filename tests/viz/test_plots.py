@@ -224,3 +224,55 @@ def test_information_plane_draws_each_layer_at_its_bits_skips_nan_and_marks_h_y(
     fig = plots.information_plane(kde, loss=False)
     assert len(fig.axes) == 2  # the plane and its colour bar
     assert fig.axes[0].get_legend().get_title().get_text() == "KDE, noise variance 0.1"
+
+
+def _regime(times, loss, linear, gap):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(times=np.array(times), loss=np.array(loss), linear_loss=np.array(linear),
+                           gap=np.array(gap))
+
+
+def test_kernel_regime_draws_loss_linearization_gap_and_spectrum(tmp_path):
+    runs = {"narrow": _regime([0, 1, 2, 3], [1.0, 0.5, 0.3, 0.2], [1.0, 0.45, 0.25, np.nan], [0, 0.01, 0.02, 0.04]),
+            "wide": _regime([0, 2, 4, 6], [1.0, 0.4, 0.2, 0.1], [1.0, 0.41, 0.2, 0.1], [0, 1e-3, 2e-3, 2e-3])}
+    lam = np.array([1e-15, 0.1, 2.0, 30.0])
+    fig = plots.kernel_regime(runs, eigenvalues=lam, path=tmp_path / "regime.png")
+    left, middle, right = fig.axes
+    lines = [line for line in left.get_lines() if len(line.get_xdata())]
+    assert len(lines) == 4
+    np.testing.assert_array_equal(lines[0].get_ydata(), runs["narrow"].loss)
+    dashed = np.ma.masked_invalid(lines[1].get_ydata())
+    assert lines[1].get_linestyle() == "--" and dashed.mask[3] and dashed[1] == 0.45  # NaN left out
+    gaps = middle.get_lines()
+    np.testing.assert_array_equal(gaps[0].get_xdata(), [1, 2, 3])  # the zero gap at t = 0 is not drawn on a log axis
+    np.testing.assert_array_equal(gaps[1].get_ydata(), [1e-3, 2e-3, 2e-3])
+    spectrum = right.get_lines()[0]
+    np.testing.assert_array_equal(spectrum.get_ydata(), [30.0, 2.0, 0.1])  # descending, the zero left out
+    assert right.get_yscale() == "log" and middle.get_yscale() == "log"
+    assert_drawn(tmp_path / "regime.png")
+
+
+def test_width_scaling_draws_seeds_means_and_the_fit(tmp_path):
+    from types import SimpleNamespace
+
+    from dynamics.linearized import power_law
+
+    widths = np.array([16, 64, 256])
+    gap = np.array([[0.1, 0.12], [0.03, 0.028], [0.008, 0.009]])
+    change = np.array([[0.3, 0.32], [0.1, 0.1], [0.03, 0.02]])
+    rate, prefactor = power_law(widths, gap.mean(1))
+    kernel_rate, _ = power_law(widths, change.mean(1))
+    sweep = SimpleNamespace(widths=widths, max_gap=gap, kernel_change=change, rate=rate, prefactor=prefactor,
+                            kernel_rate=kernel_rate)
+    fig = plots.width_scaling(sweep, path=tmp_path / "widths.png")
+    ax = fig.axes[0]
+    means, seeds, kmeans, kseeds, fit = ax.get_lines()
+    np.testing.assert_allclose(means.get_ydata(), gap.mean(1))
+    np.testing.assert_allclose(sorted(seeds.get_ydata()), sorted(gap.reshape(-1)))
+    np.testing.assert_allclose(kmeans.get_ydata(), change.mean(1))
+    x = fit.get_xdata()
+    np.testing.assert_allclose(fit.get_ydata(), prefactor * x ** -rate)
+    assert f"width^-{rate:.2f}" in fit.get_label()
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    assert_drawn(tmp_path / "widths.png")
