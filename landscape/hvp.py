@@ -13,9 +13,10 @@ Several vectors share the work that does not depend on them: the reverse modes b
 each gradient graph once for all k vectors. On CUDA the vectors then go through one
 vmapped product (``is_grads_batched``; ``torch.func.vmap`` for fwd-rev), in chunks sized
 so that the chunk's extra memory, about one gradient graph per vector, stays within the
-objective's budget. On the CPU the reverse modes loop over the vectors instead: there a
-vmapped double backward is slower than a loop (2.4x per vector on digits-cnn, see
-docs/benchmarks.md).
+objective's budget; if CUDA runs out of memory all the same, the products are computed again
+with half the chunk (``memory.retry_halving``). On the CPU the reverse modes loop over the
+vectors instead: there a vmapped double backward is slower than a loop (2.4x per vector on
+digits-cnn, see docs/benchmarks.md).
 
 ``auto_mode`` picks ``"cached"`` when twice the full-data graph fits the budget, else
 ``"rev-rev"``; fwd-rev, slower on the CPU and lacking forward-mode rules for some
@@ -71,30 +72,44 @@ def hvp(obj: Objective, V: Tensor, theta: Tensor, mode: str, vectorize: bool | N
 
 
 def _products(obj: Objective, V: Tensor, theta: Tensor, mode: str, vectorize: bool) -> Tensor:
+    budget = obj.memory_budget()
     if mode == "cached":
         leaf, g = _cached_gradient(obj, theta)
-        size = memory.chunk_size(V.shape[0], _full_graph_bytes(obj), obj.memory_budget()) if vectorize else 1
-        return torch.cat([_double_backward(g, leaf, chunk, retain=True) for chunk in V.split(size)])
-    size = memory.chunk_size(V.shape[0], obj.graph_bytes(), obj.memory_budget()) if vectorize else 1
-    chunks = V.split(size)
+        size = memory.chunk_size(V.shape[0], _full_graph_bytes(obj), budget) if vectorize else 1
+        return memory.retry_halving(
+            lambda size: torch.cat([_double_backward(g, leaf, chunk, retain=True) for chunk in V.split(size)]),
+            size, budget)
+    size = memory.chunk_size(V.shape[0], obj.graph_bytes(), budget) if vectorize else 1
     if mode == "rev-rev":
         leaf = theta.clone().requires_grad_(True)
 
-        def per_batch(X, y):
-            g = _gradient_graph(obj, leaf, X, y)
-            last = len(chunks) - 1
-            return torch.cat([_double_backward(g, leaf, c, retain=i < last) for i, c in enumerate(chunks)])
+        def rev_rev(size):
+            chunks = V.split(size)
 
-        return obj.batch_mean(per_batch)
+            def per_batch(X, y):
+                g = _gradient_graph(obj, leaf, X, y)
+                last = len(chunks) - 1
+                return torch.cat([_double_backward(g, leaf, c, retain=i < last) for i, c in enumerate(chunks)])
+
+            return obj.batch_mean(per_batch)
+
+        return memory.retry_halving(rev_rev, size, budget)
     if mode == "fwd-rev":
 
-        def per_batch(X, y):
-            g = grad(lambda t: obj.batch_loss(t, X, y))
-            one = lambda v: jvp(g, (theta,), (v,))[1]  # noqa: E731
-            return torch.cat([one(c[0])[None] if len(c) == 1 else vmap(one)(c) for c in chunks])
+        def fwd_rev(size):
+            chunks = V.split(size)
+
+            def per_batch(X, y):
+                g = grad(lambda t: obj.batch_loss(t, X, y))
+                one = lambda v: jvp(g, (theta,), (v,))[1]  # noqa: E731
+                return torch.cat([one(c[0])[None] if len(c) == 1 else vmap(one)(c) for c in chunks])
+
+            return obj.batch_mean(per_batch)
 
         try:
-            return obj.batch_mean(per_batch)
+            return memory.retry_halving(fwd_rev, size, budget)
+        except torch.OutOfMemoryError:
+            raise
         except (RuntimeError, NotImplementedError) as error:
             if not re.search(r"forward[- ]?(mode|AD|grad)|ZeroTensor|jvp|not implemented", str(error), re.I):
                 raise

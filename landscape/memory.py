@@ -4,6 +4,8 @@ A budget is given as bytes (``int``) or a string such as ``"2GB"`` or ``"512MiB"
 ``None`` means half the free memory of a CUDA device, or a quarter of the
 available host memory on the CPU. Needs are measured, not guessed: the bytes an
 autograd graph saves are counted with ``torch.autograd.graph.saved_tensors_hooks``.
+Estimates can still be wrong on a GPU (fragmentation, other processes): ``retry_halving``
+runs a chunked computation again with half the chunk when CUDA runs out of memory.
 """
 
 from __future__ import annotations
@@ -11,8 +13,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
+
+R = TypeVar("R")
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -69,3 +74,27 @@ def saved_bytes(fn: Callable[[], object], exclude: tuple[torch.Tensor, ...] = ()
 def chunk_size(k: int, bytes_per_item: int, limit: int) -> int:
     """How many of ``k`` items fit in ``limit`` bytes at ``bytes_per_item`` each (at least 1)."""
     return max(1, min(k, limit // max(1, bytes_per_item)))
+
+
+def retry_halving(compute: Callable[[int], R], size: int, budget: int | None = None) -> R:
+    """``compute(size)``; on ``torch.OutOfMemoryError``, empty the CUDA cache and run ``compute(size // 2)``,
+    down to a chunk of 1, where the error is raised again naming the chunk and the budget.
+
+    ``compute(chunk)`` is a whole chunked computation (e.g. products of ``V.split(chunk)``
+    over all the batches) that is started again from scratch, so its result must not depend
+    on what a failed attempt did. Each call starts from ``size`` again.
+    """
+    first = size
+    while True:
+        try:
+            return compute(size)
+        except torch.OutOfMemoryError as error:
+            if size <= 1:
+                budget_text = "unknown" if budget is None else f"{budget:,} bytes"
+                raise torch.OutOfMemoryError(
+                    f"out of memory at a chunk of 1 (halved from {first}; memory budget {budget_text}): one "
+                    f"item does not fit; free device memory or use smaller batches") from error
+        # here, outside the except clause, the failed attempt's frames and tensors are released
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+        size //= 2

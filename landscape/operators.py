@@ -90,28 +90,34 @@ class GGNOperator(CurvatureOperator):
 
     def _matmat(self, V: Tensor) -> Tensor:
         obj, theta = self.obj, self.theta
-        chunks = V.split(memory.chunk_size(len(V), obj.graph_bytes(), obj.memory_budget()))
+        budget = obj.memory_budget()
 
-        def per_batch(X, y):
-            f = lambda t: obj.forward(t, X)  # noqa: E731
-            out, pullback = vjp(f, theta)
-            _, loss_hvp = vjp(grad(lambda o: obj.loss_fn(o, y)), out)
+        def products(size):
+            chunks = V.split(size)
 
-            def one(v):
-                return pullback(loss_hvp(jvp(f, (theta,), (v,))[1])[0])[0]
+            def per_batch(X, y):
+                f = lambda t: obj.forward(t, X)  # noqa: E731
+                out, pullback = vjp(f, theta)
+                _, loss_hvp = vjp(grad(lambda o: obj.loss_fn(o, y)), out)
 
-            return torch.cat([vmap(one)(c) for c in chunks])
+                def one(v):
+                    return pullback(loss_hvp(jvp(f, (theta,), (v,))[1])[0])[0]
 
-        return obj.batch_mean(per_batch)
+                return torch.cat([vmap(one)(c) for c in chunks])
+
+            return obj.batch_mean(per_batch)
+
+        return memory.retry_halving(products, memory.chunk_size(len(V), obj.graph_bytes(), budget), budget)
 
 
 class FisherOperator(CurvatureOperator):
     """Empirical Fisher F = (1/N) sum_i g_i g_i^T, with g_i = grad loss_fn(f(theta, x_i), y_i).
 
     Per-example gradients come from ``vmap(grad)`` over examples, in chunks that fit
-    the memory budget; F V^T = sum_i g_i (g_i . V^T) needs no ``n x n`` matrix. Needs a
-    model whose output for one example does not depend on the rest of the batch
-    (eval mode BatchNorm is fine; train mode BatchNorm is not).
+    the memory budget (halved and retried, per batch, if CUDA runs out of memory all the
+    same); F V^T = sum_i g_i (g_i . V^T) needs no ``n x n`` matrix. Needs a model whose
+    output for one example does not depend on the rest of the batch (eval mode BatchNorm
+    is fine; train mode BatchNorm is not).
     """
 
     def _matmat(self, V: Tensor) -> Tensor:
@@ -126,13 +132,18 @@ class FisherOperator(CurvatureOperator):
 
         per_example_grads = vmap(grad(loss_one), in_dims=(None, 0, 0))
 
+        budget = obj.memory_budget()
+
         def per_batch(X, y):
-            size = memory.chunk_size(len(y), per_example_bytes, obj.memory_budget())
-            out = torch.zeros_like(V)
-            for start in range(0, len(y), size):
-                G = per_example_grads(theta, tree_map(lambda a: a[start:start + size], X), y[start:start + size])
-                out += (V @ G.T) @ G
-            return out / len(y)
+            def accumulate(size):
+                out = torch.zeros_like(V)
+                for start in range(0, len(y), size):
+                    G = per_example_grads(theta, tree_map(lambda a: a[start:start + size], X), y[start:start + size])
+                    out += (V @ G.T) @ G
+                return out
+
+            return memory.retry_halving(accumulate, memory.chunk_size(len(y), per_example_bytes, budget),
+                                        budget) / len(y)
 
         return obj.batch_mean(per_batch)
 
