@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import os
 import re
+import weakref
 from collections.abc import Callable
 from typing import TypeVar
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 R = TypeVar("R")
 
@@ -69,6 +72,60 @@ def saved_bytes(fn: Callable[[], object], exclude: tuple[torch.Tensor, ...] = ()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         fn()
     return sum(seen.values())
+
+
+class LiveTensors(TorchDispatchMode):
+    """Bytes of the tensors that torch operations create inside ``with LiveTensors() as live:``, while they live.
+
+    Every tensor an operation returns is watched (each storage counted once, however many
+    views share it) until it is freed; ``live.bytes`` is what is alive now and ``live.peak``
+    the most at any moment between two operations, so transients count too; ``live.peaks``
+    is the same per device type (``"cpu"``, ``"cuda"``). The CPU allocator keeps no
+    statistics of its own; this is how tests and benchmarks measure what an algorithm holds.
+    Tensors made before the block are not counted (unless an in-place operation returns
+    one), nor are those held only inside autograd graphs.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.bytes = self.peak = 0
+        self.peaks: dict[str, int] = {}
+        self._by_device: dict[str, int] = {}
+        self._storages: dict[tuple[str, int], list[int]] = {}  # (device, address) -> [bytes, tensors alive]
+        self._watched: dict[int, weakref.ref] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and id(t) not in self._watched:
+                self._watch(t)
+        self.peak = max(self.peak, self.bytes)
+        for kind, size in self._by_device.items():
+            self.peaks[kind] = max(self.peaks.get(kind, 0), size)
+        return out
+
+    def _count(self, kind: str, size: int) -> None:
+        self.bytes += size
+        self._by_device[kind] = self._by_device.get(kind, 0) + size
+
+    def _watch(self, t: torch.Tensor) -> None:
+        storage, kind = t.untyped_storage(), t.device.type
+        key = (str(t.device), storage.data_ptr())
+        if key in self._storages:
+            self._storages[key][1] += 1
+        else:
+            self._storages[key] = [storage.nbytes(), 1]
+            self._count(kind, storage.nbytes())
+
+        def freed(_, ident=id(t)):
+            self._watched.pop(ident, None)
+            entry = self._storages[key]
+            entry[1] -= 1
+            if entry[1] == 0:
+                self._count(kind, -entry[0])
+                del self._storages[key]
+
+        self._watched[id(t)] = weakref.ref(t, freed)
 
 
 def chunk_size(k: int, bytes_per_item: int, limit: int) -> int:

@@ -27,18 +27,21 @@ Tensor = torch.Tensor
 
 def eigenvalues(op, k: int = 1, which: str = "largest", tol: float = 1e-6, max_steps: int | None = None,
                 seed: int = 0, v0: Tensor | None = None, basis_size: int | None = None,
-                max_memory: int | str | None = None, progress: bool = False) -> EigenResult:
+                max_memory: int | str | None = None, basis: str = "auto", eigenvectors: bool = True,
+                progress: bool = False) -> EigenResult:
     """The ``k`` largest, smallest or both (k at each end) eigenpairs of ``op``, by thick-restart Lanczos.
 
     Converged pairs satisfy ||H v - lambda v|| <= tol * max |lambda| (reported as
     ``residuals``); ``v0`` (e.g. last step's eigenvectors ``[j, n]``) warm-starts it.
     Eigenvalues come sorted descending as float64, eigenvectors as ``[k, n]``.
     ``tol`` is relative to |lambda_max|; ``landscape.linalg.lanczos.lanczos`` says what that
-    means for small and nearly repeated eigenvalues, and what ``basis_size`` and
-    ``max_memory`` do.
+    means for small and nearly repeated eigenvalues, and what ``basis_size``, ``max_memory``
+    and ``basis`` ("auto", "device", "cpu", "float32" or "none": where the Krylov basis is
+    kept, if at all, at what accuracy and cost) do; ``eigenvectors=False`` leaves them out
+    (``eigenvectors`` is None), which halves the products of ``basis="none"``.
     """
     return lanczos(op, k=k, which=which, tol=tol, max_steps=max_steps, seed=seed, v0=v0, basis_size=basis_size,
-                   max_memory=max_memory, progress=progress)
+                   max_memory=max_memory, basis=basis, eigenvectors=eigenvectors, progress=progress)
 
 
 def density(op, probes: int = 16, steps: int = 80, seed: int = 0, progress: bool = False) -> SpectralDensity:

@@ -1,26 +1,91 @@
-"""Thick-restart Lanczos with full reorthogonalization, for extreme eigenpairs of a symmetric operator.
+"""Lanczos for extreme eigenpairs of a symmetric operator: thick restart with full reorthogonalization,
+or, when no basis fits in memory, the plain three-term recurrence with ghosts removed.
 
 The operator is anything with ``shape (n, n)``, ``dtype``, ``device`` and ``op @ V`` for
-``V [k, n]`` (rows in, rows out). The Krylov basis Q ``[m, n]`` is kept in float64, on the
-operator's device or on the CPU when it does not fit the memory budget. Each new vector
-is orthogonalized against the whole basis twice ("twice is enough"), and the projected
-matrix T = Q H Q^T is filled from those coefficients, so after a thick restart (Wu and
-Simon 2000: keep the wanted Ritz vectors, continue from the residual direction) and after
-a breakdown (an invariant subspace: continue with a random vector orthogonal to the
-basis) the same Rayleigh-Ritz step applies. A Ritz pair (theta, y = Q^T s) of the basis
-built so far has residual ||H y - theta y|| = beta * |s_last| in exact arithmetic, where
-beta is the norm of the last orthogonalized vector; the iteration stops when that is at
-most ``tol * max |theta|`` for every wanted pair, so |lambda - theta| <= residual and
-usually ~ residual^2 / gap. The residuals returned are measured, not inferred: the raw
-products H q_i are kept beside the basis, so H y = sum_i s_i (H q_i) as the operator
-computed it, rounding included (a float32 operator's ~1e-7 shows there), and
-``converged`` says whether those meet the tolerance.
+``V [k, n]`` (rows in, rows out).
+
+With a stored basis (``basis`` "device", "cpu" or "float32") the Krylov basis Q ``[m + 1, n]``
+is kept, each new vector is orthogonalized against the whole basis twice ("twice is
+enough"), and the projected matrix T = Q H Q^T is filled from those coefficients, so after a
+thick restart (Wu and Simon 2000: keep the wanted Ritz vectors, continue from the residual
+direction) and after a breakdown (an invariant subspace: continue with a random vector
+orthogonal to the basis) the same Rayleigh-Ritz step applies. A Ritz pair (theta, y = Q^T s)
+of the basis built so far has residual ||H y - theta y|| = beta * |s_last| in exact
+arithmetic, where beta is the norm of the last orthogonalized vector; the iteration stops
+when that is at most ``tol * max |theta|`` for every wanted pair, so |lambda - theta| <=
+residual and usually ~ residual^2 / gap. The residuals returned are measured, not inferred:
+the raw products H q_i are kept beside the basis, so H y = sum_i s_i (H q_i) as the operator
+computed it, rounding included (a float32 operator's ~1e-7 shows there), and ``converged``
+says whether those meet the tolerance. When the products do not fit the budget beside the
+basis they are not kept, and the final residuals cost k more products, H y for each pair.
 
 ``tol`` is relative to the largest |eigenvalue|: eigenvalues much smaller than
 lambda_max are known to about tol * |lambda_max| in absolute terms, and eigenvalues
 closer together than that are not told apart. A single start vector sees one direction
 of each eigenspace, so of an eigenvalue repeated exactly (or within tol * |lambda_max|),
 Lanczos may return one copy and let the next eigenvalues fill the remaining places.
+
+Memory (``basis``), for n parameters, a basis of m vectors (``basis_size``) and k pairs; "kept"
+counts vectors of n, the peak of all tensors alive at once as ``landscape.memory.LiveTensors``
+measures it on the CPU (scripts/bench_scale.py prints it against m):
+
+- ``"device"``: 2 (m + 1) float64 on the operator's device (m + 1 when the products are not
+  kept), plus 2 k + 3 more at the peak (the start, the new vector and its orthogonalization,
+  the k Ritz vectors and their products at the end). Accuracy as above. Products: the
+  iteration's steps, + k when the products are not kept.
+- ``"cpu"``: the same in host memory, pinned when the operator is on CUDA (2 vectors on the
+  device). The same numbers: bit for bit on a CPU operator, to the rounding of the
+  reductions (~1e-15) on CUDA. It costs two transfers of n per product and the
+  orthogonalization at host speed.
+- ``"float32"``: basis and products stored in float32, 2 (m + 1) float32 = m + 1 float64's
+  worth, on the device when that fits the budget, else on the host; the arithmetic is in
+  float64 on blocks of columns widened one at a time (about one vector of scratch, at least
+  1024 (m + 1) numbers), plus the 2 k + 3 float64 vectors of "device". Every stored vector
+  is rounded at float32's 6e-8, so the residuals cannot go below a floor of ~1e-7
+  |lambda_max|: the iteration stops at ``max(tol, FLOAT32_TOL = 1e-7)`` and ``converged``
+  is False when ``tol`` is below what the measured residuals reach. Measured
+  (tests/landscape/test_lanczos_memory.py, and 38 runs on the test spectra and a Hessian at
+  tol 1e-6 and 1e-10): eigenvalues within 4e-9 |lambda_max| of "device" (stated: 1e-8),
+  measured residuals at most max(tol, 1.4e-7) |lambda_max| (stated: 2e-7). On a float32
+  operator, whose products carry ~1e-7 anyway, that is below the operator's own rounding.
+  Products: as "device".
+- ``"none"``: no basis. Pass 1 keeps 4 float64 vectors on the operator's device (the start,
+  q_{j-1}, q_j, H q_j) whatever the number of steps, plus O(steps) numbers (T) and O(steps k)
+  (Ritz coefficients); the second pass for eigenvectors adds the k Ritz vectors: k + 4 at the
+  peak. Eigenvalues to ``tol * |lambda_max|`` (Paige: the bound beta |s_last| still holds
+  without reorthogonalization, up to rounding). Products: the steps for eigenvalues alone
+  (``eigenvectors=False``), 2 steps - 1 + k with eigenvectors (the second pass, then one
+  product per residual). Without reorthogonalization convergence slows once ghosts appear:
+  digits-mlp's top 5 took 19 steps in float64 (18 with a basis) and 36 on the float32
+  operator (16); its 3 + 3 ends at tol 1e-8, 470 steps (a basis of 40: over 300). On a
+  float32 operator the measured residuals of slowly converging pairs can stay above the
+  bound (5e-6 at tol 1e-6 there), and ``converged`` says so.
+
+``"auto"`` (the default) takes the first that fits: "device" when the basis and its
+products, 2 (m + 1) n float64, fit the device budget (``max_memory``); "device" without the
+products when the basis alone fits (the products are not worth moving the basis to the host:
+k more products cost less than the transfers); then "cpu" likewise, for a CUDA operator,
+against the host's budget (``landscape.memory.budget`` of the CPU); else "none". On a CPU
+operator the host is the device, and ``max_memory`` is its budget. Explicit "device", "cpu"
+and "float32" keep the products when both fit the budget where they are stored, and
+recompute them otherwise. ``EigenResult.settings`` records the choice: ``basis``,
+``basis_device``, ``products`` ("kept" or "recomputed"), ``residuals`` ("measured", or
+"estimated" for "none" without eigenvectors) and, for "none", ``ghosts`` (Ritz values
+dropped) and ``regenerated`` (whether the second pass reproduced the first bit for bit).
+
+"none": without reorthogonalization the Lanczos vectors lose orthogonality as soon as a
+Ritz value converges, and T then holds further copies ("ghosts") of the converged
+eigenvalues, plus spurious values while each copy forms. The Cullum-Willoughby test
+(Cullum and Willoughby 1985) removes them: of the eigenvalues of T, a cluster of numerically
+equal copies (within ``GHOST_TOL = 1e-12`` relative) counts once, and a simple one that is
+also an eigenvalue of T with its first row and column deleted is spurious (a genuine one has
+a component along the start vector). Good Ritz values closer than tol * |lambda_max| are then
+merged, as the other options do not tell them apart either; each distinct eigenvalue is
+found once, so an operator with fewer distinct eigenvalues than asked for gives fewer
+(``converged`` False). The eigenvectors are the Ritz vectors y = sum_j s_j q_j of a second
+pass that regenerates the same q_j from the same start by the same recurrence (bit for bit
+when the operator is deterministic), normalized, with residuals measured by one product
+each; without eigenvectors the residuals are the bounds beta |s_last|.
 """
 
 from __future__ import annotations
@@ -31,26 +96,30 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from scipy.linalg import eigh_tridiagonal, eigvalsh_tridiagonal
 from tqdm.auto import tqdm
 
 from landscape import memory
 
 Tensor = torch.Tensor
 WHICH = ("largest", "smallest", "both")
+BASES = ("auto", "device", "cpu", "float32", "none")
+GHOST_TOL = 1e-12  # relative to max |theta|: copies of a converged eigenvalue agree to ~1e-15 (measured)
+FLOAT32_TOL = 1e-7  # a float32 basis stops at this relative residual at the least: its rounding's floor
 
 
 @dataclass
 class EigenResult:
     """Eigenpairs of a symmetric operator, sorted by eigenvalue, descending.
 
-    ``eigenvalues [k]`` float64; ``eigenvectors [k, n]`` float64 (unit norm);
+    ``eigenvalues [k]`` float64; ``eigenvectors [k, n]`` float64 (unit norm), None when not asked for;
     ``residuals [k]`` = ||H v - lambda v|| as the operator computes H v; ``converged`` when the
     iteration met its stopping test and every residual is at most ``tol * max |lambda|``;
     ``n_matvecs`` products with the operator; ``restarts``; ``settings`` to reproduce it.
     """
 
     eigenvalues: np.ndarray
-    eigenvectors: Tensor
+    eigenvectors: Tensor | None
     residuals: np.ndarray
     converged: bool
     n_matvecs: int
@@ -58,7 +127,7 @@ class EigenResult:
     which: str
     tol: float
     seconds: float
-    settings: dict = field(default_factory=dict)  # seed, max_steps, basis_size: what reproduces it
+    settings: dict = field(default_factory=dict)  # seed, max_steps, basis_size, basis: what reproduces it
 
     def to_dict(self) -> dict:
         """The numbers and the cost, without the eigenvectors (JSON-ready)."""
@@ -80,28 +149,34 @@ def _wanted(theta: np.ndarray, k: int, which: str) -> np.ndarray:
 
 def lanczos(op, k: int = 1, which: str = "largest", tol: float = 1e-6, max_steps: int | None = None,
             seed: int = 0, v0: Tensor | None = None, basis_size: int | None = None,
-            max_memory: int | str | None = None, progress: bool = False) -> EigenResult:
+            max_memory: int | str | None = None, basis: str = "auto", eigenvectors: bool = True,
+            progress: bool = False) -> EigenResult:
     """The ``k`` largest, smallest, or both (k at each end) eigenpairs of the symmetric operator ``op``.
 
     Args:
         tol: a Ritz pair is converged when ||H v - theta v|| <= tol * max |theta|.
-        max_steps: the budget of products with ``op`` (default ``max(300, 30 k)``).
+        max_steps: the budget of products with ``op`` in the iteration (default ``max(300, 30 k)``).
         seed: seeds the random start (and any restart after a breakdown), on the CPU.
         v0: a warm start ``[n]`` or ``[j, n]`` (e.g. last step's eigenvectors): the start
             vector is their normalized sum plus a 1% random part, so that eigenvalues
             outside their span (a new top eigenvalue) still surface. What it saves depends
             on how far the operator moved (scripts/bench_spectrum.py measures it).
         basis_size: the Krylov basis size before a thick restart (default ``max(2 k + 20, 40)``,
-            at most ``n``).
-        max_memory: bytes the basis and the kept products (2 (m + 1) n float64 numbers)
-            may take on the operator's device before they move to the CPU (default: the
-            free-memory share of ``landscape.memory.budget``).
+            at most ``n``); unused by ``basis="none"``.
+        max_memory: bytes the basis and the kept products may take on the operator's device
+            (default: the free-memory share of ``landscape.memory.budget``).
+        basis: where and how the Krylov basis is kept: "auto" (default), "device", "cpu",
+            "float32" or "none" (no basis: the three-term recurrence); the module docstring
+            gives each one's memory, accuracy and cost.
+        eigenvectors: return them (``basis="none"`` pays a second pass for them).
         progress: show a progress bar (products, and the worst wanted residual).
     """
     start_time = time.perf_counter()
     n = op.shape[0]
     if which not in WHICH:
         raise ValueError(f"which must be one of {', '.join(WHICH)}, got {which!r}")
+    if basis not in BASES:
+        raise ValueError(f"basis must be one of {', '.join(BASES)}, got {basis!r}")
     try:
         k = operator.index(k)
     except TypeError:
@@ -119,20 +194,17 @@ def lanczos(op, k: int = 1, which: str = "largest", tol: float = 1e-6, max_steps
     max_steps = max(300, 30 * want) if max_steps is None else max_steps
     if max_steps < want:
         raise ValueError(f"max_steps {max_steps} is below the {want} products that {want} eigenpairs need")
-    basis_device = op.device
-    if 2 * (m + 1) * n * 8 > memory.budget(torch.device(op.device), max_memory):
-        basis_device = torch.device("cpu")
+    basis, where, dtype, keep = _plan(basis, torch.device(op.device), n, m, max_memory)
+    work = torch.device(op.device) if basis == "none" else where
+    pin = work.type == "cpu" and torch.device(op.device).type == "cuda"
 
     generator = torch.Generator().manual_seed(seed)
 
     def random_vector() -> Tensor:
-        return torch.randn(n, generator=generator, dtype=torch.float64).to(basis_device)
+        return torch.randn(n, generator=generator, dtype=torch.float64).to(work)
 
-    Q = torch.zeros(m + 1, n, dtype=torch.float64, device=basis_device)
-    HQ = torch.zeros_like(Q)  # the raw products op @ Q[i], for measured residuals
-    T = np.zeros((m + 1, m + 1))
     if v0 is not None:
-        rows = v0.detach().reshape(-1, n).to(basis_device, torch.float64)
+        rows = v0.detach().reshape(-1, n).to(work, torch.float64)
         start = (rows / rows.norm(dim=1, keepdim=True).clamp_min(1e-300)).sum(0)
         if not torch.isfinite(start).all() or start.norm() == 0:
             raise ValueError("v0 must be a nonzero, finite vector (or rows of them)")
@@ -140,27 +212,127 @@ def lanczos(op, k: int = 1, which: str = "largest", tol: float = 1e-6, max_steps
         start = start / start.norm() + 1e-2 * noise / noise.norm()
     else:
         start = random_vector()
-    Q[0] = start / start.norm()
+    start = start / start.norm()
+    bar = tqdm(total=max_steps, desc=f"Lanczos {which} {k}", unit="matvec", disable=None if progress else True,
+               leave=False, mininterval=0.5)
+    settings = {"seed": seed, "max_steps": max_steps, "basis_size": None if basis == "none" else m,
+                "warm_start": v0 is not None, "basis": basis, "basis_device": str(work),
+                "products": "kept" if keep else "recomputed", "residuals": "measured"}
+    try:
+        if basis == "none":
+            found = _three_term(op, start, k, which, tol, max_steps, want, eigenvectors, bar, settings)
+        else:
+            stop = max(tol, FLOAT32_TOL) if dtype == torch.float32 else tol
+            Q = _Rows(m + 1, n, where, dtype, pin)
+            HQ = _Rows(m + 1, n, where, dtype, pin) if keep else None  # the raw products op @ Q[i]
+            found = _thick_restart(op, start, k, which, tol, stop, max_steps, want, m, Q, HQ, random_vector,
+                                   v0 is None, eigenvectors, bar)
+    finally:
+        bar.close()
+    values, vectors, residuals, converged, steps, restarts = found
+    return EigenResult(eigenvalues=values, eigenvectors=vectors, residuals=residuals, converged=converged,
+                       n_matvecs=steps, restarts=restarts, which=which, tol=tol,
+                       seconds=time.perf_counter() - start_time, settings=settings)
+
+
+def _plan(basis: str, device: torch.device, n: int, m: int,
+          max_memory: int | str | None) -> tuple[str, torch.device | None, torch.dtype | None, bool]:
+    """(basis, where it is stored, its dtype, whether the products are kept beside it)."""
+    host = torch.device("cpu")
+    device_budget = memory.budget(device, max_memory)
+    host_budget = device_budget if device.type == "cpu" else memory.budget(host)
+    rows = (m + 1) * n * 8  # bytes of one float64 [m + 1, n]
+    if basis == "auto":
+        basis = ("device" if rows <= device_budget else
+                 "cpu" if device.type != "cpu" and rows <= host_budget else "none")
+    if basis == "none":
+        return basis, None, None, False
+    dtype = torch.float32 if basis == "float32" else torch.float64
+    if dtype == torch.float32:
+        rows //= 2
+    where = host if basis == "cpu" or (basis == "float32" and rows > device_budget) else device
+    return basis, where, dtype, 2 * rows <= (device_budget if where == device else host_budget)
+
+
+class _Rows:
+    """``[rows, n]`` vectors stored on ``device`` as ``dtype`` (``pin``: in pinned host memory), read and
+    combined in float64; float32 rows are widened a block of columns at a time."""
+
+    def __init__(self, rows: int, n: int, device: torch.device, dtype: torch.dtype, pin: bool):
+        self.data = torch.zeros(rows, n, dtype=dtype, device=device, pin_memory=pin)
+        self.device, self.n = device, n
+        # a float32 block widened to float64 is [rows, block]: about one vector of n (at least 1024 columns)
+        self.block = n if dtype == torch.float64 else max(1024, -(-n // rows))
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.data[i]
+
+    def __setitem__(self, i: int, v: Tensor) -> None:
+        self.data[i] = v
+
+    def _columns(self):
+        return (slice(c, c + self.block) for c in range(0, self.n, self.block))
+
+    def dot(self, size: int, w: Tensor) -> Tensor:
+        """``rows[:size] @ w`` for ``w [n]`` float64 -> ``[size]``."""
+        if self.data.dtype == torch.float64:
+            return self.data[:size] @ w
+        return sum(self.data[:size, c].double() @ w[c] for c in self._columns())
+
+    def combine(self, coef: Tensor, size: int) -> Tensor:
+        """``coef @ rows[:size]`` for ``coef [size]`` or ``[r, size]`` float64 -> ``[n]`` or ``[r, n]``."""
+        if self.data.dtype == torch.float64:
+            return coef @ self.data[:size]
+        out = torch.empty(*coef.shape[:-1], self.n, dtype=torch.float64, device=self.device)
+        for c in self._columns():
+            out[..., c] = coef @ self.data[:size, c].double()
+        return out
+
+    def replace(self, mix: Tensor, size: int) -> None:
+        """``rows[:r] = mix @ rows[:size]`` for ``mix [r, size]`` (a thick restart)."""
+        if self.data.dtype == torch.float64:
+            self.data[:len(mix)] = mix @ self.data[:size]
+            return
+        for c in self._columns():
+            self.data[:len(mix), c] = mix @ self.data[:size, c].double()
+
+
+def _apply(op, V: Tensor) -> Tensor:
+    """``op @ V`` for ``V [n]`` or ``[r, n]`` float64 anywhere -> float64 on the operator's device."""
+    out = op @ V.to(op.device, op.dtype).reshape(-1, op.shape[0])
+    if not torch.linalg.vector_norm(out, float("inf")).isfinite():  # NaN propagates; no [n] temporary
+        raise ValueError("the operator returned a non-finite product (NaN or inf); is the loss finite "
+                         "at this point?")
+    return out.to(torch.float64).reshape(V.shape)
+
+
+def _thick_restart(op, start, k, which, tol, stop, max_steps, want, m, Q: _Rows, HQ: _Rows | None, random_vector,
+                   from_random, eigenvectors, bar):
+    """The iteration stops when the wanted pairs' residuals are below ``stop * max |theta|`` (``tol`` but
+    for a float32 basis); ``converged`` then tells whether the measured ones meet ``tol``."""
+    n = op.shape[0]
+    where = Q.device
+    staging = None  # a pinned host vector that the products land in, when the basis is on the host of CUDA
+    if where.type == "cpu" and torch.device(op.device).type != "cpu":
+        staging = torch.empty(n, dtype=torch.float64, pin_memory=Q.data.is_pinned())
+    T = np.zeros((m + 1, m + 1))
+    Q[0] = start
     size, steps, restarts, beta = 1, 0, 0, 0.0
     j = 0  # index of the vector to expand next
     theta = S = None
-    from_random, run = v0 is None, 0  # is the current Krylov run started from a random vector; its length
+    run = 0  # length of the current Krylov run; from_random: did it start from a random vector
     guard = None  # after a warm start broke down: where the random run that explores the rest begins
-    bar = tqdm(total=max_steps, desc=f"Lanczos {which} {k}", unit="matvec", disable=None if progress else True,
-               leave=False, mininterval=0.5)
     while True:
-        w = (op @ Q[j].to(op.device, op.dtype)[None])[0].to(basis_device, torch.float64)
-        if not torch.isfinite(w).all():
-            bar.close()
-            raise ValueError("the operator returned a non-finite product (NaN or inf); is the loss finite "
-                             "at this point?")
-        HQ[j] = w
+        product = _apply(op, Q[j])
+        w = staging.copy_(product).clone() if staging is not None else product.to(where)
+        if HQ is not None:
+            HQ[j] = w
         steps += 1
         run += 1
-        coef = Q[:size] @ w
-        w = w - coef @ Q[:size]
-        again = Q[:size] @ w
-        w = w - again @ Q[:size]
+        coef = Q.dot(size, w)
+        w = w - Q.combine(coef, size)
+        again = Q.dot(size, w)
+        w = w - Q.combine(again, size)
         coef = (coef + again).cpu().numpy()
         T[:size, j] = coef
         T[j, :size] = coef
@@ -174,9 +346,9 @@ def lanczos(op, k: int = 1, which: str = "largest", tol: float = 1e-6, max_steps
         # eigenvalues, unless a random vector broke down at once: then it is an eigenvector,
         # and the complement is one eigenspace, of the Rayleigh quotient T[j, j].
         settled = not breakdown or (from_random and run == 1
-                                    and _cannot_enter(T[j, j], theta[idx], k, which, tol * scale))
-        done = (len(idx) == want and (size > want or size == n) and np.all(residuals[idx] <= tol * scale)
-                and settled and _explored(T, guard, size, beta, which, tol * scale))
+                                    and _cannot_enter(T[j, j], theta[idx], k, which, stop * scale))
+        done = (len(idx) == want and (size > want or size == n) and np.all(residuals[idx] <= stop * scale)
+                and settled and _explored(T, guard, size, beta, which, stop * scale))
         bar.update()
         bar.set_postfix(residual=f"{residuals[idx].max() / scale:.1e}", refresh=False)
         if done or steps >= max_steps or size == n:
@@ -184,18 +356,19 @@ def lanczos(op, k: int = 1, which: str = "largest", tol: float = 1e-6, max_steps
         if breakdown:  # an invariant subspace: continue in its complement
             w = random_vector()
             for _ in range(2):
-                w = w - (Q[:size] @ w) @ Q[:size]
+                w = w - Q.combine(Q.dot(size, w), size)
             beta = w.norm().item()
             if not from_random:
                 guard = -1  # placed below, once the new vector has its index
             from_random, run = True, 0
         if size == m:  # thick restart: keep the wanted Ritz vectors and as many more of the best
             keep = _restart_set(theta, idx, m, which)
-            mix = torch.as_tensor(S[:, keep].T.copy(), device=basis_device)
-            Y, HQ[:len(keep)] = mix @ Q[:size], mix @ HQ[:size]
+            mix = torch.as_tensor(S[:, keep].T.copy(), device=where)
+            Q.replace(mix, size)
+            if HQ is not None:
+                HQ.replace(mix, size)
             T[:] = 0
             T[np.arange(len(keep)), np.arange(len(keep))] = theta[keep]
-            Q[:len(keep)] = Y
             size = len(keep)
             restarts += 1
             guard = None if guard is None else 0  # the kept Ritz vectors mix the runs: judge the whole basis
@@ -204,18 +377,122 @@ def lanczos(op, k: int = 1, which: str = "largest", tol: float = 1e-6, max_steps
             guard = size
         j = size
         size += 1
-    bar.close()
     idx = idx[np.argsort(-theta[idx], kind="stable")]
-    mix = torch.as_tensor(S[:, idx].T.copy(), device=basis_device)
-    vectors, products = mix @ Q[:size], mix @ HQ[:size]
+    mix = torch.as_tensor(S[:, idx].T.copy(), device=where)
+    vectors = Q.combine(mix, size)
+    if HQ is not None:
+        products = HQ.combine(mix, size)
+    else:  # the products were not kept: k more of them
+        products = _apply(op, vectors).to(where)
+        steps += len(idx)
     values = theta[idx]
-    residuals = (products - torch.as_tensor(values, device=basis_device)[:, None] * vectors).norm(dim=1).cpu().numpy()
+    shift = torch.as_tensor(values, device=where)[:, None].expand_as(vectors)
+    residuals = products.addcmul_(shift, vectors, value=-1).norm(dim=1).cpu().numpy()
     converged = bool((done or size == n) and np.all(residuals <= tol * scale))
-    return EigenResult(eigenvalues=values, eigenvectors=vectors.to(op.device), residuals=residuals,
-                       converged=converged, n_matvecs=steps, restarts=restarts, which=which, tol=tol,
-                       seconds=time.perf_counter() - start_time,
-                       settings={"seed": seed, "max_steps": max_steps, "basis_size": m, "warm_start": v0 is not None,
-                                 "basis_device": str(basis_device)})
+    return (values, vectors.to(op.device) if eigenvectors else None, residuals, converged, steps, restarts)
+
+
+def _krylov(op, q: Tensor, alphas: list, betas: list):
+    """The plain three-term recurrence from the unit vector ``q``: yields q_0, q_1, ... and appends
+    alpha_j = q_j . H q_j and beta_j = ||H q_j - alpha_j q_j - beta_{j-1} q_{j-1}|| as it goes.
+
+    Three vectors of n are alive at a time (q_{j-1}, q_j and the next one); it ends at an exact breakdown.
+    """
+    q_prev, beta_prev = None, 0.0
+    while True:
+        yield q
+        w = _apply(op, q)
+        if q_prev is not None:
+            w.sub_(q_prev, alpha=beta_prev)
+        alpha = torch.dot(q, w).item()
+        w.sub_(q, alpha=alpha)
+        beta = w.norm().item()
+        alphas.append(alpha)
+        betas.append(beta)
+        if beta == 0.0:
+            return
+        q_prev, q, beta_prev = q, w.div_(beta), beta
+
+
+def _good_ritz(alphas, betas, tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Ritz values of the tridiagonal T (``alphas``, ``betas[:-1]``) with ghosts removed.
+
+    Returns the good values (ascending), their bounds beta_last |s_last|, their columns of
+    T's eigenvectors ``S [m, good]``, and how many Ritz values were dropped. Cullum-Willoughby:
+    numerically equal copies (within ``GHOST_TOL * max |theta|``) count once, a simple value
+    within that of an eigenvalue of T without its first row and column is spurious; then
+    values within ``tol * max |theta|`` of each other are merged. Each kept value is the copy
+    with the smallest bound.
+    """
+    alphas, betas = np.asarray(alphas), np.asarray(betas)
+    m = len(alphas)
+    theta, S = eigh_tridiagonal(alphas, betas[:m - 1])
+    bounds = betas[m - 1] * np.abs(S[-1])
+    scale = max(np.abs(theta).max(), np.finfo(float).tiny)
+    hat = eigvalsh_tridiagonal(alphas[1:], betas[1:m - 1]) if m > 1 else np.empty(0)
+    keep = []
+    for group in _clusters(theta, GHOST_TOL * scale):
+        spurious = len(group) == 1 and len(hat) and np.abs(hat - theta[group[0]]).min() <= GHOST_TOL * scale
+        if not spurious:
+            keep.append(group[np.argmin(bounds[group])])
+    keep = np.array(keep, dtype=int)
+    if len(keep) > 1:
+        keep = np.array([g[np.argmin(bounds[g])] for g in _clusters(theta[keep], tol * scale, keep)], dtype=int)
+    return theta[keep], bounds[keep], S[:, keep], m - len(keep)
+
+
+def _clusters(values: np.ndarray, gap: float, labels: np.ndarray | None = None) -> list[np.ndarray]:
+    """Runs of ascending ``values`` whose neighbours are at most ``gap`` apart, as index arrays (or ``labels``)."""
+    labels = np.arange(len(values)) if labels is None else labels
+    cuts = np.flatnonzero(np.diff(values) > gap) + 1
+    return np.split(labels, cuts)
+
+
+def _three_term(op, start, k, which, tol, max_steps, want, eigenvectors, bar, settings):
+    """Lanczos without a basis: eigenvalues from the recurrence's T, eigenvectors from a second pass."""
+    alphas, betas = [], []
+    steps, norm_T, last_check = 0, 0.0, 0
+    recurrence = _krylov(op, start, alphas, betas)
+    next(recurrence)
+    while True:
+        exhausted = next(recurrence, None) is None
+        steps += 1
+        norm_T = max(norm_T, abs(alphas[-1]) + betas[-1] + (betas[-2] if steps > 1 else 0.0))
+        breakdown = exhausted or betas[-1] <= 1e-12 * norm_T
+        last = breakdown or steps >= max_steps
+        if last or steps <= 50 or steps - last_check >= steps // 20:  # eigh of T: at most ~5% extra steps
+            last_check = steps
+            theta, bounds, S, ghosts = _good_ritz(alphas, betas, tol)
+            scale = max(np.abs(theta).max(), np.finfo(float).tiny)
+            idx = _wanted(theta, k, which)
+            done = len(idx) == want and steps > want and np.all(bounds[idx] <= tol * scale)
+            bar.set_postfix(residual=f"{bounds[idx].max() / scale:.1e}", refresh=False)
+        bar.update()
+        if done or last:
+            break
+    recurrence.close()
+    if breakdown:  # T is exact: its Ritz values are eigenvalues; the bounds are ~0
+        done = len(idx) == want
+    idx = idx[np.argsort(-theta[idx], kind="stable")]
+    values = theta[idx]
+    settings.update(ghosts=ghosts, residuals="measured" if eigenvectors else "estimated")
+    if not eigenvectors:
+        residuals = bounds[idx]
+        return values, None, residuals, bool(done and np.all(residuals <= tol * scale)), steps, 0
+    coef = torch.as_tensor(S[:, idx], device=start.device)  # [steps, k]
+    Y = torch.zeros(len(idx), len(start), dtype=torch.float64, device=start.device)
+    again, again_betas = [], []
+    recurrence = _krylov(op, start, again, again_betas)
+    for j, q in zip(range(len(S)), recurrence):
+        Y.addr_(coef[j], q)
+    recurrence.close()
+    q = None  # the generator's vectors go with it
+    steps += len(S) - 1
+    settings["regenerated"] = again == alphas[:len(again)] and again_betas == betas[:len(again)]
+    Y /= Y.norm(dim=1, keepdim=True)
+    residuals = np.array([_apply(op, y).sub_(y, alpha=value).norm().item() for y, value in zip(Y, values)])
+    steps += len(idx)
+    return values, Y, residuals, bool(done and np.all(residuals <= tol * scale)), steps, 0
 
 
 def _explored(T: np.ndarray, guard: int | None, size: int, beta: float, which: str, slack: float) -> bool:
@@ -249,6 +526,3 @@ def _restart_set(theta: np.ndarray, idx: np.ndarray, m: int, which: str) -> np.n
                 "both": np.minimum(position, size - 1 - position)}[which]
     order = np.argsort(priority, kind="stable")
     return np.sort(order[:max(len(idx) + 1, m // 2)])
-
-
-
