@@ -14,6 +14,7 @@ empirical distribution.
 - ``kde_information``: T + N(0, sigma^2 I), whose density given the data is the mixture
   (1/m) sum_i N(t_i, sigma^2 I); its entropy is bounded above by the pairwise-KL estimator
   of Kolchinsky & Tracey (2017), as in Saxe et al.'s code (noise variance 0.1 there).
+- ``mlp`` builds the network of these experiments (Linear ``fc{i}``, then activation ``T{i}``);
 - ``layer_information`` runs one of them on a dict of layers; ``track`` trains a model and
   records every ``every`` epochs the activations of its ``nn.Tanh``/``nn.ReLU`` modules (or
   the modules named) through forward hooks, returning an ``InformationPlane``.
@@ -192,6 +193,32 @@ def layer_information(activations: Mapping[str, object], y, *, method: str = "bi
     labels ``y [m]``, by ``method`` "binning" (``bins``, ``range_``) or "kde" (``noise_variance``)."""
     _settings(method, settings)
     return {name: _ESTIMATORS[method](T, y, **settings) for name, T in activations.items()}
+
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+def mlp(widths: Sequence[int], activation: str = "tanh", *, seed: int = 0, inputs: int = 64,
+        classes: int = 10) -> nn.Sequential:
+    """``inputs``-widths-``classes`` MLP: Linear ``fc{i}`` then activation ``T{i}`` per hidden layer, and a
+    Linear ``out`` giving the logits; torch's default init drawn from ``seed`` (the global RNG untouched)."""
+    from collections import OrderedDict
+
+    from landscape.problems import _seeded
+
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+
+    def build():
+        modules, width = OrderedDict(), inputs
+        for i, w in enumerate(widths, 1):
+            modules[f"fc{i}"] = nn.Linear(width, w)
+            modules[f"T{i}"] = ACTIVATIONS[activation]()
+            width = w
+        modules["out"] = nn.Linear(width, classes)
+        return nn.Sequential(modules)
+
+    return _seeded(build, seed)
 
 
 def _modules(model: nn.Module, layers: Sequence[str] | None) -> dict[str, nn.Module]:

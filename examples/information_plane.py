@@ -23,29 +23,17 @@ Writes DIR/information_plane_{tanh,relu}_{binning,kde}.png and DIR/information_p
 import argparse
 import io
 import math
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 import landscape
-from dynamics.information import track
+from dynamics.information import mlp, track
 from viz.plots import information_plane
 
 WIDTHS = (10, 7, 5, 4, 3)
 DROP = 0.5  # bits: a fall from the peak smaller than this is not called compression
-
-
-def network(activation: str, seed: int) -> nn.Sequential:
-    """64-10-7-5-4-3-10, hidden layers named T1..T5, torch's default init drawn from ``seed``."""
-    torch.manual_seed(seed)
-    layers, width = [], 64
-    for i, w in enumerate(WIDTHS, 1):
-        layers += [(f"fc{i}", nn.Linear(width, w)), (f"T{i}", nn.Tanh() if activation == "tanh" else nn.ReLU())]
-        width = w
-    return nn.Sequential(OrderedDict(layers + [("out", nn.Linear(width, 10))]))
 
 
 def main() -> None:
@@ -65,7 +53,7 @@ def main() -> None:
         for method, settings in (("binning", {"bins": 30, "range_": (-1.0, 1.0) if activation == "tanh" else None}),
                                  ("kde", {"noise_variance": 0.1})):
             with torch.random.fork_rng(devices=[]):
-                model = network(activation, args.seed)
+                model = mlp(WIDTHS, activation, seed=args.seed)
             plane = track(model, X, y, torch.optim.Adam(model.parameters(), lr=0.01), epochs=args.epochs,
                           every=args.every, batch_size=64, seed=args.seed, method=method, **settings)
             where = {None: "the observed range", (-1.0, 1.0): "(-1, 1)"}.get(settings.get("range_"))

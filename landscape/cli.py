@@ -756,9 +756,6 @@ def _hopfield(args) -> int:
     return 0
 
 
-INFOPLANE_ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
-
-
 def _ints(text: str, flag: str = "--widths", least: int = 1) -> list[int]:
     """``"10,7,5,4,3"`` -> [10, 7, 5, 4, 3], each at least ``least``."""
     try:
@@ -784,26 +781,8 @@ def _bin_range(text: str | None) -> tuple[float, float] | None:
     return lo, hi
 
 
-def infoplane_model(widths: list[int], activation: str, seed: int, inputs: int = 64,
-                    classes: int = 10) -> torch.nn.Sequential:
-    """``inputs``-widths-``classes`` MLP: Linear ``fc{i}`` then activation ``T{i}`` per hidden layer, and a
-    Linear ``out`` giving the logits; torch's default init drawn from ``seed`` (the global RNG untouched)."""
-    from collections import OrderedDict
-
-    def build():
-        modules, width = OrderedDict(), inputs
-        for i, w in enumerate(widths, 1):
-            modules[f"fc{i}"] = torch.nn.Linear(width, w)
-            modules[f"T{i}"] = INFOPLANE_ACTIVATIONS[activation]()
-            width = w
-        modules["out"] = torch.nn.Linear(width, classes)
-        return torch.nn.Sequential(modules)
-
-    return problems._seeded(build, seed)
-
-
 def _infoplane(args) -> int:
-    from dynamics.information import track
+    from dynamics.information import mlp, track
 
     widths = _ints(args.widths)
     bin_range = _bin_range(args.range)
@@ -839,7 +818,7 @@ def _infoplane(args) -> int:
     X, y = train if args.examples is None else (train[0][:args.examples], train[1][:args.examples])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model = infoplane_model(widths, args.activation, args.seed)
+    model = mlp(widths, args.activation, seed=args.seed)
     optimizer = (torch.optim.SGD if args.optimizer == "sgd" else torch.optim.Adam)(model.parameters(), lr=args.lr)
     batch_size = args.batch_size or None
     plane = track(model, X, y, optimizer, epochs=args.epochs, every=args.every, method=args.method,
@@ -1199,7 +1178,7 @@ def parser() -> argparse.ArgumentParser:
                                     "on these settings, which are recorded. Writes infoplane.json and "
                                     "infoplane.png.")
     ip.add_argument("--widths", default="10,7,5,4,3", help="hidden layer widths (default 10,7,5,4,3)")
-    ip.add_argument("--activation", choices=list(INFOPLANE_ACTIVATIONS), default="tanh",
+    ip.add_argument("--activation", choices=["tanh", "relu"], default="tanh",
                     help="hidden activation (default tanh)")
     ip.add_argument("--epochs", type=int, default=200, help="passes over the examples (default 200)")
     ip.add_argument("--every", type=int, default=10, help="estimate every N epochs, and at the last (default 10)")

@@ -87,8 +87,7 @@ def test_hopfield_capacity_example(tmp_path):
 def test_information_plane_example(tmp_path):
     from matplotlib.image import imread
 
-    from dynamics.information import track
-    from landscape.cli import infoplane_model
+    from dynamics.information import mlp, track
 
     out = run_example("information_plane.py", "--out", str(tmp_path), "--epochs", "30", "--every", "10")
     X, y = landscape.load("digits-mlp", steps=0).data
@@ -101,7 +100,7 @@ def test_information_plane_example(tmp_path):
     for block, (activation, method, settings) in zip(blocks, [
             ("tanh", "binning", {"bins": 30, "range_": (-1.0, 1.0)}), ("tanh", "kde", {"noise_variance": 0.1}),
             ("relu", "binning", {"bins": 30, "range_": None}), ("relu", "kde", {"noise_variance": 0.1})]):
-        model = infoplane_model([10, 7, 5, 4, 3], activation, seed=0)  # the command's network, built by the CLI
+        model = mlp([10, 7, 5, 4, 3], activation, seed=0)  # the example's network
         plane = track(model, X, y, torch.optim.Adam(model.parameters(), lr=0.01), epochs=30, every=10,
                       batch_size=64, seed=0, method=method, **settings)
         loss = [float(v) for v in re.search(r"loss (\S+) -> (\S+) ", block).groups()]
