@@ -262,7 +262,16 @@ class Objective:
                 value = per_batch(X, y) * size
                 acc = value if acc is None else acc + value
                 total += size
+        acc, total = self._reduce(acc, total)
         return acc / total
+
+    def _reduce(self, acc: Tensor, total: int) -> tuple[Tensor, int]:
+        """The sum over examples of n_b * value and the example count, before the division by N.
+
+        The one place where the data-parallel objective (``landscape.distributed``) sums over ranks;
+        here, this process holds all the data.
+        """
+        return acc, total
 
     # -- the model as a function of theta ------------------------------------------------
 
@@ -442,10 +451,12 @@ class Objective:
         return self._like(params=params)
 
     def _like(self, **changes) -> Objective:
-        settings = {"batch_size": self.batch_size, "params": list(self.space.names), "device": self.device,
-                    "dtype": self.dtype, "train": self.train, "hvp_mode": self.hvp_mode,
-                    "max_memory": self.max_memory, **changes}
-        return Objective(self.model, self.loss_fn, self._data, _snapshot_of=self, **settings)
+        return type(self)(self.model, self.loss_fn, self._data, _snapshot_of=self, **{**self._settings(), **changes})
+
+    def _settings(self) -> dict:
+        """The keyword arguments that rebuild this objective over its data (a subclass adds its own)."""
+        return {"batch_size": self.batch_size, "params": list(self.space.names), "device": self.device,
+                "dtype": self.dtype, "train": self.train, "hvp_mode": self.hvp_mode, "max_memory": self.max_memory}
 
     def check_hvp(self, theta: Tensor | None = None, n_vectors: int = 3, *, dtype: torch.dtype | None = torch.float64,
                   steps: Sequence[float] | None = None, mode: str | None = None, seed: int = 0) -> HVPCheck:

@@ -1,0 +1,422 @@
+"""Running over torch.distributed: processes launched by ``torchrun``, gloo on CPUs, NCCL on GPUs.
+
+    # torchrun --nproc_per_node 4 analyse.py
+    from landscape import distributed
+    world = distributed.init()                          # from RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT
+    obj = distributed.data_parallel(problem.objective(), world)   # this rank's shard of the examples
+    top = landscape.eigenvalues(landscape.hessian(obj), k=5, max_memory=world.budget(obj.device))
+    result = landscape.scan(problem.objective(), d, grid, store="out/scan.h5", world=world)  # points split
+
+``init`` reads the environment torchrun sets; without ``WORLD_SIZE`` (or with 1) it is a
+no-op and every function here runs as in one process. There is no scheduler here: torchrun
+starts the processes, restarts or stops them, and spans nodes (``--nnodes``, ``--rdzv_endpoint``).
+
+Two kinds of parallelism, one per kind of work:
+
+- **Data parallel** (``DataParallelObjective``, for spectra, traces, densities, dynamics):
+  rank r holds a shard of N_r examples (``shard``: contiguous slices of an ``(X, y)`` pair,
+  uneven sizes allowed, or every world-th batch of an iterable). Every evaluation of an
+  ``Objective`` (loss, gradient, HVPs rev-rev and fwd-rev, single ``[n]`` or batched
+  ``[k, n]``, ``loss_many``, ``evaluate``, GGN and Fisher products) goes through
+  ``Objective.batch_mean``, which sums n_b * value over the local batches; the data-parallel
+  objective all-reduces that sum and the example count there (``Objective._reduce``), so
+
+      L(theta) = (sum_r sum_{b in r} n_b l_b(theta)) / (sum_r N_r)
+
+  and every rank gets the full-data value, weighted by shard sizes. The ``"cached"`` HVP mode
+  keeps a differentiable gradient graph; a graph cannot span processes, so there each rank
+  keeps the graph of its own shard's mean gradient and the *products* are reduced:
+  H v = sum_r N_r (H_r v) / N, one all-reduce per call as in the other modes. ``"auto"``
+  picks "cached" only when it fits on every rank. Like ``DistributedDataParallel``, the
+  snapshot (theta0, buffers, frozen parameters) is broadcast from rank 0 at construction.
+- **Point parallel** (``landscape.scan(..., world=world)``): every rank holds all the data
+  and evaluates its own points of the grid, with no communication per point; each rank writes
+  a per-rank HDF5 file and rank 0 merges them (see ``landscape.store``).
+
+Identical vectors on every rank. Lanczos, SLQ, Hutchinson/Hutch++ and the dynamics code
+run unchanged on every rank, each with its own copy of every vector, and those copies are
+the same to the last bit because:
+
+1. every random vector comes from a seeded ``torch.Generator`` on the CPU (Lanczos' start,
+   trace and SLQ probes, random directions), the same on every rank whatever the device;
+2. an all-reduce hands every rank the same bits: gloo's and NCCL's algorithms (ring, tree,
+   halving-doubling) reduce each element once and copy the result, or combine the same two
+   operands on both sides (a + b == b + a in IEEE arithmetic);
+3. everything between reductions is deterministic arithmetic on identical inputs, so it
+   gives identical results given the same hardware and software on every rank (GPU model,
+   torch version, threads per process). Control flow (convergence tests, restarts) depends
+   only on those numbers, so every rank makes the same products in the same order, which the
+   collectives require;
+4. choices made from free memory could differ between ranks: the objective agrees on its HVP
+   mode, and Lanczos (``basis="auto"``) and SLQ (``reorthogonalize=None``) must be given
+   ``max_memory=world.budget(device)`` (the least budget over ranks; the CLI does this) or an
+   explicit ``basis``.
+
+tests/landscape/test_distributed.py checks it: the eigenvectors' sha256 is the same on both ranks
+(``World.identical``).
+
+Code that iterates ``obj.batches()`` itself (scans, connectivity's curve training, the
+linearized model) sees only the local shard; give those a plain ``Objective`` over all the data.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import itertools
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch.utils._pytree import tree_map
+
+from landscape import hvp as _hvp
+from landscape import memory
+from landscape.objective import Objective, _batch_len, _is_pair
+
+Tensor = torch.Tensor
+_OPS = {"sum": "SUM", "min": "MIN", "max": "MAX"}
+_owned = False  # whether init() made the default process group (shutdown() destroys only that one)
+
+
+@dataclass(frozen=True)
+class World:
+    """The processes of a run: this one is ``rank`` of ``size`` (``local_rank`` on its node).
+
+    ``backend`` is "gloo", "nccl" or None (a single process); ``device`` is where this rank
+    computes by default and where NCCL's collectives run (``cuda:LOCAL_RANK``). The methods are
+    collectives: every rank calls them, in the same order, with tensors of the same shape. In
+    a single process they return at once.
+    """
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def active(self) -> bool:
+        """More than one process."""
+        return self.size > 1
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one that prints and writes the results."""
+        return self.rank == 0
+
+    def to_dict(self) -> dict:
+        return {"rank": self.rank, "size": self.size, "local_rank": self.local_rank, "backend": self.backend,
+                "device": str(self.device)}
+
+    def _comm(self) -> torch.device:
+        return self.device if self.backend == "nccl" else torch.device("cpu")
+
+    def all_reduce_(self, t: Tensor, op: str = "sum") -> Tensor:
+        """``t`` summed (or min, max) over ranks, in place; every rank gets the same bits."""
+        if not self.active:
+            return t
+        comm = self._comm()
+        buf = t if t.device == comm and t.is_contiguous() else t.detach().to(comm).contiguous()
+        dist.all_reduce(buf, op=getattr(dist.ReduceOp, _OPS[op]))
+        if buf is not t:
+            t.copy_(buf)
+        return t
+
+    def broadcast_(self, t: Tensor, src: int = 0) -> Tensor:
+        """``t`` overwritten, in place, by rank ``src``'s."""
+        if not self.active:
+            return t
+        comm = self._comm()
+        buf = t if t.device == comm and t.is_contiguous() else t.detach().to(comm).contiguous()
+        dist.broadcast(buf, src=src)
+        if buf is not t:
+            t.copy_(buf)
+        return t
+
+    def _int(self, value: int, op: str) -> int:
+        if not self.active:
+            return int(value)
+        return int(self.all_reduce_(torch.tensor([int(value)], dtype=torch.int64, device=self._comm()), op).item())
+
+    def sum(self, value: int) -> int:
+        """The sum over ranks of an integer."""
+        return self._int(value, "sum")
+
+    def min(self, value: int) -> int:
+        """The least over ranks of an integer."""
+        return self._int(value, "min")
+
+    def all(self, flag: bool) -> bool:
+        """Whether ``flag`` is true on every rank."""
+        return self.min(int(bool(flag))) == 1
+
+    def budget(self, device: str | torch.device | None = None, max_memory: int | str | None = None) -> int:
+        """The least over ranks of ``landscape.memory.budget(device, max_memory)``: a budget every rank agrees on,
+        so that choices made from it (Lanczos' basis, SLQ's reorthogonalization) are the same everywhere."""
+        return self.min(memory.budget(torch.device(device or self.device), max_memory))
+
+    def broadcast_object(self, obj, src: int = 0):
+        """Rank ``src``'s ``obj`` (anything picklable), on every rank."""
+        if not self.active:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=src, device=self._comm() if self.backend == "nccl" else None)
+        return box[0]
+
+    def gather_objects(self, obj) -> list:
+        """Every rank's ``obj`` (picklable), in rank order, on every rank."""
+        if not self.active:
+            return [obj]
+        out = [None] * self.size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        """Wait until every rank gets here."""
+        if self.active:
+            if self.backend == "nccl":
+                dist.barrier(device_ids=[self.device.index])
+            else:
+                dist.barrier()
+
+    def identical(self, t: Tensor) -> bool:
+        """Whether ``t`` holds the same bits on every rank (its sha256 compared across ranks)."""
+        return len(set(self.gather_objects(digest(t)))) == 1
+
+
+def digest(t: Tensor) -> str:
+    """sha256 of a tensor's dtype, shape and bytes: equal digests mean equal bits."""
+    data = t.detach().cpu().contiguous()
+    raw = data.reshape(-1).view(torch.uint8).numpy().tobytes()
+    return hashlib.sha256(f"{data.dtype}{tuple(data.shape)}".encode() + raw).hexdigest()
+
+
+def _device(spec, local_rank: int) -> torch.device:
+    """``None`` -> cuda:LOCAL_RANK when CUDA is there, else cpu; ``"cuda"`` -> cuda:LOCAL_RANK."""
+    if spec is None:
+        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device {spec!r} is not a device name like cpu, cuda or cuda:1") from error
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {spec}: CUDA is not available on this machine")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+    return device
+
+
+def _env_int(name: str, default: int | None = None) -> int | None:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"the environment variable {name}={value!r} is not an integer") from None
+
+
+def launched() -> bool:
+    """Whether this process is one of several started by torchrun (``WORLD_SIZE`` > 1) or joined to a group."""
+    return (dist.is_available() and dist.is_initialized()) or (_env_int("WORLD_SIZE", 1) or 1) > 1
+
+
+def init(device: str | torch.device | None = None, backend: str | None = None, *, init_method: str | None = None,
+         rank: int | None = None, size: int | None = None, timeout: float | None = None) -> World:
+    """Join the processes of this run and return this one's ``World``; a single process without ``WORLD_SIZE``.
+
+    Reads what ``torchrun`` sets: ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and, for the default
+    ``init_method="env://"``, ``MASTER_ADDR`` and ``MASTER_PORT``. ``rank``, ``size`` and
+    ``init_method`` (e.g. ``"file:///tmp/rendezvous"``) override them, for processes started
+    another way. ``device``: ``None`` is cuda:LOCAL_RANK when CUDA is available, else cpu;
+    ``"cuda"`` means cuda:LOCAL_RANK. ``backend``: default NCCL for a CUDA device, gloo for the
+    CPU. ``timeout``: seconds a collective waits for the other ranks (default torch's).
+    Calling it again returns the same world (the process group is made once).
+    """
+    global _owned
+    if dist.is_available() and dist.is_initialized():
+        rank, size = dist.get_rank(), dist.get_world_size()
+        local_rank = _env_int("LOCAL_RANK", rank)
+        backend = str(dist.get_backend())
+        if device is None:
+            device = "cuda" if backend == "nccl" else "cpu"
+        return World(rank, size, local_rank, backend, _device(device, local_rank))
+    size = _env_int("WORLD_SIZE", 1) if size is None else size
+    if size is None or size <= 1:
+        return World(device=_device(device, 0))
+    if not dist.is_available():
+        raise ValueError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+    rank = _env_int("RANK") if rank is None else rank
+    if rank is None:
+        raise ValueError(f"WORLD_SIZE={size} but RANK is not set: start the processes with torchrun "
+                         f"(torchrun --nproc_per_node {size} ...)")
+    if not 0 <= rank < size:
+        raise ValueError(f"rank {rank} is outside 0..{size - 1}")
+    local_rank = _env_int("LOCAL_RANK", rank)
+    device = _device(device, local_rank)
+    backend = backend or ("nccl" if device.type == "cuda" else "gloo")
+    if backend not in ("gloo", "nccl"):
+        raise ValueError(f"backend must be gloo or nccl, got {backend!r}")
+    if backend == "nccl" and device.type != "cuda":
+        raise ValueError("the nccl backend needs a CUDA device; use gloo on the CPU")
+    init_method = init_method or "env://"
+    if init_method == "env://":
+        missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+        if missing:
+            raise ValueError(f"WORLD_SIZE={size} but {' and '.join(missing)} are not set: start the processes "
+                             f"with torchrun, which sets them")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    kwargs = {} if timeout is None else {"timeout": datetime.timedelta(seconds=timeout)}
+    dist.init_process_group(backend=backend, init_method=init_method, rank=rank, world_size=size, **kwargs)
+    _owned = True
+    return World(rank, size, local_rank, backend, device)
+
+
+def shutdown() -> None:
+    """Leave the process group that ``init`` made (a group made elsewhere is left alone)."""
+    global _owned
+    if _owned and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    _owned = False
+
+
+@contextmanager
+def quiet(world: World):
+    """On ranks other than 0, send stdout and stderr (prints, progress bars, warnings) to /dev/null."""
+    if world.main:
+        yield
+        return
+    import contextlib
+
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+        yield
+
+
+# -- data ----------------------------------------------------------------------------------
+
+
+def shard_range(n: int, rank: int, size: int) -> tuple[int, int]:
+    """``[start, stop)`` of rank ``rank``'s contiguous share of ``n`` items; the first ``n % size`` ranks get one more."""
+    base, extra = divmod(n, size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (rank < extra)
+
+
+class _Strided:
+    """Every ``size``-th batch of a re-iterable, from the ``rank``-th: a re-iterable itself."""
+
+    def __init__(self, data: Iterable, rank: int, size: int):
+        self.data, self.rank, self.size = data, rank, size
+
+    def __iter__(self) -> Iterator:
+        return itertools.islice(iter(self.data), self.rank, None, self.size)
+
+    def __len__(self) -> int:
+        return len(range(self.rank, len(self.data), self.size))
+
+
+def shard(data, world: World | None = None):
+    """This rank's part of ``data``: of an ``(X, y)`` pair, the contiguous slice ``shard_range(N, rank, size)``
+    (``X`` a tensor, tuple or dict of tensors; views, no copy); of an iterable of batches, every
+    world-th batch from the rank-th (each rank still reads the batches it skips; give each rank its
+    own loader when reading is expensive). Every rank must get at least one example or batch."""
+    world = init() if world is None else world
+    if _is_pair(data):
+        X, y = data
+        if _batch_len(X) != y.shape[0]:
+            raise ValueError(f"X has {_batch_len(X)} examples but y has {y.shape[0]}")
+        if y.shape[0] < world.size:
+            raise ValueError(f"{y.shape[0]} examples cannot be shared by {world.size} processes (each needs one)")
+        start, stop = shard_range(y.shape[0], world.rank, world.size)
+        return tree_map(lambda t: t[start:stop], X), y[start:stop]
+    if not isinstance(data, Iterable) or (not hasattr(data, "__len__") and iter(data) is data):
+        raise ValueError("data must be an (X, y) pair of tensors or a re-iterable of (X, y) batches (a list, a "
+                         "DataLoader), got " + type(data).__name__)
+    if hasattr(data, "__len__") and len(data) < world.size:
+        raise ValueError(f"{len(data)} batches cannot be shared by {world.size} processes (each needs one)")
+    return data if not world.active else _Strided(data, world.rank, world.size)
+
+
+# -- the data-parallel objective ---------------------------------------------------------------
+
+
+class DataParallelObjective(Objective):
+    """An ``Objective`` whose data is spread over the ranks of ``world``; every evaluation is the full-data one.
+
+    Args:
+        model, loss_fn, **kwargs: as ``Objective`` (batch_size, params, device, dtype, train,
+            hvp_mode, max_memory).
+        data: all the data, of which this rank takes its ``shard``; or, with ``sharded=True``,
+            this rank's part already (each rank loading its own).
+        world: from ``init()`` (default: ``init()``).
+
+    ``n_examples`` is this rank's count (what its memory holds); ``total_examples``, all ranks',
+    once an evaluation has summed them. Every method is a collective: call it on every rank.
+    """
+
+    def __init__(self, model, loss_fn, data, *, world: World | None = None, sharded: bool = False, **kwargs):
+        self.world = init() if world is None else world
+        self._local = False
+        self.total_examples: int | None = None
+        super().__init__(model, loss_fn, data if sharded else shard(data, self.world), **kwargs)
+        if self.world.active and not isinstance(kwargs.get("_snapshot_of"), DataParallelObjective):
+            # rank 0's snapshot everywhere, as DistributedDataParallel does with its module
+            self.theta0 = self.world.broadcast_(self.theta0.clone())
+            self._fixed = {name: self.world.broadcast_(t.clone()) for name, t in self._fixed.items()}
+
+    def _settings(self) -> dict:
+        return {**super()._settings(), "world": self.world, "sharded": True}
+
+    @contextmanager
+    def _locally(self):
+        """``batch_mean`` over this rank's shard only (the cached HVP graph)."""
+        self._local = True
+        try:
+            yield
+        finally:
+            self._local = False
+
+    def _reduce(self, acc: Tensor, total: int) -> tuple[Tensor, int]:
+        if self._local or not self.world.active:
+            return acc, total
+        if acc.requires_grad:
+            raise ValueError("a differentiable full-data result cannot be summed over processes (a gradient graph "
+                             "does not span them); reduce products instead, as the cached HVP mode does")
+        shape = acc.shape
+        acc = self.world.all_reduce_(acc.reshape(-1).contiguous()).reshape(shape)
+        self.total_examples = self.world.sum(total)
+        return acc, self.total_examples
+
+    def resolve_mode(self, mode: str | None = None) -> str:
+        """As ``Objective.resolve_mode``; ``"auto"`` takes "cached" only when it fits on every rank."""
+        mode = mode or self.hvp_mode
+        if mode != "auto" or not self.world.active:
+            return super().resolve_mode(mode)
+        if self._auto_mode is None:
+            self._auto_mode = "cached" if self.world.all(_hvp.auto_mode(self) == "cached") else "rev-rev"
+        return self._auto_mode
+
+    def hvp(self, V: Tensor, theta: Tensor | None = None, mode: str | None = None) -> Tensor:
+        """H(theta) V over all ranks' data; in the cached mode, each rank's shard products, then reduced."""
+        resolved = self.resolve_mode(mode)
+        if resolved != "cached" or not self.world.active:
+            return super().hvp(V, theta, mode=resolved)
+        with self._locally():
+            local = super().hvp(V, theta, mode=resolved)
+        acc, total = self._reduce(local * self.n_examples, self.n_examples)
+        return acc / total
+
+
+def data_parallel(obj: Objective, world: World | None = None) -> DataParallelObjective:
+    """``obj`` spread over the ranks of ``world``: each rank keeps its shard of ``obj``'s data, with the
+    same parameters, dtype, device, mode and HVP settings, and rank 0's snapshot of the model."""
+    if isinstance(obj, DataParallelObjective):
+        return obj
+    return DataParallelObjective(obj.model, obj.loss_fn, obj._data, world=world, _snapshot_of=obj, **obj._settings())
+
