@@ -21,6 +21,19 @@ Strategies:
 - ``"batched"``: a chunk of points at once, ``torch.func.vmap`` over ``functional_call``,
   the chunk sized to the memory budget (for GPUs).
 - ``"auto"``: batched on CUDA, loop on the CPU (where measured it is the faster one).
+
+Several processes (``world=landscape.distributed.init()`` under torchrun) split the grid,
+point parallel: every rank holds all the data and evaluates whole points, with no
+communication per point. The grid's chunks are those of a single-process scan (``chunk``
+consecutive points of the flattened grid, rank 0's chunk size when it is not given); the
+chunks not yet done are dealt out in turn, chunk i of them to rank i mod W. As a point's
+value depends only on the chunk it is computed in (the loop strategy: not even on that;
+batched: vmap over the chunk), the values are those of a single-process scan bit for bit,
+given the same arithmetic in each process (device, dtype, threads per process). Each rank
+writes its own file and rank 0 merges them at the end (``landscape.store``); an interrupted
+run resumes on any number of processes. Rank 0's directions and centre are broadcast, and
+the ranks check before any work that they hold the same scan (the store's key: grid,
+parameters, buffers, the values at the centre that stand for the data and the metrics).
 """
 
 from __future__ import annotations
@@ -202,7 +215,7 @@ def _thetas(center: Tensor, D: Tensor, coords: np.ndarray) -> Tensor:
 
 def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None = None,
          store: str | Path | None = None, strategy: str = "auto", chunk: int | None = None, progress: bool = True,
-         meta: dict | None = None) -> Scan:
+         meta: dict | None = None, world=None) -> Scan:
     """Evaluate the loss and ``metrics`` on a grid around a centre, along 1-3 directions.
 
     Args:
@@ -221,7 +234,18 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
         chunk: points per chunk (flushed to the store together); default 64 for the loop,
             the memory budget's share for batched (at most 1024). A resume uses the stored one.
         meta: extra JSON metadata for the store (the CLI puts the problem's name there).
+        world: a ``landscape.distributed.World`` of several processes: each rank (holding all
+            the data) computes its share of the chunks and writes ``store``'s per-rank file;
+            every rank returns the merged scan (``points_computed`` and the rate count all
+            ranks' points). Call it on every rank. Default: this process alone.
     """
+    world = world if world is not None and world.active else None
+    if world is not None:
+        from landscape.distributed import DataParallelObjective
+
+        if isinstance(obj, DataParallelObjective):
+            raise ValueError("a distributed scan splits the grid, not the data: give every rank a plain Objective "
+                             "over all the data (the data-parallel objective is for spectra and HVPs)")
     if not isinstance(directions, _directions.Directions):
         directions = _directions.given(obj, directions)
     if strategy not in STRATEGIES:
@@ -240,6 +264,9 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
         chunk = 64 if strategy == "loop" else min(1024, memory.chunk_size(total, obj.graph_bytes(), obj.memory_budget()))
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
+    if world is not None:  # rank 0's directions, centre and chunk (the batched default depends on free memory)
+        D, center = world.broadcast_(D.clone()), world.broadcast_(center.clone())
+        chunk = world.broadcast_object(chunk)
 
     evaluate = _loop(obj, fns) if strategy == "loop" else _batched(obj, fns)
     # The centre, evaluated as every point is (and before any file is made, so a loss or metric that
@@ -254,45 +281,136 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
            "directions": _directions.fingerprint(D), "center": _directions.fingerprint(center),
            "fixed": _directions.fingerprint(torch.cat(fixed)) if fixed else None,
            "probe": {name: float.hex(v) for name, v in probe.items()}}
-    opened = None
     if store is not None:
         import landscape
 
-        opened = _store.Store.open(store, {**key, "chunk": chunk}, axes, D, center,
-                                   {"library": landscape.__version__, "torch": torch.__version__,
-                                    "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **(meta or {})})
-        values, done, chunk = opened.values, opened.done, opened.chunk
+        meta = {"library": landscape.__version__, "torch": torch.__version__,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **(meta or {})}
+    work = _Work(obj, evaluate, axes, D, center, list(fns), chunk)
+    if world is not None:
+        return _sharded(world, work, {**key, "chunk": chunk}, store, meta, progress, directions, strategy, probe)
+    opened = None
+    if store is not None:
+        opened = _store.Store.open(store, {**key, "chunk": chunk}, axes, D, center, meta)
+        values, done, work.chunk = opened.values, opened.done, opened.chunk
     else:
         values = {name: np.full(shape, np.nan) for name in fns}
         done = np.zeros(shape, dtype=bool)
 
-    flat_values = {name: v.reshape(-1) for name, v in values.items()}
-    flat_done = done.reshape(-1)
-    start_time, computed = time.perf_counter(), 0
-    bar = tqdm(total=total, initial=int(flat_done.sum()), unit="pt", desc="scan", disable=not progress,
+    start_time = time.perf_counter()
+    bar = tqdm(total=total, initial=int(done.sum()), unit="pt", desc="scan", disable=not progress,
                dynamic_ncols=True)
     try:
-        for start in range(0, total, chunk):
-            stop = min(total, start + chunk)
-            if flat_done[start:stop].all():
-                continue
-            results = evaluate(_thetas(center, D, _points(axes, start, stop)))  # [c, metrics] float64
-            for m, name in enumerate(fns):
-                flat_values[name][start:stop] = results[:, m]
-            flat_done[start:stop] = True
-            obj.counts["forward"] += stop - start
-            computed += stop - start
-            if opened is not None:
-                opened.write(start, stop)
-            bar.update(stop - start)
+        computed = work.run(work.todo(done), values, done, opened, bar)
     finally:
         bar.close()
         if opened is not None:
             opened.close()
     seconds = time.perf_counter() - start_time
     return Scan(axes=axes, values=values, done=done, directions=directions, center=center, strategy=strategy,
-                chunk=chunk, seconds=seconds, points_computed=computed, path=None if store is None else str(store),
+                chunk=work.chunk, seconds=seconds, points_computed=computed, path=None if store is None else str(store),
                 center_values=probe)
+
+
+@dataclass
+class _Work:
+    """A scan's points in chunks of the flattened grid, and how to compute a chunk of them."""
+
+    obj: Objective
+    evaluate: Callable
+    axes: list[np.ndarray]
+    D: Tensor
+    center: Tensor
+    names: list[str]
+    chunk: int
+
+    @property
+    def total(self) -> int:
+        return int(np.prod([len(a) for a in self.axes]))
+
+    def todo(self, done: np.ndarray) -> list[int]:
+        """The starts of the chunks with a point not done."""
+        flat = done.reshape(-1)
+        return [start for start in range(0, self.total, self.chunk) if not flat[start:start + self.chunk].all()]
+
+    def run(self, starts: list[int], values: dict[str, np.ndarray], done: np.ndarray, opened, bar) -> int:
+        """Compute the chunks at ``starts`` into ``values`` and ``done`` (and the store ``opened``); the points computed."""
+        flat_values = {name: v.reshape(-1) for name, v in values.items()}
+        flat_done = done.reshape(-1)
+        computed = 0
+        for start in starts:
+            stop = min(self.total, start + self.chunk)
+            results = self.evaluate(_thetas(self.center, self.D, _points(self.axes, start, stop)))  # [c, metrics]
+            for m, name in enumerate(self.names):
+                flat_values[name][start:stop] = results[:, m]
+            flat_done[start:stop] = True
+            self.obj.counts["forward"] += stop - start
+            computed += stop - start
+            if opened is not None:
+                opened.write(start, stop)
+            bar.update(stop - start)
+        return computed
+
+
+def _sharded(world, work: _Work, key: dict, store, meta: dict | None, progress: bool, directions, strategy: str,
+             probe: dict) -> Scan:
+    """The scan on every rank of ``world``: its share of the chunks, its own file, rank 0's merge."""
+    keys = world.gather_objects(key)
+    for rank, other in enumerate(keys):
+        if other != keys[0]:
+            fields = sorted(name for name in set(other) | set(keys[0]) if other.get(name) != keys[0].get(name))
+            raise ValueError(f"rank {rank}'s scan differs from rank 0's in {', '.join(fields)}: every rank must hold "
+                             f"the same model, data, metrics and settings")
+    shape = tuple(len(a) for a in work.axes)
+    path = None if store is None else Path(store)
+
+    def merged() -> None:
+        """On every rank, once rank 0 has made (or checked) the store and folded the per-rank files into it."""
+        error = None
+        if world.main:
+            try:
+                _store.Store.open(path, key, work.axes, work.D, work.center, meta).close()
+            except (ValueError, OSError) as failure:
+                error = str(failure)
+        error = world.broadcast_object(error)
+        if error is not None:
+            raise ValueError(error)
+
+    start_time = time.perf_counter()
+    opened = None
+    if path is not None:
+        merged()
+        work.chunk, done = _store.progress(path, with_parts=False)  # the others' new files may be open already
+        opened = _store.Store.open(_store.part_path(path, world.rank, world.size), {**key, "chunk": work.chunk},
+                                   work.axes, work.D, work.center, meta, absorb=False)
+        values, own = opened.values, opened.done
+    else:
+        values = {name: np.full(shape, np.nan) for name in work.names}
+        done, own = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool)
+    mine = work.todo(done)[world.rank::world.size]
+    bar = tqdm(total=sum(min(work.total, s + work.chunk) - s for s in mine), unit="pt",
+               desc=f"scan, rank 0 of {world.size}", disable=not (progress and world.main), dynamic_ncols=True)
+    try:
+        computed = work.run(mine, values, own, opened, bar)
+    finally:
+        bar.close()
+        if opened is not None:
+            opened.close()
+    if path is not None:
+        world.barrier()  # every rank's file is complete and closed
+        merged()
+        data = _store.read(path)
+        values, done = data["values"], data["done"]
+    else:
+        flat = {name: v.reshape(-1) for name, v in values.items()}
+        for theirs in world.gather_objects({s: {name: flat[name][s:s + work.chunk] for name in flat} for s in mine}):
+            for s, chunk_values in theirs.items():
+                for name, v in chunk_values.items():
+                    flat[name][s:s + len(v)] = v
+        done = np.ones(shape, dtype=bool)
+    return Scan(axes=work.axes, values=values, done=done, directions=directions, center=work.center,
+                strategy=strategy, chunk=work.chunk, seconds=time.perf_counter() - start_time,
+                points_computed=world.sum(computed), path=None if path is None else str(path), center_values=probe)
 
 
 def _functions(obj: Objective, metrics: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None) -> dict:

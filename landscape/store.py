@@ -18,11 +18,25 @@ Points are computed in fixed chunks of the flattened (C-order) grid; after each 
 slab of the first axis it touched is written, with its ``done`` entries, and the file is
 flushed. Resuming reruns only chunks with points not done, in the same chunks, so the
 values are bit-identical to an uninterrupted scan.
+
+A distributed scan (``landscape.scan(..., world=world)``, several processes) writes per-rank
+files merged at the end, rather than having rank 0 write what the others send it: no rank
+waits for another while it computes, each file has one writer (HDF5 without MPI-IO allows
+no more), and each is resumable exactly as above. Rank r of W writes the points it computes
+to ``scan.part-r-of-W.h5`` beside ``scan.h5``, an ordinary scan file of the same layout and key
+holding only its own points. ``scan.h5`` itself is made (or checked, on a resume) by rank 0
+before any work; when every rank is done, rank 0 folds the part files into it and deletes
+them (``Store.absorb``). ``Store.open`` folds in any part files it finds first, so a scan
+interrupted on W processes resumes on any number of processes, one included, with nothing
+recomputed twice. The merge copies float64 values, so the merged file holds the bits the ranks
+computed; each rank computes whole chunks of the single-process chunking (see
+``landscape.scan``), so those bits are the single-process scan's.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import h5py
@@ -55,40 +69,67 @@ def _differences(stored: dict, wanted: dict) -> list[str]:
             for name in names if a.get(name) != b.get(name)]
 
 
+def part_path(path: str | Path, rank: int, size: int) -> Path:
+    """The file rank ``rank`` of ``size`` writes its points to: ``scan.part-1-of-2.h5`` beside ``scan.h5``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.part-{rank}-of-{size}{path.suffix}")
+
+
+def parts(path: str | Path) -> list[Path]:
+    """The per-rank files of the scan stored at ``path`` that are on disk (of any number of ranks)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    name = re.compile(re.escape(path.stem) + r"\.part-\d+-of-\d+" + re.escape(path.suffix))
+    return sorted(f for f in path.parent.iterdir() if name.fullmatch(f.name))
+
+
+def _open(path: Path, mode: str) -> h5py.File:
+    try:
+        return h5py.File(path, mode)
+    except OSError as error:
+        if "lock" in str(error).lower():
+            raise ValueError(f"{path} is in use by another process (a scan still running?)") from error
+        raise ValueError(f"{path} exists but is not a readable HDF5 scan file ({error}); "
+                         f"move it away or choose another output") from error
+
+
 class Store:
     """An open scan file: ``values`` per metric and the ``done`` mask in memory, mirrored to disk by ``write``."""
 
     def __init__(self, file: h5py.File, key: dict):
-        self.file = file
+        self.file, self.key = file, key
         self.chunk = key["chunk"]
         self.values = {name: file["values"][name][()] for name in key["metrics"]}
         self.done = file["done"][()]
 
     @classmethod
     def open(cls, path: str | Path, key: dict, axes: list[np.ndarray], directions: torch.Tensor,
-             center: torch.Tensor, meta: dict) -> Store:
+             center: torch.Tensor, meta: dict, absorb: bool = True) -> Store:
         """Create ``path``, or reopen it to resume when its ``key`` equals this scan's; otherwise refuse.
 
         ``key["chunk"]`` is the points per chunk; a resumed scan keeps the stored one, so its
-        chunks, and hence its values, are the same as an uninterrupted run's.
+        chunks, and hence its values, are the same as an uninterrupted run's. ``absorb``: fold in
+        the per-rank files of a distributed scan of this store (``parts``), then delete them.
         """
         path = Path(path)
         key = {"format": FORMAT, **key}
         if path.exists():
-            try:
-                file = h5py.File(path, "r+")
-            except OSError as error:
-                if "lock" in str(error).lower():
-                    raise ValueError(f"{path} is in use by another process (a scan still running?)") from error
-                raise ValueError(f"{path} exists but is not a readable HDF5 scan file ({error}); "
-                                 f"move it away or choose another output") from error
+            file = _open(path, "r+")
             stored = json.loads(file.attrs.get("key", "{}"))
             key["chunk"] = stored.get("chunk", key["chunk"])
             if stored != key:
                 file.close()
                 raise ValueError(f"{path} holds a different scan, refusing to mix them ("
                                  + "; ".join(_differences(stored, key)[:3]) + "); write to another file")
-            return cls(file, key)
+            store = cls(file, key)
+            if absorb:
+                store.absorb(parts(path))
+            return store
+        found = parts(path) if absorb else []
+        if found:  # the merged file was removed but a distributed run's parts are here: they decide the chunk
+            with _open(found[0], "r") as file:
+                key["chunk"] = json.loads(file.attrs.get("key", "{}")).get("chunk", key["chunk"])
         path.parent.mkdir(parents=True, exist_ok=True)
         shape = tuple(len(a) for a in axes)
         file = h5py.File(path, "w")
@@ -102,7 +143,33 @@ class Store:
         file.attrs["key"] = json.dumps(key, sort_keys=True)
         file.attrs["meta"] = json.dumps(meta)
         file.flush()
-        return cls(file, key)
+        store = cls(file, key)
+        store.absorb(found)
+        return store
+
+    def absorb(self, files: list[Path]) -> int:
+        """Copy the computed points of per-rank ``files`` (the same scan) into this store, write it, delete them.
+
+        Returns the points added. A file that holds another scan is refused, and nothing is deleted
+        before this store is on disk, so an interruption here loses nothing.
+        """
+        before = int(self.done.sum())
+        for f in files:
+            with _open(f, "r") as part:
+                stored = json.loads(part.attrs.get("key", "{}"))
+                if stored != self.key:
+                    raise ValueError(f"{f} is a per-rank file of a different scan than {self.file.filename} ("
+                                     + "; ".join(_differences(stored, self.key)[:3]) + "); remove it or write "
+                                     "to another file")
+                done = part["done"][()]
+                for name, v in self.values.items():
+                    v[done] = part["values"][name][()][done]
+            self.done |= done
+        if files:
+            self.write(0, self.done.size)
+            for f in files:
+                f.unlink()
+        return int(self.done.sum()) - before
 
     def write(self, start: int, stop: int) -> None:
         """Write the points ``start:stop`` of the flattened grid (from ``values`` and ``done``) and flush."""
@@ -131,6 +198,19 @@ def add_trajectory(path: str | Path, coords: np.ndarray, residuals: np.ndarray, 
         group.create_dataset("names", data=np.array(names, dtype=h5py.string_dtype()))
         if loss is not None:
             group.create_dataset("loss", data=np.asarray(loss, dtype=np.float64))
+
+
+def progress(path: str | Path, with_parts: bool = True) -> tuple[int | None, np.ndarray | None]:
+    """(chunk, done mask) of the scan at ``path`` and (``with_parts``) its per-rank files, without changing
+    anything; (None, None) when there is nothing on disk."""
+    files = ([Path(path)] if Path(path).exists() else []) + (parts(path) if with_parts else [])
+    chunk, done = None, None
+    for f in files:
+        with _open(f, "r") as file:
+            chunk = json.loads(file.attrs.get("key", "{}")).get("chunk") if chunk is None else chunk
+            mask = file["done"][()]
+        done = mask if done is None else done | mask
+    return chunk, done
 
 
 def read(path: str | Path) -> dict:
