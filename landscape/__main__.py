@@ -1,4 +1,5 @@
-"""``python -m landscape`` is the ``landscape`` command."""
+"""``python -m landscape`` is the ``landscape`` command; ``torchrun --nproc_per_node N -m landscape scan ...``
+(or ``spectrum``) runs it on N processes (see ``landscape.cli``)."""
 
 import sys
 

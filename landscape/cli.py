@@ -3,6 +3,11 @@
 
 Bad input (an unknown problem, a missing file, a checkpoint that does not fit) is
 reported in one line on stderr with exit code 2.
+
+``scan`` and ``spectrum`` also run under ``torchrun`` (``torchrun --nproc_per_node N -m landscape
+scan ...``), found from the environment it sets (WORLD_SIZE > 1): ``spectrum`` on the data-parallel
+objective, ``scan`` on a grid split over the processes (``landscape.distributed``). Rank 0 prints
+and writes the JSON and figures; the other ranks print only their errors.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ import numpy as np
 import torch
 
 from landscape import directions as dirs
-from landscape import problems
+from landscape import distributed, problems
 from landscape import store as scan_store
+from landscape.linalg.density import slq
 from landscape.linalg.trace import hutchpp
 from landscape.objective import Objective
 from landscape.operators import hessian
@@ -132,9 +138,13 @@ def _spectrum(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     problem = _problem(args)
     obj = _objective(args, problem)
+    world, budget, note = args.world, None, ""
+    if world.active:  # each rank keeps its shard of the data; a memory budget all ranks agree on (distributed doc)
+        obj = distributed.data_parallel(obj, world)
+        budget, note = world.budget(obj.device), f"data-parallel over {world.size} processes ({world.backend})"
     H = hessian(obj)
-    _headline(problem, obj)
-    top = eigenvalues(H, k=args.k, which=args.which, tol=args.tol, progress=True)
+    _headline(problem, obj, note)
+    top = eigenvalues(H, k=args.k, which=args.which, tol=args.tol, max_memory=budget, progress=True)
     if top.converged:
         verdict = "converged"
     elif top.n_matvecs >= top.settings["max_steps"]:
@@ -146,23 +156,25 @@ def _spectrum(args) -> int:
     for i, (value, residual) in enumerate(zip(top.eigenvalues, top.residuals), 1):
         print(f"  {i:>3}  {value: .8e}   residual {residual:.1e}")
     summary = {"problem": problem.name, "parameters": obj.space.n, "dtype": str(obj.dtype).removeprefix("torch."),
-               "eigenvalues": top.to_dict()}
+               "eigenvalues": top.to_dict(), **({"processes": world.size} if world.active else {})}
     if args.trace:
         trace = hutchpp(H, budget=args.trace_budget)
         print(f"trace        {trace.estimate:.6g} +- {trace.stderr:.2g} (Hutch++, {trace.n_matvecs} HVPs)")
         summary["trace"] = trace.to_dict()
     if args.density or args.plot:
-        rho = density(H, probes=args.probes, steps=args.steps, progress=True)
+        rho = (slq(H, probes=args.probes, steps=args.steps, max_memory=budget, progress=True) if world.active
+               else density(H, probes=args.probes, steps=args.steps, progress=True))
         print(f"density      {args.probes} probes x {args.steps} steps, {rho.n_matvecs} HVPs, {_negative_mass(rho)}")
         summary["density"] = rho.to_dict()
-        if args.plot:
+        if args.plot and world.main:
             from viz.plots import spectral_density
 
             spectral_density(rho, log=args.scale == "log", eigenvalues=top.eigenvalues,
                              title=f"{problem.name}: Hessian spectral density", path=out / "density.png")
             print(f"wrote        {out / 'density.png'}")
-    (out / "spectrum.json").write_text(json.dumps(summary, indent=2))
-    print(f"wrote        {out / 'spectrum.json'}")
+    if world.main:
+        (out / "spectrum.json").write_text(json.dumps(summary, indent=2))
+        print(f"wrote        {out / 'spectrum.json'}")
     return 0
 
 
@@ -213,7 +225,8 @@ def _scan_directions(args, obj: Objective, k: int, trajectory, stored: dict | No
     if recipe and all(recipe.get(key) == value for key, value in wanted.items()):
         print("directions   the stored Hessian eigenvectors (same recipe; not recomputed)", flush=True)
         return dirs.Directions(torch.from_numpy(stored["directions"]).to(obj.device, obj.dtype), recipe)
-    found = dirs.hessian(obj, k=k, tol=args.tol, seed=args.seed)
+    found = dirs.hessian(distributed.data_parallel(obj, args.world) if args.world.active else obj, k=k, tol=args.tol,
+                         seed=args.seed)
     print(f"directions   top {k} Hessian eigenvectors, eigenvalues "
           f"{', '.join(f'{v:.6g}' for v in found.recipe['eigenvalues'])}", flush=True)
     return found
@@ -227,10 +240,12 @@ def _scan(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "scan.h5"
-    if path.exists() and not args.resume:
+    world = args.world
+    if (path.exists() or scan_store.parts(path)) and not args.resume:
         raise ValueError(f"{path} exists: pass --resume to continue that scan, or choose another --out")
     stored = scan_store.read(path) if path.exists() else None
-    if args.resume and stored is None:
+    saved = scan_store.progress(path)[1]  # with the per-rank files of an interrupted distributed scan
+    if args.resume and saved is None:
         print(f"resume       nothing to resume in {out}: starting the scan", flush=True)
     files = _checkpoints(args.trajectory) if args.trajectory else None
     if files and not args.checkpoint:
@@ -238,21 +253,28 @@ def _scan(args) -> int:
     problem = _problem(args)
     obj = _objective(args, problem)
     trajectory = _trajectory(files, problem, obj) if files else None
-    _headline(problem, obj)
+    _headline(problem, obj, f"point-parallel over {world.size} processes ({world.backend})" if world.active else "")
     d = _scan_directions(args, obj, len(axes), trajectory, stored)
-    if stored is not None:
-        print(f"resuming     {path}: {int(stored['done'].sum())} of {stored['done'].size} points done", flush=True)
+    if saved is not None:
+        print(f"resuming     {path}: {int(saved.sum())} of {saved.size} points done", flush=True)
     meta = {"problem": problem.name, "checkpoint": args.checkpoint, "trajectory": args.trajectory}
     try:
         result = scan(obj, d, args.grid, metrics=problem.metrics, store=path, strategy=args.strategy,
-                      chunk=args.chunk, meta=meta)
+                      chunk=args.chunk, meta=meta, world=world)
     except KeyboardInterrupt:
-        done = scan_store.read(path)["done"]
-        print(f"landscape scan: interrupted; {int(done.sum())} of {done.size} points are saved in {path}: "
-              f"the same command with --resume continues", file=sys.stderr)
+        try:
+            done = scan_store.progress(path)[1]
+            count = f"{int(done.sum())} of {done.size} points are"
+        except ValueError:  # another rank's file still open
+            count = "the points done are"
+        print(f"landscape scan: interrupted; {count} saved in {path}" + (" and its per-rank files" if world.active
+                                                                          else "")
+              + ": the same command with --resume continues", file=sys.stderr)
         return 130
+    if not world.main:
+        return 0  # rank 0 reports and writes
     summary = {"problem": problem.name, "parameters": obj.space.n, "dtype": str(obj.dtype).removeprefix("torch."),
-               "device": str(obj.device), **result.to_dict()}
+               "device": str(obj.device), **({"processes": world.size} if world.active else {}), **result.to_dict()}
     shape = " x ".join(str(len(a)) for a in result.axes)
     rate = f", {summary['points_per_second']:.1f} points/s" if result.points_computed else ""
     print(f"scan         {shape} points along {args.directions} directions: {result.points_computed} computed in "
@@ -1250,17 +1272,49 @@ def _glue_grids(argv: list[str]) -> list[str]:
     return out
 
 
+DISTRIBUTED = ("scan", "spectrum")  # the commands that run under torchrun
+
+
+def _world(args) -> distributed.World:
+    """This process's place among those torchrun started (``WORLD_SIZE`` > 1), else a world of one.
+
+    Each rank computes on ``--device``: ``cuda`` means cuda:LOCAL_RANK (NCCL), the CPU gloo.
+    """
+    if not distributed.launched():
+        return distributed.World()
+    if args.command not in DISTRIBUTED:
+        raise ValueError(f"only {' and '.join(DISTRIBUTED)} run under torchrun (WORLD_SIZE > 1); run "
+                         f"landscape {args.command} as one process")
+    device = torch.device(args.device or "cpu")
+    if device.type == "cuda" and device.index is not None:
+        raise ValueError(f"--device {args.device} under torchrun: give --device cuda, and each process takes "
+                         f"cuda:LOCAL_RANK")
+    world = distributed.init(device)
+    args.device = str(world.device)
+    return world
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(_glue_grids(sys.argv[1:] if argv is None else list(argv)))
+    world, who = distributed.World(), ""
     try:
-        return args.run(args)
+        world = _world(args)
+        if args.command in DISTRIBUTED:
+            args.world = world
+        who = "" if world.main else f" (rank {world.rank} of {world.size})"
+        with distributed.quiet(world):
+            return args.run(args)
     except (ValueError, OSError) as error:  # OSError: a file or folder that cannot be read or made
-        print(f"landscape {args.command}: error: {error}", file=sys.stderr)
+        print(f"landscape {args.command}{who}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"landscape {args.command}: interrupted", file=sys.stderr)
+        print(f"landscape {args.command}{who}: interrupted", file=sys.stderr)
         return 130
     except RuntimeError as error:  # torch refusing the model on its data: shapes, dtypes, devices
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        print(f"landscape {args.command}: error: the model failed on its data: {first}", file=sys.stderr)
+        what = ("the processes lost each other (did another rank fail?)" if isinstance(error, torch.distributed.DistError)
+                else "the model failed on its data")
+        print(f"landscape {args.command}{who}: error: {what}: {first}", file=sys.stderr)
         return 2
+    finally:
+        distributed.shutdown()

@@ -7,8 +7,13 @@ than a torchrun subprocess (5.4 s), which only the CLI test uses. 301 examples s
 in batches of 40, so shard sizes and batches are uneven.
 """
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -16,7 +21,7 @@ import torch.multiprocessing as mp
 
 import landscape
 from dynamics.stability import SharpnessTracker, gradient_descent
-from landscape import distributed
+from landscape import cli, distributed
 from landscape import directions as dirs
 from landscape import store as scan_store
 from landscape.hvp import MODES
@@ -26,6 +31,7 @@ from tests.reference import make
 EXAMPLES, BATCH = 301, 40
 GRID = ["-1:1:9", "-0.5:1:6"]  # 54 points, not square
 CHUNK = 5  # 11 chunks, the last one short: 6 for rank 0, 5 for rank 1
+ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["-1:1:7", "-1:1:5"]  # the interrupted scans: 35 points, chunks of 4
 
 
@@ -246,3 +252,41 @@ def test_a_data_parallel_objective_is_refused_by_a_scan_and_a_single_process_wor
         landscape.scan(obj, dirs.random(plain, k=1), "-1:1:3", world=distributed.World(rank=0, size=2),
                        progress=False)
 
+
+def test_cli_scan_under_torchrun_writes_the_single_process_store(tmp_path):
+    args = ["scan", "--problem", "quadratic", "--problem-arg", "n=40", "--grid", "-1:1:7", "--grid", "-1:2:5",
+            "--chunk", "3", "--dtype", "float64", "--include-1d"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "landscape", *args, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert cli.main([*args, "--out", str(tmp_path / "one")]) == 0
+    two, one = scan_store.read(tmp_path / "two" / "scan.h5"), scan_store.read(tmp_path / "one" / "scan.h5")
+    assert two["key"] == one["key"] and two["done"].all()
+    assert np.array_equal(two["values"]["loss"], one["values"]["loss"])
+    assert run.stdout.count("wrote        ") == 1  # rank 0 alone prints
+    assert "2 processes" in run.stdout
+    summary = json.loads((tmp_path / "two" / "scan.json").read_text())
+    assert summary["points_computed"] == 35 and summary["done"] == 35
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["scan.h5", "scan.json"]
+    with h5py.File(tmp_path / "two" / "scan.h5") as f:
+        assert json.loads(f.attrs["meta"])["problem"] == "quadratic"
+
+
+def test_cli_spectrum_under_torchrun_is_data_parallel_and_equals_one_process(tmp_path):
+    args = ["spectrum", "--problem", "digits-mlp", "--problem-arg", "hidden=8", "--problem-arg", "steps=20",
+            "--problem-arg", "examples=301", "--dtype", "float64", "--k", "3", "--tol", "1e-10", "--trace",
+            "--trace-budget", "21"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "landscape", *args, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "data-parallel over 2 processes (gloo)" in run.stdout and run.stdout.count("eigenvalues  ") == 1
+    assert cli.main([*args, "--out", str(tmp_path / "one")]) == 0
+    two, one = (json.loads((tmp_path / name / "spectrum.json").read_text()) for name in ("two", "one"))
+    assert two["processes"] == 2 and "processes" not in one
+    assert np.allclose(two["eigenvalues"]["eigenvalues"], one["eigenvalues"]["eigenvalues"], rtol=1e-10, atol=0)
+    assert two["eigenvalues"]["converged"] and one["eigenvalues"]["converged"]
+    assert two["trace"]["estimate"] == pytest.approx(one["trace"]["estimate"], rel=1e-12)
