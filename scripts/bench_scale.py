@@ -138,5 +138,94 @@ def main() -> None:
     benchlib.write(report, args.out, "bench_scale.json")
 
 
+# =====================================================================================================
+# Distributed scans (issue 8): 1 against 2 processes, the `landscape scan` command end to end
+#
+#     OMP_NUM_THREADS=1 python scripts/bench_scale.py scan [--repeats 3] [--out DIR]
+#
+# For each problem and grid, `landscape scan` as one process with 1 thread, one process with 2
+# threads (torch's intra-op parallelism), and `torchrun --standalone --nproc_per_node 2 -m landscape
+# scan` with 1 thread each (the grid split over the processes); the median over --repeats of the
+# scan's own seconds (scan.json: rank 0's, from the start of the split to the merged file) and of
+# the command's wall time (interpreter, imports and the problem's training included), points/s
+# and the ratio to one process with one thread; whether the scan.h5 values equal that run's bit
+# for bit. Writes DIR/bench_scale_scan.json (default: out/).
+# =====================================================================================================
+
+import json  # noqa: E402  (this section's own imports, kept with it)
+import os  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import h5py  # noqa: E402
+
+SCAN_CASES = (("digits-cnn", ("-1:1:51", "-1:1:51")), ("digits-mlp", ("-1:1:101", "-1:1:101")))
+SCAN_RUNS = ((1, 1), (1, 2), (2, 1))  # (processes, threads per process)
+
+
+def scan_run(problem: str, grid: tuple[str, ...], processes: int, threads: int, out) -> dict:
+    """One `landscape scan` run in a fresh folder: its wall time, scan.json and the stored loss."""
+    folder = Path(out) / f"scan-{problem}-{processes}x{threads}"
+    shutil.rmtree(folder, ignore_errors=True)
+    launch = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+              if processes > 1 else [sys.executable])
+    command = [*launch, "-m", "landscape", "scan", "--problem", problem,
+               *[f"--grid={axis}" for axis in grid], "--out", str(folder)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    start = time.perf_counter()
+    run = subprocess.run(command, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - start
+    if run.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{run.stderr[-3000:]}")
+    summary = json.loads((folder / "scan.json").read_text())
+    with h5py.File(folder / "scan.h5", "r") as file:
+        loss = file["values"]["loss"][()]
+    return {"problem": problem, "grid": list(grid), "processes": processes, "threads": threads,
+            "points": summary["points_computed"], "scan_seconds": summary["seconds"], "wall_seconds": wall,
+            "loss": loss}
+
+
+def scan_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description="1 against 2 processes for a scan (landscape scan under torchrun)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per setting; the medians are kept (default 3)")
+    parser.add_argument("--out", default="out", help="directory for the runs and bench_scale_scan.json")
+    args = parser.parse_args(argv)
+    report = benchlib.header(torch.device("cpu"), repeats=args.repeats, runs=[list(r) for r in SCAN_RUNS])
+    rows = []
+    for problem, grid in SCAN_CASES:
+        reference = None
+        for processes, threads in SCAN_RUNS:
+            runs = [scan_run(problem, grid, processes, threads, args.out) for _ in range(args.repeats)]
+            if reference is None:
+                reference = runs[0]["loss"]
+            row = {key: value for key, value in runs[0].items() if key != "loss"}
+            row["scan_seconds"] = statistics.median(r["scan_seconds"] for r in runs)
+            row["wall_seconds"] = statistics.median(r["wall_seconds"] for r in runs)
+            row["scan_seconds_all"] = [r["scan_seconds"] for r in runs]
+            row["wall_seconds_all"] = [r["wall_seconds"] for r in runs]
+            row["identical_to_1x1"] = all(np.array_equal(r["loss"], reference, equal_nan=True) for r in runs)
+            rows.append(row)
+    report["scan"] = rows
+
+    print("\nScan: 1 against 2 processes (medians; ratio = one process with 1 thread / this)")
+    print("| problem | grid | processes x threads | scan s | points/s | scan speed-up | wall s | wall speed-up "
+          "| values = 1 x 1 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for problem, grid in SCAN_CASES:
+        group = [r for r in rows if r["problem"] == problem]
+        base = group[0]
+        for r in group:
+            print(f"| {problem} | {' x '.join(a.rsplit(':', 1)[1] for a in grid)} | {r['processes']} x {r['threads']} "
+                  f"| {r['scan_seconds']:.2f} | {r['points'] / r['scan_seconds']:,.0f} "
+                  f"| {base['scan_seconds'] / r['scan_seconds']:.2f} | {r['wall_seconds']:.2f} "
+                  f"| {base['wall_seconds'] / r['wall_seconds']:.2f} | {'bit for bit' if r['identical_to_1x1'] else 'no'} |")
+    benchlib.write(report, args.out, "bench_scale_scan.json")
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["scan"]:
+        scan_main(sys.argv[2:])
+    else:
+        main()
