@@ -99,6 +99,12 @@ def worker(rank: int, rendezvous: str, out: str) -> None:
         found["total_examples"] = obj.total_examples
         found["same bits on both ranks"] = {name: world.identical(v) for name, v in values.items()}
         found["a difference is seen"] = not world.identical(torch.tensor(1.0 + 2.0**-52 * rank, dtype=torch.float64))
+        model, loss_fn, X, y = make("cnn-bn", n_examples=EXAMPLES)
+        batches = [(X[i:i + BATCH], y[i:i + BATCH]) for i in range(0, EXAMPLES, BATCH)]  # 8, the last of 21
+        strided = distributed.DataParallelObjective(model, loss_fn, batches, world=world)  # batches 0, 2, 4, 6 or 1, 3, 5, 7
+        V = vectors(strided.space.n)
+        found["iterable"] = {"loss": strided.loss(), "grad": strided.grad(), "batched hvp": strided.hvp(V),
+                             "n_examples": strided.n_examples}
 
         d = dirs.random(full, k=2, seed=5)
         for strategy in ("loop", "batched"):
@@ -168,6 +174,18 @@ def test_data_parallel_evaluations_equal_one_process(ranks, single, name):
         assert got.shape == want.shape
         assert torch.allclose(got, want, rtol=1e-12, atol=1e-14), (got - want).abs().max()
         assert f["same bits on both ranks"][name]
+
+
+def test_every_other_batch_of_an_iterable(ranks):
+    found, _ = ranks
+    obj = objective()
+    V = vectors(obj.space.n)
+    assert [f["iterable"]["n_examples"] for f in found] == [160, 141]
+    for f in found:
+        got = f["iterable"]
+        assert torch.allclose(got["loss"], obj.loss(), rtol=1e-13, atol=0)
+        assert torch.allclose(got["grad"], obj.grad(), rtol=1e-12, atol=1e-15)
+        assert torch.allclose(got["batched hvp"], obj.hvp(V), rtol=1e-12, atol=1e-14)
 
 
 def test_spectrum_trace_and_dynamics_equal_one_process_with_identical_vectors(ranks, single):
