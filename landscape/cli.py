@@ -242,8 +242,8 @@ def _scan(args) -> int:
     path = out / "scan.h5"
     world = args.world
     if (path.exists() or scan_store.parts(path)) and not args.resume:
-        what = path if path.exists() else f"{path}'s per-rank files ({scan_store.parts(path)[0].name}, ...)"
-        raise ValueError(f"{what} exists: pass --resume to continue that scan, or choose another --out")
+        what = f"{path} exists" if path.exists() else f"{path}'s per-rank files ({scan_store.parts(path)[0].name}, ...) exist"
+        raise ValueError(f"{what}: pass --resume to continue that scan, or choose another --out")
     stored = scan_store.read(path) if path.exists() else None
     saved = scan_store.progress(path)[1]  # with the per-rank files of an interrupted distributed scan
     if args.resume and saved is None:
