@@ -56,22 +56,29 @@ def budget(device: torch.device, max_memory: int | str | None = None) -> int:
 
 
 def saved_bytes(fn: Callable[[], object], exclude: tuple[torch.Tensor, ...] = ()) -> int:
-    """Bytes of the tensors autograd saves while ``fn()`` runs, each storage counted once.
+    """Bytes of the tensors autograd saves while ``fn()`` runs, each storage counted at most once.
 
-    Storages of ``exclude`` (parameters, which exist anyway) are not counted.
+    A saved view counts the span of its storage it covers, not the whole storage (a batch
+    sliced from a data set held as one tensor is the batch, not the data set); views of one
+    storage add up to at most that storage's size. Storages of ``exclude`` (parameters, which
+    exist anyway) are not counted.
     """
     skip = {t.untyped_storage().data_ptr() for t in exclude}
-    seen: dict[int, int] = {}
+    spans: dict[int, dict[tuple, int]] = {}  # storage -> {(offset, shape, stride): bytes}
+    sizes: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         storage = t.untyped_storage()
-        if storage.data_ptr() not in skip:
-            seen[storage.data_ptr()] = storage.nbytes()
+        key = storage.data_ptr()
+        if key not in skip:
+            extent = 1 + sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride())) if t.numel() else 0
+            spans.setdefault(key, {})[(t.storage_offset(), tuple(t.shape), t.stride())] = extent * t.element_size()
+            sizes[key] = storage.nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         fn()
-    return sum(seen.values())
+    return sum(min(sizes[key], sum(views.values())) for key, views in spans.items())
 
 
 class LiveTensors(TorchDispatchMode):

@@ -312,3 +312,27 @@ def test_operator_out_of_memory_halves_the_chunk_and_matches_the_unfailed_run(ki
     assert distinct(tried) == ([16, 8, 4, 2] if kind == "ggn" else [23, 11, 5, 2, 1])
     assert torch.equal(retried, at_two)
     assert rel(retried, unfailed) < 1e-14
+
+
+def test_saved_bytes_counts_the_span_a_view_covers_not_its_whole_storage():
+    data = torch.randn(10_000, 64)
+    w = torch.randn(64, requires_grad=True)
+    # (X w).sum() saves X for w's gradient: a slice of 100 rows is 100 * 64 floats
+    assert memory.saved_bytes(lambda: (data[:100] @ w).sum(), exclude=(w,)) == 100 * 64 * 4
+    assert memory.saved_bytes(lambda: (data @ w).sum() + (data @ w).sum(), exclude=(w,)) == 10_000 * 64 * 4  # once
+    # two views covering one storage never count more than the storage
+    x = torch.randn(50, 8)
+    assert memory.saved_bytes(lambda: ((x[:40] @ w[:8]).sum() + (x[10:] @ w[:8]).sum()), exclude=(w,)) == 50 * 8 * 4
+
+
+def test_graph_bytes_of_a_sliced_batch_equal_those_of_the_batch_alone():
+    from landscape import Objective
+    from torch import nn
+    from torch.nn import functional as F
+
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(8192, 64, generator=g), torch.randint(0, 10, (8192,), generator=g)
+    model = nn.Sequential(nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 10))
+    sliced = Objective(model, F.cross_entropy, (X, y), batch_size=256).graph_bytes(256)
+    alone = Objective(model, F.cross_entropy, (X[:256].clone(), y[:256].clone())).graph_bytes(256)
+    assert sliced == alone
