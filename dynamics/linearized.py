@@ -146,7 +146,10 @@ class Linearized:
         lam = self.eigenvalues[None]
         decay = (1 - b * lam) ** k
         positive = lam > 0
-        moved = torch.where(positive, (1 - decay) / torch.where(positive, lam, 1.0), b * k)
+        # 1 - (1 - b lambda)^k = -expm1(k log1p(-b lambda)), exact to rounding as lambda -> 0 (where b lambda < 1)
+        small = -torch.expm1(k * torch.log1p(-(b * lam).clamp(max=0.5)))
+        gained = torch.where(b * lam < 0.5, small, 1 - decay)
+        moved = torch.where(positive, gained / torch.where(positive, lam, 1.0), b * k)
         return self._outputs(decay, moved, test)
 
     def loss(self, outputs: Tensor) -> Tensor:
@@ -342,6 +345,17 @@ class WidthSweep:
     kernel_rate: float
     runs: list[list[KernelRegime]]
     seconds: float
+
+    def table(self) -> str:
+        """One line per width: parameters, lr, max gap and kernel change (seed means), and the final
+        loss of the first seed's network and of its linearization."""
+        lines = [f"{'width':>6} {'params':>8} {'lr':>8} {'max gap':>9} {'kernel moved':>12} {'loss':>9} {'linear':>9}"]
+        for i, width in enumerate(self.widths):
+            run = self.runs[i][0]
+            lines.append(f"{width:>6} {run.settings['parameters']:>8} {self.lr[i].mean():>8.4g} "
+                         f"{self.max_gap[i].mean():>9.4g} {self.kernel_change[i].mean():>12.4g} {run.loss[-1]:>9.4g} "
+                         f"{run.linear_loss[-1]:>9.4g}")
+        return "\n".join(lines)
 
     def to_dict(self) -> dict:
         return {"widths": self.widths.tolist(), "seeds": list(self.seeds), "max_gap": _json(self.max_gap),

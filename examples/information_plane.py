@@ -52,8 +52,7 @@ def main() -> None:
     for activation in ("tanh", "relu"):
         for method, settings in (("binning", {"bins": 30, "range_": (-1.0, 1.0) if activation == "tanh" else None}),
                                  ("kde", {"noise_variance": 0.1})):
-            with torch.random.fork_rng(devices=[]):
-                model = mlp(WIDTHS, activation, seed=args.seed)
+            model = mlp(WIDTHS, activation, seed=args.seed)
             plane = track(model, X, y, torch.optim.Adam(model.parameters(), lr=0.01), epochs=args.epochs,
                           every=args.every, batch_size=64, seed=args.seed, method=method, **settings)
             where = {None: "the observed range", (-1.0, 1.0): "(-1, 1)"}.get(settings.get("range_"))

@@ -59,11 +59,7 @@ def main() -> None:
     # 2. real against linearized training across widths
     widths = [16, 64, 256, 1024]
     sweep = linearized.sweep(network, widths, seeds=range(args.seeds), steps=200, every=5)
-    print(f"{'width':>6} {'params':>8} {'lr':>7} {'max gap':>9} {'kernel moved':>12} {'loss':>8} {'linear':>8}")
-    for i, width in enumerate(sweep.widths):
-        run = sweep.runs[i][0]
-        print(f"{width:>6} {run.settings['parameters']:>8} {sweep.lr[i].mean():>7.3f} {sweep.max_gap[i].mean():>9.4f} "
-              f"{sweep.kernel_change[i].mean():>12.4f} {run.loss[-1]:>8.4f} {run.linear_loss[-1]:>8.4f}")
+    print(sweep.table())
     print(f"rate         max gap ~ width^-{sweep.rate:.2f}, kernel change ~ width^-{sweep.kernel_rate:.2f} "
           f"(Lee et al. 2019 bound: at least 1/2; Dyer & Gur-Ari 2019: 1 for wide networks)")
 

@@ -906,6 +906,11 @@ def _ntk(args) -> int:
         raise ValueError(f"--lr must be positive, got {args.lr}")
     if not args.stable_fraction > 0:
         raise ValueError(f"--stable-fraction must be positive, got {args.stable_fraction}")
+    if args.dtype not in (None, "float64"):
+        raise ValueError(f"--dtype {args.dtype}: the kernel and both trainings are computed in float64")
+    if args.seeds != "0" and not args.widths:
+        raise ValueError("--seeds goes with --widths (the networks of each width); without it the problem's own "
+                         "model is used")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     settings = dict(steps=args.steps, every=args.every, method=args.method)
@@ -926,11 +931,7 @@ def _ntk(args) -> int:
         _headline(problem, _objective(args, problem),
                   f"widths {', '.join(map(str, widths))}, seeds {', '.join(map(str, seeds))}")
         sweep = linearized.sweep(build, widths, seeds=seeds, stable_fraction=args.stable_fraction, **settings)
-        print(f"{'width':>6} {'params':>8} {'lr':>8} {'max gap':>9} {'kernel moved':>12} {'loss':>9} {'linear':>9}")
-        for i, width in enumerate(sweep.widths):
-            run = sweep.runs[i][0]
-            print(f"{width:>6} {run.settings['parameters']:>8} {sweep.lr[i].mean():>8.4g} {sweep.max_gap[i].mean():>9.4g} "
-                  f"{sweep.kernel_change[i].mean():>12.4g} {run.loss[-1]:>9.4g} {run.linear_loss[-1]:>9.4g}")
+        print(sweep.table())
         print(f"rate         max gap ~ width^-{sweep.rate:.3f}, kernel change ~ width^-{sweep.kernel_rate:.3f} "
               f"(least squares on the logs of the means over {len(seeds)} seed(s))")
         kernel_regime({f"width {w}": sweep.runs[i][0] for i, w in enumerate(sweep.widths)}, path=out / "ntk.png")
@@ -1175,7 +1176,9 @@ def parser() -> argparse.ArgumentParser:
     ntk_cmd.add_argument("--examples", type=int, default=64, metavar="M",
                          help="training examples the kernel and the training use (default 64)")
     ntk_cmd.add_argument("--k", type=int, default=10, help="top eigenvalues to print (default 10)")
-    ntk_cmd.add_argument("--steps", type=int, default=200, help="gradient descent steps (default 200)")
+    ntk_cmd.add_argument("--steps", type=int, default=200,
+                         help="gradient descent steps; with --method flow, the flow runs to t = steps * lr "
+                              "(default 200)")
     ntk_cmd.add_argument("--every", type=int, default=10, help="record every N steps, and the last (default 10)")
     ntk_cmd.add_argument("--lr", type=float, help="learning rate (default: --stable-fraction of the linearized "
                                                   "model's stability limit 2m / (c lambda_max))")
@@ -1200,7 +1203,8 @@ def parser() -> argparse.ArgumentParser:
                                     "(pairwise-KL) estimate of Saxe et al. with Gaussian noise. The numbers rest "
                                     "on these settings, which are recorded. Writes infoplane.json and "
                                     "infoplane.png.")
-    ip.add_argument("--widths", default="10,7,5,4,3", help="hidden layer widths (default 10,7,5,4,3)")
+    ip.add_argument("--widths", default="10,7,5,4,3", metavar="W1,W2,...",
+                    help="hidden layer widths (default 10,7,5,4,3)")
     ip.add_argument("--activation", choices=["tanh", "relu"], default="tanh",
                     help="hidden activation (default tanh)")
     ip.add_argument("--epochs", type=int, default=200, help="passes over the examples (default 200)")
@@ -1211,7 +1215,7 @@ def parser() -> argparse.ArgumentParser:
                                                              "one full-batch step per epoch (default 64)")
     ip.add_argument("--examples", type=int, help="use the first N training digits (default: all 1437)")
     ip.add_argument("--method", choices=["binning", "kde"], default="binning", help="estimator (default binning)")
-    ip.add_argument("--bins", type=int, help="binning: bins per unit (default 30)")
+    ip.add_argument("--bins", type=int, help="binning: equal-width bins per neuron over --range (default 30)")
     ip.add_argument("--range", metavar="LO:HI", help="binning: the bins' range (default -1:1 for tanh, the observed "
                                                      "range of each layer at each epoch for relu)")
     ip.add_argument("--noise-variance", type=float, help="kde: variance of the Gaussian noise added to T (default 0.1)")

@@ -166,7 +166,9 @@ class NTKLinear(nn.Module):
     with W ``[out, in]`` and b ``[out]`` drawn N(0, 1) and beta = 0.1.
 
     The 1/sqrt(fan_in) sits in the forward pass, not in the initialisation, so the NTK stays
-    O(1) as the width grows and one learning rate suits every width.
+    O(1) as the width grows and one learning rate suits every width. The weights come from
+    torch's global generator, like ``nn.Linear``'s: build a model through ``digits_mlp(seed=...)``
+    (or under ``torch.random.fork_rng``) to draw them from a seed.
     """
 
     beta = 0.1

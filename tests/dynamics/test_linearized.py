@@ -191,12 +191,29 @@ def test_standard_parametrization_also_shrinks():
 
 
 def test_ntk_linear_layer_scales_in_the_forward_pass():
-    layer = problems.NTKLinear(4, 3)
-    x = torch.randn(5, 4)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        layer = problems.NTKLinear(4, 3)
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(1))
     np.testing.assert_allclose(layer(x).detach().numpy(),
                                (x @ layer.weight.T / 2 + 0.1 * layer.bias).detach().numpy(), rtol=1e-6)
     with pytest.raises(ValueError, match="parametrization"):
         problems.digits_mlp(steps=0, parametrization="mup")
+
+
+def test_gd_filter_is_exact_for_tiny_eigenvalues():
+    """(1 - (1 - b lambda)^k) / lambda -> b k (1 - (k - 1) b lambda / 2 + ...), to rounding for lambda ~ 1e-13."""
+    V = torch.eye(3, dtype=torch.float64)
+    lam = torch.tensor([0.0, 1e-13, 2.0], dtype=torch.float64)
+    f0 = torch.tensor([[1.0], [2.0], [3.0]], dtype=torch.float64)
+    lin = linearized.Linearized(torch.zeros(1, dtype=torch.float64), torch.diag(lam), lam, V, f0, torch.zeros_like(f0),
+                                1.0, test_kernel=torch.eye(3, dtype=torch.float64), f0_test=torch.zeros_like(f0))
+    lr, k = 0.3, 50
+    b = lr / 3
+    moved = -lin.gd(lr, [k], test=True)[0, :, 0].numpy() / f0[:, 0].numpy()  # the filter, per eigenvector
+    assert moved[0] == pytest.approx(b * k, rel=1e-15)  # the null space: the limit
+    assert moved[1] == pytest.approx(b * k * (1 - (k - 1) * b * 1e-13 / 2), rel=1e-13)
+    assert moved[2] == pytest.approx((1 - (1 - b * 2.0) ** k) / 2.0, rel=1e-13)
 
 
 def test_bad_input_is_refused(linear):

@@ -26,6 +26,7 @@ from landscape import directions as dirs
 from landscape import store as scan_store
 from landscape.hvp import MODES
 from landscape.problems import accuracy
+from tests.landscape.test_scan import Interrupt, interrupting
 from tests.reference import make
 
 EXAMPLES, BATCH = 301, 40
@@ -33,23 +34,6 @@ GRID = ["-1:1:9", "-0.5:1:6"]  # 54 points, not square
 CHUNK = 5  # 11 chunks, the last one short: 6 for rank 0, 5 for rank 1
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["-1:1:7", "-1:1:5"]  # the interrupted scans: 35 points, chunks of 4
-
-
-class Interrupt(Exception):
-    pass
-
-
-def interrupting(after):
-    """The mean output, raising on its ``after``-th call in this process, like a kill mid-scan."""
-    calls = {"n": 0}
-
-    def mean_output(outputs, y):
-        calls["n"] += 1
-        if calls["n"] == after:
-            raise Interrupt
-        return outputs.mean()
-
-    return mean_output
 
 
 def objective() -> landscape.Objective:
