@@ -84,6 +84,14 @@ def parts(path: str | Path) -> list[Path]:
     return sorted(f for f in path.parent.iterdir() if name.fullmatch(f.name))
 
 
+def _check_part(f: Path, part: h5py.File, key: dict, path) -> None:
+    """Refuse the per-rank file ``f`` (open as ``part``) unless it holds the scan of ``key``, stored at ``path``."""
+    stored = json.loads(part.attrs.get("key", "{}"))
+    if stored != key:
+        raise ValueError(f"{f} is a per-rank file of a different scan than {path} ("
+                         + "; ".join(_differences(stored, key)[:3]) + "); remove it or write to another file")
+
+
 def _open(path: Path, mode: str) -> h5py.File:
     try:
         return h5py.File(path, mode)
@@ -116,35 +124,45 @@ class Store:
         key = {"format": FORMAT, **key}
         if path.exists():
             file = _open(path, "r+")
-            stored = json.loads(file.attrs.get("key", "{}"))
-            key["chunk"] = stored.get("chunk", key["chunk"])
-            if stored != key:
+            try:
+                stored = json.loads(file.attrs.get("key", "{}"))
+                key["chunk"] = stored.get("chunk", key["chunk"])
+                if stored != key:
+                    raise ValueError(f"{path} holds a different scan, refusing to mix them ("
+                                     + "; ".join(_differences(stored, key)[:3]) + "); write to another file")
+                store = cls(file, key)
+                if absorb:
+                    store.absorb(parts(path))
+            except BaseException:
                 file.close()
-                raise ValueError(f"{path} holds a different scan, refusing to mix them ("
-                                 + "; ".join(_differences(stored, key)[:3]) + "); write to another file")
-            store = cls(file, key)
-            if absorb:
-                store.absorb(parts(path))
+                raise
             return store
         found = parts(path) if absorb else []
         if found:  # the merged file was removed but a distributed run's parts are here: they decide the chunk
             with _open(found[0], "r") as file:
                 key["chunk"] = json.loads(file.attrs.get("key", "{}")).get("chunk", key["chunk"])
+            for f in found:  # all of this scan? Before a file is made that a rerun would have to resume
+                with _open(f, "r") as part:
+                    _check_part(f, part, key, path)
         path.parent.mkdir(parents=True, exist_ok=True)
         shape = tuple(len(a) for a in axes)
         file = h5py.File(path, "w")
-        for i, a in enumerate(axes):
-            file.create_dataset(f"axes/{i}", data=np.asarray(a, dtype=np.float64))
-        for name in key["metrics"]:
-            file.create_dataset(f"values/{name}", shape=shape, dtype=np.float64, fillvalue=np.nan)
-        file.create_dataset("done", shape=shape, dtype=bool, fillvalue=False)
-        file.create_dataset("directions", data=directions.detach().cpu().numpy())
-        file.create_dataset("center", data=center.detach().cpu().numpy())
-        file.attrs["key"] = json.dumps(key, sort_keys=True)
-        file.attrs["meta"] = json.dumps(meta)
-        file.flush()
-        store = cls(file, key)
-        store.absorb(found)
+        try:
+            for i, a in enumerate(axes):
+                file.create_dataset(f"axes/{i}", data=np.asarray(a, dtype=np.float64))
+            for name in key["metrics"]:
+                file.create_dataset(f"values/{name}", shape=shape, dtype=np.float64, fillvalue=np.nan)
+            file.create_dataset("done", shape=shape, dtype=bool, fillvalue=False)
+            file.create_dataset("directions", data=directions.detach().cpu().numpy())
+            file.create_dataset("center", data=center.detach().cpu().numpy())
+            file.attrs["key"] = json.dumps(key, sort_keys=True)
+            file.attrs["meta"] = json.dumps(meta)
+            file.flush()
+            store = cls(file, key)
+            store.absorb(found)
+        except BaseException:
+            file.close()
+            raise
         return store
 
     def absorb(self, files: list[Path]) -> int:
@@ -156,11 +174,7 @@ class Store:
         before = int(self.done.sum())
         for f in files:
             with _open(f, "r") as part:
-                stored = json.loads(part.attrs.get("key", "{}"))
-                if stored != self.key:
-                    raise ValueError(f"{f} is a per-rank file of a different scan than {self.file.filename} ("
-                                     + "; ".join(_differences(stored, self.key)[:3]) + "); remove it or write "
-                                     "to another file")
+                _check_part(f, part, self.key, self.file.filename)
                 done = part["done"][()]
                 for name, v in self.values.items():
                     v[done] = part["values"][name][()][done]

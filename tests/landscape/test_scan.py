@@ -1,6 +1,7 @@
 """Scans against closed forms and direct evaluations: orientation, strategies, BatchNorm, NaN, the resumable store."""
 
 import re
+import shutil
 
 import h5py
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 
 import landscape
 from landscape import directions as dirs
+from landscape import store as scan_store
 from landscape.scan import parse_axis, scan
 from tests.reference import make
 
@@ -370,3 +372,25 @@ def test_a_loss_that_is_not_a_batch_mean_is_refused_before_any_file_is_made(tmp_
     with pytest.raises(ValueError, match=r"loss(_fn)? must return a scalar \(the batch mean\), got \(23,\)"):
         scan(obj, dirs.random(obj, k=1), "-1:1:3", strategy=strategy, store=tmp_path / "s.h5", progress=False)
     assert not (tmp_path / "s.h5").exists()
+
+
+def test_per_rank_files_of_another_scan_are_refused_before_a_file_is_made_and_leave_nothing_open(tmp_path):
+    obj, metrics = changed(None)
+    directions = torch.randn(1, obj.space.n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    whole = scan(obj, directions, "-1:1:5", chunk=2, store=tmp_path / "whole.h5", progress=False)
+    with h5py.File(tmp_path / "whole.h5", "r+") as f:  # as rank 0 of an interrupted 2-process scan leaves it
+        f["done"][2:] = False
+    scan(obj, directions, "-1:1:3", metrics=metrics, store=tmp_path / "old.h5", progress=False)  # another scan
+    before = (tmp_path / "old.h5").read_bytes()
+    for name in ("new", "old"):  # leftovers of the 5-point scan beside a missing and an existing 3-point store
+        shutil.copy(tmp_path / "whole.h5", scan_store.part_path(tmp_path / f"{name}.h5", 0, 2))
+        with pytest.raises(ValueError, match=rf"{name}.part-0-of-2.h5 is a per-rank file of a different scan") as error:
+            scan(obj, directions, "-1:1:3", metrics=metrics, store=tmp_path / f"{name}.h5", progress=False)
+        assert "\n" not in str(error.value)
+    assert not (tmp_path / "new.h5").exists()
+    assert (tmp_path / "old.h5").read_bytes() == before
+    open_files = [f.name.decode() for f in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE)]
+    assert not [name for name in open_files if name.startswith(str(tmp_path))]
+    resumed = scan(obj, directions, "-1:1:5", chunk=99, store=tmp_path / "new.h5", progress=False)  # the right scan
+    assert resumed.points_computed == 3 and resumed.chunk == 2 and not scan_store.parts(tmp_path / "new.h5")
+    assert np.array_equal(resumed.values["loss"], whole.values["loss"])
