@@ -176,6 +176,7 @@ def linearize(obj: Objective, *, theta: Tensor | None = None, X_test=None, seed:
     The objective must be in eval mode (``ntk.kernel``'s rule); ``seed`` draws the loss check's
     random point.
     """
+    obj._whole_data("linearized.linearize")
     obj = obj.to(dtype=torch.float64)
     theta = obj._point(theta)
     generator = torch.Generator().manual_seed(seed)
@@ -255,6 +256,7 @@ def compare(obj: Objective, steps: int, *, lr: float | None = None, stable_fract
     in scale train for the same time in the kernel's units. Records at every ``every``-th step
     and the last; the kernel is formed again at the end for ``kernel_change``. All in float64.
     """
+    obj._whole_data("linearized.compare")
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if lr is not None and not lr > 0:

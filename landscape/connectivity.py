@@ -229,6 +229,7 @@ def batchnorm_statistics(obj: Objective, theta: Tensor) -> dict[str, Tensor]:
     computed with the BatchNorm layers in train mode and every other module in eval mode.
     Returns ``{buffer name: tensor}`` (empty for a model without BatchNorm).
     """
+    obj._whole_data("connectivity.batchnorm_statistics")
     norms = _norms(obj.model)
     if not norms:
         return {}
@@ -327,6 +328,7 @@ def evaluate_curve(obj: Objective, path: Curve, num: int = 61, *, t=None,
     ``recompute_bn``: recompute BatchNorm's running statistics at every point; None: along curves
     with bends, not along lines (module docstring).
     """
+    obj._whole_data("connectivity.evaluate_curve")
     if t is None:
         if isinstance(num, bool) or not isinstance(num, int) or num < 2:
             raise ValueError(f"num must be an integer of at least 2, got {num!r}")
@@ -397,6 +399,7 @@ def train_curve(obj: Objective, path: Curve, *, epochs: int = 50, lr: float = 0.
     Garipov et al.: the endpoints' running statistics mean nothing at the bends. Returns a new curve
     whose ``training`` records the settings, the steps, the seconds and the mean loss of each epoch.
     """
+    obj._whole_data("connectivity.train_curve")
     if path.bends == 0:
         raise ValueError("a line has no bends to train")
     if optimizer not in OPTIMIZERS:

@@ -55,8 +55,10 @@ the same to the last bit because:
 tests/landscape/test_distributed.py checks it: the eigenvectors' sha256 is the same on both ranks
 (``World.identical``).
 
-Code that iterates ``obj.batches()`` itself (scans, connectivity's curve training, the
-linearized model) sees only the local shard; give those a plain ``Objective`` over all the data.
+Code that iterates ``obj.batches()`` itself (scans, connectivity's paths, curve training and
+BatchNorm statistics, the linearized model) would see only the local shard, so it refuses an
+active data-parallel objective (``Objective._whole_data``); give those a plain ``Objective`` over
+all the data.
 """
 
 from __future__ import annotations
@@ -392,6 +394,11 @@ class DataParallelObjective(Objective):
         acc = self.world.all_reduce_(acc.reshape(-1).contiguous()).reshape(shape)
         self.total_examples = self.world.sum(total)
         return acc, self.total_examples
+
+    def _whole_data(self, what: str) -> None:
+        if self.world.active:
+            raise ValueError(f"{what} needs all the data in one process; this data-parallel objective holds rank "
+                             f"{self.world.rank}'s shard of {self.world.size}")
 
     def resolve_mode(self, mode: str | None = None) -> str:
         """As ``Objective.resolve_mode``; ``"auto"`` takes "cached" only when it fits on every rank."""

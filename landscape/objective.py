@@ -273,6 +273,12 @@ class Objective:
         """
         return acc, total
 
+    def _whole_data(self, what: str) -> None:
+        """Refuse code that iterates ``batches()`` itself when this objective holds only part of the data.
+
+        Here, all of it; the data-parallel objective (``landscape.distributed``) raises for ``what``.
+        """
+
     # -- the model as a function of theta ------------------------------------------------
 
     @contextmanager

@@ -246,6 +246,7 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
         if isinstance(obj, DataParallelObjective):
             raise ValueError("a distributed scan splits the grid, not the data: give every rank a plain Objective "
                              "over all the data (the data-parallel objective is for spectra and HVPs)")
+    obj._whole_data("landscape.scan")
     if not isinstance(directions, _directions.Directions):
         directions = _directions.given(obj, directions)
     if strategy not in STRATEGIES:

@@ -20,8 +20,9 @@ import torch
 import torch.multiprocessing as mp
 
 import landscape
+from dynamics import linearized
 from dynamics.stability import SharpnessTracker, gradient_descent
-from landscape import cli, distributed
+from landscape import cli, connectivity, distributed
 from landscape import directions as dirs
 from landscape import store as scan_store
 from landscape.hvp import MODES
@@ -91,6 +92,19 @@ def worker(rank: int, rendezvous: str, out: str) -> None:
                              "n_examples": strided.n_examples}
 
         d = dirs.random(full, k=2, seed=5)
+        path = connectivity.curve(full, full.theta0, full.theta0 + 0.1 * vectors(full.space.n)[0])
+        refusals = {"landscape.scan": lambda: landscape.scan(obj, d, GRID, progress=False),
+                    "linearized.linearize": lambda: linearized.linearize(obj),
+                    "linearized.compare": lambda: linearized.compare(obj, steps=1),
+                    "connectivity.train_curve": lambda: connectivity.train_curve(obj, path, progress=False),
+                    "connectivity.batchnorm_statistics": lambda: connectivity.batchnorm_statistics(obj, obj.theta0),
+                    "connectivity.evaluate_curve": lambda: connectivity.evaluate_curve(obj, path, progress=False)}
+        found["refusals"] = {}
+        for name, call in refusals.items():  # each would see only this rank's shard
+            try:
+                call()
+            except ValueError as error:
+                found["refusals"][name] = str(error)
         for strategy in ("loop", "batched"):
             result = landscape.scan(full, d, GRID, store=out / f"{strategy}.h5", strategy=strategy, chunk=CHUNK,
                                     world=world, progress=False)
@@ -158,6 +172,15 @@ def test_data_parallel_evaluations_equal_one_process(ranks, single, name):
         assert got.shape == want.shape
         assert torch.allclose(got, want, rtol=1e-12, atol=1e-14), (got - want).abs().max()
         assert f["same bits on both ranks"][name]
+
+
+def test_code_that_reads_the_batches_itself_refuses_a_data_parallel_objective(ranks):
+    found, _ = ranks
+    names = ["landscape.scan", "linearized.linearize", "linearized.compare", "connectivity.train_curve",
+             "connectivity.batchnorm_statistics", "connectivity.evaluate_curve"]
+    for rank, f in enumerate(found):
+        assert f["refusals"] == {name: f"{name} needs all the data in one process; this data-parallel objective "
+                                       f"holds rank {rank}'s shard of 2" for name in names}
 
 
 def test_every_other_batch_of_an_iterable(ranks):
