@@ -74,6 +74,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 from torch.utils._pytree import tree_map
+from torch.utils.data import RandomSampler
 
 from landscape import hvp as _hvp
 from landscape import memory
@@ -327,7 +328,13 @@ def shard(data, world: World | None = None):
     """This rank's part of ``data``: of an ``(X, y)`` pair, the contiguous slice ``shard_range(N, rank, size)``
     (``X`` a tensor, tuple or dict of tensors; views, no copy); of an iterable of batches, every
     world-th batch from the rank-th (each rank still reads the batches it skips; give each rank its
-    own loader when reading is expensive). Every rank must get at least one example or batch."""
+    own loader when reading is expensive). Every rank must get at least one example or batch.
+
+    A shuffled ``DataLoader`` (``shuffle=True``: a ``RandomSampler``) is refused: each rank would shuffle
+    on its own, so every world-th batch would count some examples twice and miss others. Give each rank
+    its own loader with a ``DistributedSampler`` and pass ``sharded=True`` to ``DataParallelObjective``
+    (with ``drop_last=False`` it repeats a few examples to even out the ranks when N is not a multiple
+    of the world size, which weights them twice)."""
     world = init() if world is None else world
     if _is_pair(data):
         X, y = data
@@ -340,6 +347,10 @@ def shard(data, world: World | None = None):
     if not isinstance(data, Iterable) or (not hasattr(data, "__len__") and iter(data) is data):
         raise ValueError("data must be an (X, y) pair of tensors or a re-iterable of (X, y) batches (a list, a "
                          "DataLoader), got " + type(data).__name__)
+    if world.active and any(isinstance(getattr(x, "sampler", None), RandomSampler)
+                            for x in (data, getattr(data, "batch_sampler", None))):
+        raise ValueError("a shuffled DataLoader cannot be split by batches (each rank shuffles differently); give each "
+                         "rank a DataLoader with a DistributedSampler and pass sharded=True")
     if hasattr(data, "__len__") and len(data) < world.size:
         raise ValueError(f"{len(data)} batches cannot be shared by {world.size} processes (each needs one)")
     return data if not world.active else _Strided(data, world.rank, world.size)

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
 import landscape
 from dynamics import linearized
@@ -276,6 +277,18 @@ def test_a_data_parallel_objective_is_refused_by_a_scan_and_a_single_process_wor
     with pytest.raises(ValueError, match="splits the grid, not the data"):
         landscape.scan(obj, dirs.random(plain, k=1), "-1:1:3", world=distributed.World(rank=0, size=2),
                        progress=False)
+
+
+def test_a_shuffled_data_loader_is_refused_by_shard():
+    X, y = torch.randn(30, 2), torch.zeros(30)
+    two = distributed.World(rank=0, size=2)
+    for loader in (DataLoader(TensorDataset(X, y), batch_size=4, shuffle=True),
+                   DataLoader(TensorDataset(X, y), batch_sampler=BatchSampler(RandomSampler(X), 4, False))):
+        with pytest.raises(ValueError, match="shuffled DataLoader.*DistributedSampler and pass sharded=True"):
+            distributed.shard(loader, two)
+        assert distributed.shard(loader, distributed.World()) is loader  # one process reads every batch
+    in_order = distributed.shard(DataLoader(TensorDataset(X, y), batch_size=4), two)
+    assert [len(b[1]) for b in in_order] == [4, 4, 4, 4]  # batches 0, 2, 4, 6 of 8
 
 
 def test_cli_scan_under_torchrun_writes_the_single_process_store(tmp_path):
