@@ -47,10 +47,11 @@ the same to the last bit because:
    torch version, threads per process). Control flow (convergence tests, restarts) depends
    only on those numbers, so every rank makes the same products in the same order, which the
    collectives require;
-4. choices made from free memory could differ between ranks: the objective agrees on its HVP
-   mode, and Lanczos (``basis="auto"``) and SLQ (``reorthogonalize=None``) must be given
-   ``max_memory=world.budget(device)`` (the least budget over ranks; the CLI does this) or an
-   explicit ``basis``.
+4. choices made from free memory could differ between ranks, so the data-parallel objective's
+   ``memory_budget()`` (and ``host_budget()``) is the least over ranks, found once; the HVP
+   chunks and mode, and Lanczos' basis and SLQ's reorthogonalization for an operator of the
+   objective (``op.obj``), are planned from it. An operator without an objective needs an explicit
+   ``max_memory`` (``world.budget(device)``: the least over ranks) or ``basis``.
 
 tests/landscape/test_distributed.py checks it: the eigenvectors' sha256 is the same on both ranks
 (``World.identical``).
@@ -377,6 +378,7 @@ class DataParallelObjective(Objective):
         self.world = init() if world is None else world
         self._local = False
         self.total_examples: int | None = None
+        self._budgets: dict[str, int] = {}
         super().__init__(model, loss_fn, data if sharded else shard(data, self.world), **kwargs)
         if self.world.active and not isinstance(kwargs.get("_snapshot_of"), DataParallelObjective):
             # rank 0's snapshot everywhere, as DistributedDataParallel does with its module
@@ -405,6 +407,27 @@ class DataParallelObjective(Objective):
         acc = self.world.all_reduce_(acc.reshape(-1).contiguous()).reshape(shape)
         self.total_examples = self.world.sum(total)
         return acc, self.total_examples
+
+    def memory_budget(self) -> int:
+        """The least over ranks of ``Objective.memory_budget()``, found once (a collective at the first call).
+
+        Plans made from it (HVP chunks, Lanczos' basis, SLQ's reorthogonalization) are then the same on
+        every rank, as their collectives require; free memory differs between ranks and over time.
+        """
+        if not self.world.active:
+            return super().memory_budget()
+        if "device" not in self._budgets:
+            self._budgets["device"] = self.world.min(super().memory_budget())
+        return self._budgets["device"]
+
+    def host_budget(self) -> int:
+        """The least over ranks of the host's ``landscape.memory.budget``, found once: what Lanczos' ``basis="cpu"``
+        plans with for a CUDA objective."""
+        if not self.world.active:
+            return memory.budget(torch.device("cpu"))
+        if "host" not in self._budgets:
+            self._budgets["host"] = self.world.min(memory.budget(torch.device("cpu")))
+        return self._budgets["host"]
 
     def _whole_data(self, what: str) -> None:
         if self.world.active:

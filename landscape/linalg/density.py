@@ -95,7 +95,9 @@ def slq(op, probes: int = 16, steps: int = 80, seed: int = 0, reorthogonalize: b
     """``probes`` Rademacher probes, ``steps`` Lanczos steps each, in lockstep (one ``[probes, n]`` product a step).
 
     ``reorthogonalize``: full reorthogonalization of each probe's basis (default: when
-    it fits ``max_memory``, see ``landscape.memory.budget``).
+    it fits ``max_memory``, see ``landscape.memory.budget``; by default, for an operator of an
+    ``Objective`` (``op.obj``), the objective's ``memory_budget()``, which the ranks of a data-parallel
+    objective agree on, so that they all make the same choice).
     """
     start_time = time.perf_counter()
     n = op.shape[0]
@@ -104,6 +106,9 @@ def slq(op, probes: int = 16, steps: int = 80, seed: int = 0, reorthogonalize: b
     steps = min(steps, n)
     device = torch.device(op.device)
     if reorthogonalize is None:
+        obj = getattr(op, "obj", None)
+        if max_memory is None and hasattr(obj, "memory_budget"):
+            max_memory = obj.memory_budget()
         reorthogonalize = probes * (steps + 1) * n * 8 <= memory.budget(device, max_memory)
     generator = torch.Generator().manual_seed(seed)
     q = (torch.randint(0, 2, (probes, n), generator=generator, dtype=torch.float64) * 2 - 1) / math.sqrt(n)

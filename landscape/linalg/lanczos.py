@@ -65,8 +65,11 @@ measures it on the CPU (scripts/bench_scale.py prints it against m):
 products, 2 (m + 1) n float64, fit the device budget (``max_memory``); "device" without the
 products when the basis alone fits (the products are not worth moving the basis to the host:
 k more products cost less than the transfers); then "cpu" likewise, for a CUDA operator,
-against the host's budget (``landscape.memory.budget`` of the CPU); else "none". On a CPU
-operator the host is the device, and ``max_memory`` is its budget. Explicit "device", "cpu"
+against the host's budget (``landscape.memory.budget`` of the CPU, or a data-parallel objective's
+``host_budget()``, the least over ranks); else "none". On a CPU operator the host is the device, and
+``max_memory`` is its budget. The ranks of a data-parallel objective must make the same choice (their
+products are collectives): an operator with an objective (``op.obj``) plans with the objective's
+budgets, which such an objective takes as the least over ranks. Explicit "device", "cpu"
 and "float32" keep the products when both fit the budget where they are stored, and
 recompute them otherwise. ``EigenResult.settings`` records the choice: ``basis``,
 ``basis_device``, ``products`` ("kept" or "recomputed"), ``residuals`` ("measured", or
@@ -164,7 +167,9 @@ def lanczos(op, k: int = 1, which: str = "largest", tol: float = 1e-6, max_steps
         basis_size: the Krylov basis size before a thick restart (default ``max(2 k + 20, 40)``,
             at most ``n``); unused by ``basis="none"``.
         max_memory: bytes the basis and the kept products may take on the operator's device
-            (default: the free-memory share of ``landscape.memory.budget``).
+            (default: for an operator of an ``Objective``, ``op.obj``, the objective's
+            ``memory_budget()``, which the ranks of a data-parallel objective agree on; else the
+            free-memory share of ``landscape.memory.budget``).
         basis: where and how the Krylov basis is kept: "auto" (default), "device", "cpu",
             "float32" or "none" (no basis: the three-term recurrence); the module docstring
             gives each one's memory, accuracy and cost.
@@ -194,7 +199,12 @@ def lanczos(op, k: int = 1, which: str = "largest", tol: float = 1e-6, max_steps
     max_steps = max(300, 30 * want) if max_steps is None else max_steps
     if max_steps < want:
         raise ValueError(f"max_steps {max_steps} is below the {want} products that {want} eigenpairs need")
-    basis, where, dtype, keep = _plan(basis, torch.device(op.device), n, m, max_memory)
+    device = torch.device(op.device)
+    obj = getattr(op, "obj", None)  # a curvature operator's objective: its budgets (data parallel: agreed by the ranks)
+    if max_memory is None and hasattr(obj, "memory_budget"):
+        max_memory = obj.memory_budget()
+    host_memory = obj.host_budget() if hasattr(obj, "host_budget") and device.type != "cpu" else None
+    basis, where, dtype, keep = _plan(basis, device, n, m, max_memory, host_memory)
     work = torch.device(op.device) if basis == "none" else where
     pin = work.type == "cpu" and torch.device(op.device).type == "cuda"
 
@@ -235,12 +245,13 @@ def lanczos(op, k: int = 1, which: str = "largest", tol: float = 1e-6, max_steps
                        seconds=time.perf_counter() - start_time, settings=settings)
 
 
-def _plan(basis: str, device: torch.device, n: int, m: int,
-          max_memory: int | str | None) -> tuple[str, torch.device | None, torch.dtype | None, bool]:
-    """(basis, where it is stored, its dtype, whether the products are kept beside it)."""
+def _plan(basis: str, device: torch.device, n: int, m: int, max_memory: int | str | None,
+          host_memory: int | None = None) -> tuple[str, torch.device | None, torch.dtype | None, bool]:
+    """(basis, where it is stored, its dtype, whether the products are kept beside it); ``host_memory``: the
+    host's budget for a CUDA operator (default ``landscape.memory.budget`` of the CPU)."""
     host = torch.device("cpu")
     device_budget = memory.budget(device, max_memory)
-    host_budget = device_budget if device.type == "cpu" else memory.budget(host)
+    host_budget = device_budget if device.type == "cpu" else memory.budget(host, host_memory)
     rows = (m + 1) * n * 8  # bytes of one float64 [m + 1, n]
     if basis == "auto":
         basis = ("device" if rows <= device_budget else

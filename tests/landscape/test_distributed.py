@@ -23,7 +23,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorData
 import landscape
 from dynamics import linearized
 from dynamics.stability import SharpnessTracker, gradient_descent
-from landscape import cli, connectivity, distributed
+from landscape import cli, connectivity, distributed, memory
 from landscape import directions as dirs
 from landscape import store as scan_store
 from landscape.hvp import MODES
@@ -72,7 +72,7 @@ def worker(rank: int, rendezvous: str, out: str) -> None:
     """Rank ``rank`` of 2: every distributed check, its findings saved to ``out/rank{rank}.pt``."""
     torch.set_num_threads(1)
     out = Path(out)
-    world = distributed.init(init_method=f"file://{rendezvous}", rank=rank, size=2)
+    world = distributed.init(init_method=f"file://{rendezvous}", rank=rank, size=2, timeout=90)  # no endless hang
     found = {"world": world.to_dict()}
     try:
         full = objective()
@@ -135,6 +135,21 @@ def worker(rank: int, rendezvous: str, out: str) -> None:
             landscape.scan(other, d, GRID, store=out / "refused.h5", world=world, progress=False)
         except ValueError as error:
             found["refusal"] = str(error)
+
+        # free memory that differs between the ranks: one plan (a Lanczos basis without its products: k more)
+        rows = 41 * full.space.n * 8  # the basis of 40 + 1 float64 vectors
+        free = {0: 4 * rows, 1: 3 * rows // 2}[rank]
+        real = memory.budget
+        memory.budget = lambda device, max_memory=None: free if max_memory is None else memory.parse_bytes(max_memory)
+        try:
+            fresh = distributed.data_parallel(objective(), world)
+            top = landscape.eigenvalues(landscape.hessian(fresh), k=2, tol=1e-10)
+            found["budgets"] = {"device": fresh.memory_budget(), "host": fresh.host_budget(), "rows": rows}
+        finally:
+            memory.budget = real
+        found["budgets"]["cached"] = fresh.memory_budget()  # found once: no collective, no new measurement
+        found["plan"] = {"settings": top.settings, "n_matvecs": top.n_matvecs, "eigenvalues": top.eigenvalues,
+                         "same vectors": world.identical(top.eigenvectors)}
     finally:
         torch.save(found, out / f"rank{rank}.pt")
         distributed.shutdown()
@@ -182,6 +197,19 @@ def test_code_that_reads_the_batches_itself_refuses_a_data_parallel_objective(ra
     for rank, f in enumerate(found):
         assert f["refusals"] == {name: f"{name} needs all the data in one process; this data-parallel objective "
                                        f"holds rank {rank}'s shard of 2" for name in names}
+
+
+def test_ranks_with_different_free_memory_make_one_lanczos_plan(ranks):
+    found, _ = ranks
+    rows = found[0]["budgets"]["rows"]
+    least = 3 * rows // 2  # rank 1's: the basis fits, its products beside it do not
+    alone = landscape.eigenvalues(landscape.hessian(objective()), k=2, tol=1e-10, max_memory=least)
+    assert (alone.settings["basis"], alone.settings["products"]) == ("device", "recomputed")
+    for f in found:
+        assert f["budgets"] == {"device": least, "host": least, "cached": least, "rows": rows}
+        assert f["plan"]["settings"] == alone.settings and f["plan"]["n_matvecs"] == alone.n_matvecs
+        assert np.allclose(f["plan"]["eigenvalues"], alone.eigenvalues, rtol=1e-10, atol=0)
+        assert f["plan"]["same vectors"]
 
 
 def test_every_other_batch_of_an_iterable(ranks):
