@@ -28,7 +28,6 @@ import torch
 from landscape import directions as dirs
 from landscape import distributed, problems
 from landscape import store as scan_store
-from landscape.linalg.density import slq
 from landscape.linalg.trace import hutchpp
 from landscape.objective import Objective
 from landscape.operators import hessian
@@ -114,9 +113,15 @@ def report(problem: problems.Problem, obj: Objective) -> None:
                       f"({check.dtype}, {len(check.rel_errors)} random unit vectors, {check.mode} mode): {verdict}")
 
 
-def _objective(args, problem: problems.Problem) -> Objective:
-    return problem.objective(params=args.params, device=_device(args.device),
-                             dtype=DTYPES[args.dtype] if args.dtype else None)
+def _objective(args, problem: problems.Problem, data_parallel: bool = False) -> Objective:
+    """The problem's objective; ``data_parallel`` under torchrun: each rank's shard of the data, and only that
+    moved to its device."""
+    kwargs = {"params": args.params, "device": _device(args.device),
+              "dtype": DTYPES[args.dtype] if args.dtype else None}
+    if data_parallel and args.world.active:
+        return distributed.DataParallelObjective(problem.model, problem.loss_fn, problem.data, world=args.world,
+                                                 batch_size=problem.batch_size, **kwargs)
+    return problem.objective(**kwargs)
 
 
 def _headline(problem: problems.Problem, obj: Objective, note: str = "") -> None:
@@ -137,14 +142,11 @@ def _spectrum(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     problem = _problem(args)
-    obj = _objective(args, problem)
-    world, budget, note = args.world, None, ""
-    if world.active:  # each rank keeps its shard of the data; a memory budget all ranks agree on (distributed doc)
-        obj = distributed.data_parallel(obj, world)
-        budget, note = world.budget(obj.device), f"data-parallel over {world.size} processes ({world.backend})"
+    obj = _objective(args, problem, data_parallel=True)  # its memory budget is one all ranks agree on
+    world = args.world
     H = hessian(obj)
-    _headline(problem, obj, note)
-    top = eigenvalues(H, k=args.k, which=args.which, tol=args.tol, max_memory=budget, progress=True)
+    _headline(problem, obj, f"data-parallel over {world.size} processes ({world.backend})" if world.active else "")
+    top = eigenvalues(H, k=args.k, which=args.which, tol=args.tol, progress=True)
     if top.converged:
         verdict = "converged"
     elif top.n_matvecs >= top.settings["max_steps"]:
@@ -162,8 +164,7 @@ def _spectrum(args) -> int:
         print(f"trace        {trace.estimate:.6g} +- {trace.stderr:.2g} (Hutch++, {trace.n_matvecs} HVPs)")
         summary["trace"] = trace.to_dict()
     if args.density or args.plot:
-        rho = (slq(H, probes=args.probes, steps=args.steps, max_memory=budget, progress=True) if world.active
-               else density(H, probes=args.probes, steps=args.steps, progress=True))
+        rho = density(H, probes=args.probes, steps=args.steps, progress=True)
         print(f"density      {args.probes} probes x {args.steps} steps, {rho.n_matvecs} HVPs, {_negative_mass(rho)}")
         summary["density"] = rho.to_dict()
         if args.plot and world.main:

@@ -3,8 +3,8 @@
     # torchrun --nproc_per_node 4 analyse.py
     from landscape import distributed
     world = distributed.init()                          # from RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT
-    obj = distributed.data_parallel(problem.objective(), world)   # this rank's shard of the examples
-    top = landscape.eigenvalues(landscape.hessian(obj), k=5, max_memory=world.budget(obj.device))
+    obj = distributed.DataParallelObjective(problem.model, problem.loss_fn, problem.data, world=world)  # a shard each
+    top = landscape.eigenvalues(landscape.hessian(obj), k=5)   # every rank: the same products, the same result
     result = landscape.scan(problem.objective(), d, grid, store="out/scan.h5", world=world)  # points split
 
 ``init`` reads the environment torchrun sets; without ``WORLD_SIZE`` (or with 1) it is a
@@ -456,7 +456,9 @@ class DataParallelObjective(Objective):
 
 def data_parallel(obj: Objective, world: World | None = None) -> DataParallelObjective:
     """``obj`` spread over the ranks of ``world``: each rank keeps its shard of ``obj``'s data, with the
-    same parameters, dtype, device, mode and HVP settings, and rank 0's snapshot of the model."""
+    same parameters, dtype, device, mode and HVP settings, and rank 0's snapshot of the model.
+    (``obj`` itself holds all the data on its device; build a ``DataParallelObjective`` directly when
+    only the shards should get there.)"""
     if isinstance(obj, DataParallelObjective):
         return obj
     return DataParallelObjective(obj.model, obj.loss_fn, obj._data, world=world, _snapshot_of=obj, **obj._settings())

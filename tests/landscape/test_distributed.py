@@ -106,6 +106,12 @@ def worker(rank: int, rendezvous: str, out: str) -> None:
                 call()
             except ValueError as error:
                 found["refusals"][name] = str(error)
+        args = cli.parser().parse_args(["spectrum", "--problem", "digits-mlp", "--problem-arg", "steps=0",
+                                        "--problem-arg", "examples=301", "--out", str(out / "unused")])
+        args.world = world
+        sharded = cli._objective(args, cli._problem(args), data_parallel=True)
+        found["cli objective"] = {"type": type(sharded).__name__, "n_examples": sharded.n_examples,
+                                  "on the device": sum(y.shape[0] for _, y in sharded._batches_spec)}
         for strategy in ("loop", "batched"):
             result = landscape.scan(full, d, GRID, store=out / f"{strategy}.h5", strategy=strategy, chunk=CHUNK,
                                     world=world, progress=False)
@@ -210,6 +216,12 @@ def test_ranks_with_different_free_memory_make_one_lanczos_plan(ranks):
         assert f["plan"]["settings"] == alone.settings and f["plan"]["n_matvecs"] == alone.n_matvecs
         assert np.allclose(f["plan"]["eigenvalues"], alone.eigenvalues, rtol=1e-10, atol=0)
         assert f["plan"]["same vectors"]
+
+
+def test_the_cli_moves_only_each_rank_s_shard_to_its_device(ranks):
+    found, _ = ranks
+    assert [f["cli objective"] for f in found] == [
+        {"type": "DataParallelObjective", "n_examples": n, "on the device": n} for n in (151, 150)]
 
 
 def test_every_other_batch_of_an_iterable(ranks):
