@@ -1238,6 +1238,8 @@ def parser() -> argparse.ArgumentParser:
                       help="grid points per axis of the 2D scans (default 51; made odd)")
     demo.add_argument("--device", help="cpu, cuda or cuda:N (default: cpu)")
     demo.set_defaults(run=_demo)
+    for name in DISTRIBUTED:  # one process, so that args.run(args) works; main() sets torchrun's world
+        sub.choices[name].set_defaults(world=distributed.World())  # (not on the top parser: infoplane saves args)
     return top
 
 

@@ -331,6 +331,17 @@ def test_a_shuffled_data_loader_is_refused_by_shard():
     assert [len(b[1]) for b in in_order] == [4, 4, 4, 4]  # batches 0, 2, 4, 6 of 8
 
 
+def test_a_command_runs_from_its_parsed_arguments_alone(tmp_path):
+    args = cli.parser().parse_args(["spectrum", "--problem", "quadratic", "--problem-arg", "n=12", "--k", "2",
+                                    "--tol", "1e-10", "--out", str(tmp_path)])
+    assert args.world == distributed.World() and not args.world.active
+    assert args.run(args) == 0
+    found = json.loads((tmp_path / "spectrum.json").read_text())["eigenvalues"]["eigenvalues"]
+    assert np.allclose(found, [100.0, 10 ** (2 - 4 / 11)], rtol=1e-9, atol=0)  # logspace(2, -2, 12)
+    assert cli.parser().parse_args(["scan", "--grid=-1:1:3", "--out", str(tmp_path)]).world == distributed.World()
+    assert "world" not in vars(cli.parser().parse_args(["info"]))  # only the torchrun commands (infoplane saves args)
+
+
 def test_cli_scan_under_torchrun_writes_the_single_process_store(tmp_path):
     args = ["scan", "--problem", "quadratic", "--problem-arg", "n=40", "--grid", "-1:1:7", "--grid", "-1:2:5",
             "--chunk", "3", "--dtype", "float64", "--include-1d"]
