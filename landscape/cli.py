@@ -1304,14 +1304,16 @@ def _world(args) -> distributed.World:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(_glue_grids(sys.argv[1:] if argv is None else list(argv)))
-    world, who = distributed.World(), ""
+    world, who, ok = distributed.World(), "", False
     try:
         world = _world(args)
         if args.command in DISTRIBUTED:
             args.world = world
         who = "" if world.main else f" (rank {world.rank} of {world.size})"
         with distributed.quiet(world):
-            return args.run(args)
+            code = args.run(args)
+        ok = True
+        return code
     except (ValueError, OSError) as error:  # OSError: a file or folder that cannot be read or made
         print(f"landscape {args.command}{who}: error: {error}", file=sys.stderr)
         return 2
@@ -1325,4 +1327,4 @@ def main(argv: list[str] | None = None) -> int:
         print(f"landscape {args.command}{who}: error: {what}: {first}", file=sys.stderr)
         return 2
     finally:
-        distributed.shutdown()
+        distributed.shutdown(synchronize=ok)

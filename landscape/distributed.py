@@ -282,10 +282,18 @@ def init(device: str | torch.device | None = None, backend: str | None = None, *
     return World(rank, size, local_rank, backend, device)
 
 
-def shutdown() -> None:
-    """Leave the process group that ``init`` made (a group made elsewhere is left alone)."""
+def shutdown(synchronize: bool = False) -> None:
+    """Leave the process group that ``init`` made (a group made elsewhere is left alone).
+
+    ``synchronize=True`` (after work that ended well on every rank) first waits at a barrier, so
+    that no rank tears down its connections while another still finishes its last collective;
+    gloo can otherwise abort a process at exit ("terminate called without an active exception").
+    After an error it is skipped: a rank stuck in another collective could pair with the barrier.
+    """
     global _owned
     if _owned and dist.is_available() and dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()
     _owned = False
 

@@ -73,7 +73,7 @@ def worker(rank: int, rendezvous: str, out: str) -> None:
     torch.set_num_threads(1)
     out = Path(out)
     world = distributed.init(init_method=f"file://{rendezvous}", rank=rank, size=2, timeout=90)  # no endless hang
-    found = {"world": world.to_dict()}
+    found, ok = {"world": world.to_dict()}, False
     try:
         full = objective()
         obj = distributed.data_parallel(full, world)
@@ -156,9 +156,10 @@ def worker(rank: int, rendezvous: str, out: str) -> None:
         found["budgets"]["cached"] = fresh.memory_budget()  # found once: no collective, no new measurement
         found["plan"] = {"settings": top.settings, "n_matvecs": top.n_matvecs, "eigenvalues": top.eigenvalues,
                          "same vectors": world.identical(top.eigenvectors)}
+        ok = True
     finally:
         torch.save(found, out / f"rank{rank}.pt")
-        distributed.shutdown()
+        distributed.shutdown(synchronize=ok)
 
 
 @pytest.fixture(scope="module")
