@@ -95,8 +95,9 @@ class Linearized:
 
     ``kernel [mC, mC]`` the empirical NTK (row ``i*C + c``), ``eigenvalues [mC]`` (ascending,
     clipped at 0) and ``eigenvectors [mC, mC]`` (columns); ``f0``, ``targets`` ``[m, C]``; ``scale``
-    the c of L = (c/2m) sum ||f - y||^2. With test inputs: ``test_kernel [m_t C, mC]`` and
-    ``f0_test [m_t, C]``. All float64 on the objective's device.
+    the c of L = (c/2m) sum ||f - y||^2; ``inputs``, the m training inputs as the data holds them.
+    With test inputs: ``test_inputs``, ``test_kernel [m_t C, mC]`` and ``f0_test [m_t, C]``.
+    All float64 on the objective's device.
     """
 
     theta0: Tensor
@@ -106,6 +107,8 @@ class Linearized:
     f0: Tensor
     targets: Tensor
     scale: float
+    inputs: object = None
+    test_inputs: object = None
     test_kernel: Tensor | None = None
     f0_test: Tensor | None = None
 
@@ -177,7 +180,8 @@ def linearize(obj: Objective, *, theta: Tensor | None = None, X_test=None, seed:
     random point.
     """
     obj._whole_data("linearized.linearize")
-    obj = obj.to(dtype=torch.float64)
+    if obj.dtype != torch.float64:
+        obj = obj.to(dtype=torch.float64)
     theta = obj._point(theta)
     generator = torch.Generator().manual_seed(seed)
     inputs, f0, targets, scales = [], [], [], []
@@ -194,12 +198,12 @@ def linearize(obj: Objective, *, theta: Tensor | None = None, X_test=None, seed:
     kernel = 0.5 * (kernel + kernel.T)
     eigenvalues, eigenvectors = torch.linalg.eigh(kernel)
     result = Linearized(theta, kernel, eigenvalues.clamp_min(0), eigenvectors, torch.cat(f0), torch.cat(targets),
-                        float(np.mean(scales)))
+                        float(np.mean(scales)), inputs=X)
     if X_test is not None:
-        result.test_kernel = _flat_kernel(ntk.kernel(obj, X_test, X, theta=theta))
+        result.test_inputs, m_test = ntk._examples(obj, X_test, "X_test")
+        result.test_kernel = _flat_kernel(ntk.kernel(obj, result.test_inputs, X, theta=theta))
         with obj.mode(), torch.no_grad():
-            f_test = obj.forward(theta, ntk._examples(obj, X_test, "X_test")[0])
-        result.f0_test = f_test.reshape(result.test_kernel.shape[0] // f0[0].shape[1], -1)
+            result.f0_test = obj.forward(theta, result.test_inputs).reshape(m_test, -1)
     return result
 
 
@@ -266,11 +270,10 @@ def compare(obj: Objective, steps: int, *, lr: float | None = None, stable_fract
     if steps < 1 or every < 1:
         raise ValueError(f"steps and every must be at least 1, got steps={steps}, every={every}")
     start = time.perf_counter()
-    lin = linearize(obj, theta=theta, X_test=X_test)
+    obj64 = obj if obj.dtype == torch.float64 else obj.to(dtype=torch.float64)
+    lin = linearize(obj64, theta=theta, X_test=X_test)
     lr = stable_fraction * lin.max_stable_lr() if lr is None else lr
-    obj64 = obj.to(dtype=torch.float64)
-    X = _cat([X for X, _, _ in obj64.batches()])
-    X_t = None if X_test is None else ntk._examples(obj64, X_test, "X_test")[0]
+    X, X_t = lin.inputs, lin.test_inputs
     ks = np.array(sorted(set(range(0, steps, every)) | {steps}))
     T = len(ks)
     linear = lin.gd(lr, ks) if method == "gd" else lin.flow(ks * lr)
