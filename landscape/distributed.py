@@ -119,27 +119,24 @@ class World:
     def _comm(self) -> torch.device:
         return self.device if self.backend == "nccl" else torch.device("cpu")
 
-    def all_reduce_(self, t: Tensor, op: str = "sum") -> Tensor:
-        """``t`` summed (or min, max) over ranks, in place; every rank gets the same bits."""
+    def _in_place(self, t: Tensor, collective) -> Tensor:
+        """``collective(buffer)`` on ``t``, through a contiguous copy on the backend's device if need be."""
         if not self.active:
             return t
         comm = self._comm()
         buf = t if t.device == comm and t.is_contiguous() else t.detach().to(comm).contiguous()
-        dist.all_reduce(buf, op=getattr(dist.ReduceOp, _OPS[op]))
+        collective(buf)
         if buf is not t:
             t.copy_(buf)
         return t
 
+    def all_reduce_(self, t: Tensor, op: str = "sum") -> Tensor:
+        """``t`` summed (or min, max) over ranks, in place; every rank gets the same bits."""
+        return self._in_place(t, lambda buf: dist.all_reduce(buf, op=getattr(dist.ReduceOp, _OPS[op])))
+
     def broadcast_(self, t: Tensor, src: int = 0) -> Tensor:
         """``t`` overwritten, in place, by rank ``src``'s."""
-        if not self.active:
-            return t
-        comm = self._comm()
-        buf = t if t.device == comm and t.is_contiguous() else t.detach().to(comm).contiguous()
-        dist.broadcast(buf, src=src)
-        if buf is not t:
-            t.copy_(buf)
-        return t
+        return self._in_place(t, lambda buf: dist.broadcast(buf, src=src))
 
     def _int(self, value: int, op: str) -> int:
         if not self.active:
@@ -422,20 +419,19 @@ class DataParallelObjective(Objective):
         Plans made from it (HVP chunks, Lanczos' basis, SLQ's reorthogonalization) are then the same on
         every rank, as their collectives require; free memory differs between ranks and over time.
         """
-        if not self.world.active:
-            return super().memory_budget()
-        if "device" not in self._budgets:
-            self._budgets["device"] = self.world.min(super().memory_budget())
-        return self._budgets["device"]
+        return self._least("device", self.device, self.max_memory)
 
     def host_budget(self) -> int:
         """The least over ranks of the host's ``landscape.memory.budget``, found once: what Lanczos' ``basis="cpu"``
         plans with for a CUDA objective."""
+        return self._least("host", torch.device("cpu"), None)
+
+    def _least(self, key: str, device: torch.device, max_memory: int | None) -> int:
         if not self.world.active:
-            return memory.budget(torch.device("cpu"))
-        if "host" not in self._budgets:
-            self._budgets["host"] = self.world.min(memory.budget(torch.device("cpu")))
-        return self._budgets["host"]
+            return memory.budget(device, max_memory)
+        if key not in self._budgets:
+            self._budgets[key] = self.world.budget(device, max_memory)
+        return self._budgets[key]
 
     def _whole_data(self, what: str) -> None:
         if self.world.active:
