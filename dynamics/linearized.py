@@ -229,10 +229,17 @@ class KernelRegime:
     movement: np.ndarray
     kernel_change: float
     eigenvalues: np.ndarray
-    lambda_max: float
-    max_stable_lr: float
     seconds: float
     settings: dict = field(default_factory=dict)
+
+    @property
+    def lambda_max(self) -> float:
+        return float(self.eigenvalues[0])
+
+    @property
+    def max_stable_lr(self) -> float:
+        """2m / (c lambda_max), the linearized model's stability limit."""
+        return 2 * self.settings["m"] / (self.settings["scale"] * self.lambda_max)
 
     @property
     def max_gap(self) -> float:
@@ -326,8 +333,7 @@ def compare(obj: Objective, steps: int, *, lr: float | None = None, stable_fract
     return KernelRegime(method=method, lr=lr, steps=ks, times=ks * lr, loss=loss,
                         linear_loss=lin.loss(linear).cpu().numpy(), gap=gap, test_gap=test_gap, movement=movement,
                         kernel_change=kernel_change, eigenvalues=lin.eigenvalues.cpu().numpy()[::-1].copy(),
-                        lambda_max=float(lin.eigenvalues[-1]),
-                        max_stable_lr=lin.max_stable_lr(), seconds=time.perf_counter() - start,
+                        seconds=time.perf_counter() - start,
                         settings={"steps": steps, "every": every, "m": lin.m, "outputs": lin.f0.shape[1],
                                   "scale": lin.scale, "parameters": obj.space.n,
                                   "stable_fraction": lr / lin.max_stable_lr()})
