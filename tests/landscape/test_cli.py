@@ -807,11 +807,15 @@ def test_ntk_prints_the_kernel_and_the_training_of_a_hand_written_reference(tmp_
     model = problems.digits_mlp(hidden=8, steps=0, loss="mse", examples=16).model.double()
     X, y = problems._digits(images=False)[0]
     X, y = X[:16].double(), y[:16]
-    J = torch.autograd.functional.jacobian(
-        lambda *ps: torch.func.functional_call(model, dict(zip([n for n, _ in model.named_parameters()], ps)),
-                                               (X,)).reshape(-1), tuple(p.detach() for p in model.parameters()))
-    J = torch.cat([j.reshape(160, -1) for j in J], dim=1)
-    reference = np.linalg.eigvalsh((J @ J.T).numpy())[::-1]
+    def kernel(net):
+        J = torch.autograd.functional.jacobian(
+            lambda *ps: torch.func.functional_call(net, dict(zip([n for n, _ in net.named_parameters()], ps)),
+                                                   (X,)).reshape(-1), tuple(p.detach() for p in net.parameters()))
+        J = torch.cat([j.reshape(160, -1) for j in J], dim=1)
+        return J @ J.T
+
+    start = kernel(model)
+    reference = np.linalg.eigvalsh(start.numpy())[::-1]
     comparison = summary["comparison"]
     np.testing.assert_allclose(comparison["eigenvalues"], np.clip(reference, 0, None), rtol=1e-9, atol=1e-9)
     printed = [float(v) for v in field(out, "top").split()]
@@ -825,14 +829,23 @@ def test_ntk_prints_the_kernel_and_the_training_of_a_hand_written_reference(tmp_
     for step in range(21):
         loss = problems.square_loss(real(X), y)
         losses.append(loss.item())
+        if step == 20:
+            break
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     np.testing.assert_allclose(comparison["loss"], [losses[0], losses[10], losses[20]], rtol=1e-9)
+    flat = [torch.cat([p.detach().reshape(-1) for p in net.parameters()]) for net in (model, real)]
+    moved = float((flat[1] - flat[0]).norm() / flat[0].norm())
+    assert comparison["movement"][-1] == pytest.approx(moved, rel=1e-9)
+    assert comparison["kernel_change"] == pytest.approx(float((kernel(real) - start).norm() / start.norm()), rel=1e-9)
+    assert float(re.search(r"= (\S+); max gap", out).group(1)) == pytest.approx(comparison["kernel_change"], rel=1e-3)
+    assert float(re.search(r"lambda_min (\S+);", out).group(1)) == pytest.approx(max(reference[-1], 0), abs=1e-3)
     rows = re.findall(r"^\s+(\d+)\s+\S+\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)$", out, re.M)
     assert [int(r[0]) for r in rows] == [0, 10, 20]
     np.testing.assert_allclose([float(r[1]) for r in rows], comparison["loss"], rtol=1e-3)
     np.testing.assert_allclose([float(r[3]) for r in rows][1:], comparison["gap"][1:], rtol=1e-2)
+    np.testing.assert_allclose([float(r[4]) for r in rows], [0, comparison["movement"][1], moved], rtol=1e-2)
     from tests.viz.conftest import assert_drawn
 
     assert_drawn(tmp_path / "ntk.png")
