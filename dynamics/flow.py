@@ -30,7 +30,7 @@ from torchdiffeq import odeint
 from tqdm.auto import tqdm
 
 from dynamics.stability import SharpnessHistory, SharpnessTracker, _json, gradient_descent
-from landscape.objective import Objective
+from landscape.core.objective import Objective
 
 Tensor = torch.Tensor
 
@@ -175,8 +175,8 @@ class _Recorder:
         theta = None if self.theta is None else self.theta.clone()  # not a view that keeps a solver's output alive
         return FlowRun(times=self.times, loss=self.loss, grad_norm=self.grad_norm, theta=theta,
                        snapshots=self.snapshots, reached=self.reached, diverged=self.diverged, message=self.message,
-                       method=method, n_grad=counts["grad"] - self.counts["grad"],
-                       n_hvp=counts["hvp"] - self.counts["hvp"], seconds=time.perf_counter() - self.start,
+                       method=method, n_grad=counts["n_gradients"] - self.counts["n_gradients"],
+                       n_hvp=counts["n_matvecs"] - self.counts["n_matvecs"], seconds=time.perf_counter() - self.start,
                        settings=settings, **extra)
 
 
@@ -275,7 +275,7 @@ def gradient_flow(obj: Objective, times, *, theta: Tensor | None = None, modifie
     bar = tqdm(total=float(times[-1] - times[0]), desc="modified flow" if modified_lr else "gradient flow",
                unit="time", disable=not progress, dynamic_ncols=True, bar_format="{l_bar}{bar}| t={n:.4g}/{total:.4g}")
     field = _Field(obj, modified_lr, bar, times[0])
-    theta = obj._point(theta).clone()
+    theta = obj.point(theta).clone()
     per_time = obj.space.n * theta.element_size()
     chunk = max(1, min(len(times) - 1, obj.memory_budget() // 4 // per_time))
     i = 0
@@ -328,7 +328,7 @@ def stable_rk4(obj: Objective, times, *, alpha: float = 1.0, every: int = 1, tol
     bar = tqdm(total=float(times[-1] - times[0]), desc="stable RK4", unit="time", disable=not progress,
                dynamic_ncols=True, bar_format="{l_bar}{bar}| t={n:.4g}/{total:.4g} {postfix}")
     field = _Field(obj, modified_lr, bar, times[0])
-    y, t, h_stable, sizes = obj._point(theta).clone(), times[0], math.inf, []
+    y, t, h_stable, sizes = obj.point(theta).clone(), times[0], math.inf, []
     with torch.no_grad():
         ok = record(0, y)
         for i in range(1, len(times)):
@@ -379,7 +379,7 @@ def compare_gd(obj: Objective, lr: float, steps: int, *, every: int = 1, theta: 
     start = time.perf_counter()
     ks = np.array(sorted(set(range(0, steps, every)) | {steps}))
     gd_loss, gd_norm = np.full(len(ks), np.nan), np.full(len(ks), np.nan)
-    theta = obj._point(theta).clone()
+    theta = obj.point(theta).clone()
     iterates = [theta.cpu()]
     diverged = False
     for s, (a, b) in enumerate(zip(ks[:-1], ks[1:])):

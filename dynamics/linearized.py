@@ -40,8 +40,8 @@ import torch
 from torch.utils._pytree import tree_map
 from tqdm.auto import tqdm
 
-from landscape import ntk
-from landscape.objective import Objective
+from landscape.kernels import ntk
+from landscape.core.objective import Objective
 
 Tensor = torch.Tensor
 METHODS = ("gd", "flow")
@@ -57,7 +57,7 @@ def _square_loss(obj: Objective, theta: Tensor, X, y: Tensor, generator: torch.G
     From g = dL/df at f: y = f - (m_b/c) g, where c/m_b = <dL/df(f + d) - g, d> / ||d||^2 for a
     random d. Then L(f + d) must equal (c/2m_b) ||f + d - y||^2 at f and at the random point.
     """
-    with obj.mode(), torch.no_grad():
+    with obj.configured(), torch.no_grad():
         f = obj.forward(theta, X)
     m_b = f.shape[0] if f.ndim else 1
 
@@ -179,10 +179,10 @@ def linearize(obj: Objective, *, theta: Tensor | None = None, X_test=None, seed:
     The objective must be in eval mode (``ntk.kernel``'s rule); ``seed`` draws the loss check's
     random point.
     """
-    obj._whole_data("linearized.linearize")
+    obj.require_whole_data("linearized.linearize")
     if obj.dtype != torch.float64:
         obj = obj.to(dtype=torch.float64)
-    theta = obj._point(theta)
+    theta = obj.point(theta)
     generator = torch.Generator().manual_seed(seed)
     inputs, f0, targets, scales = [], [], [], []
     for X, y, _ in obj.batches():
@@ -202,7 +202,7 @@ def linearize(obj: Objective, *, theta: Tensor | None = None, X_test=None, seed:
     if X_test is not None:
         result.test_inputs, m_test = ntk._examples(obj, X_test, "X_test")
         result.test_kernel = _flat_kernel(ntk.kernel(obj, result.test_inputs, X, theta=theta))
-        with obj.mode(), torch.no_grad():
+        with obj.configured(), torch.no_grad():
             result.f0_test = obj.forward(theta, result.test_inputs).reshape(m_test, -1)
     return result
 
@@ -267,7 +267,7 @@ def compare(obj: Objective, steps: int, *, lr: float | None = None, stable_fract
     in scale train for the same time in the kernel's units. Records at every ``every``-th step
     and the last; the kernel is formed again at the end for ``kernel_change``. All in float64.
     """
-    obj._whole_data("linearized.compare")
+    obj.require_whole_data("linearized.compare")
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if lr is not None and not lr > 0:
@@ -293,7 +293,7 @@ def compare(obj: Objective, steps: int, *, lr: float | None = None, stable_fract
     last = [lin.theta0]
 
     def record(row: int, state: Tensor) -> bool:
-        with obj64.mode(), torch.no_grad():
+        with obj64.configured(), torch.no_grad():
             f = obj64.forward(state, X).reshape(lin.f0.shape)
             if not torch.isfinite(f).all():
                 return False

@@ -50,7 +50,7 @@ import torch
 from torch.func import jvp as _jvp
 from torch.func import vmap
 
-from landscape.objective import Objective
+from landscape.core.objective import Objective
 
 Tensor = torch.Tensor
 Linearize = Callable[[Tensor], tuple[Tensor, Callable[[Tensor], Tensor]]]

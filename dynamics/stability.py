@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from landscape.objective import Objective
-from landscape.operators import hessian
-from landscape.spectrum import eigenvalues
+from landscape.core.objective import Objective
+from landscape.curvature.operators import hessian
+from landscape.curvature.spectrum import eigenvalues
 
 Tensor = torch.Tensor
 
@@ -160,7 +160,7 @@ def gradient_descent(obj: Objective, lr: float, steps: int, *, theta: Tensor | N
     if steps < 0:
         raise ValueError(f"steps must be at least 0, got {steps}")
     start = time.perf_counter()
-    theta = obj._point(theta).clone()
+    theta = obj.point(theta).clone()
     losses = np.full(steps + 1, np.nan)
     norms = np.full(steps + 1, np.nan)
     diverged, done = False, 0

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dynamics import hopfield
+from dynamics.systems import hopfield
 from viz.plots import capacity
 
 

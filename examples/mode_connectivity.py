@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 
 import landscape
-from landscape import connectivity, directions
-from landscape.align import Alignment, units, weight_matching
+from landscape.paths import curves as connectivity
+from landscape.scans import directions
+from landscape.paths.align import Alignment, units, weight_matching
 from viz.plots import contour, paths
 
 

@@ -24,7 +24,9 @@ import torch
 
 import landscape
 from dynamics import linearized
-from landscape import nngp, ntk, problems
+from landscape import problems
+from landscape.kernels import nngp
+from landscape.kernels import ntk
 from viz.plots import kernel_regime, width_scaling
 
 EXAMPLES = 64

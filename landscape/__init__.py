@@ -10,14 +10,16 @@
     result = landscape.scan(obj, d, ["-1:1:51", "-1:1:51"], store="out/scan.h5")  # values (51, 51)
 """
 
-from landscape.objective import HVPCheck, Objective, ParamSpace
-from landscape import directions, linalg
-from landscape.operators import fisher, ggn, hessian
+from landscape.core.objective import HVPCheck, Objective
+from landscape.core.space import ParamSpace
+from landscape import linalg
+from landscape.scans import directions
+from landscape.curvature.operators import fisher, ggn, hessian
 from landscape.problems import Problem, load, load_checkpoint
-from landscape.scan import Scan, scan
-from landscape.scan import load as load_scan
-from landscape.sharpness import Sharpness, sharpness
-from landscape.spectrum import density, eigenvalues, per_layer, trace
+from landscape.scans.scan import Scan, scan
+from landscape.scans.scan import load as load_scan
+from landscape.curvature.sharpness import Sharpness, sharpness
+from landscape.curvature.spectrum import density, eigenvalues, per_layer, trace
 
 __version__ = "0.1.0"
 __all__ = ["HVPCheck", "Objective", "ParamSpace", "Problem", "Scan", "Sharpness", "density", "directions",

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from landscape.objective import Objective
+from landscape.core.objective import Objective
 
 Tensor = torch.Tensor
 

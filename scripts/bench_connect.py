@@ -35,8 +35,8 @@ from torch.nn import functional as F
 
 import benchlib
 import landscape
-from landscape import connectivity
-from landscape.align import weight_matching
+from landscape.paths import curves as connectivity
+from landscape.paths.align import weight_matching
 
 PEER = "loss-landscapes 3.0.6 linear_interpolation"
 

@@ -35,7 +35,7 @@ from torch.nn import functional as F
 
 import benchlib
 import landscape
-from landscape.hvp import MODES, hvp
+from landscape.core.hvp import MODES
 
 PROBLEMS = ("digits-mlp", "digits-cnn")
 KS = (1, 4, 16, 32, 64)
@@ -120,7 +120,7 @@ def throughput(problem, device, repeats: int) -> dict:
     rows = {label(mode, vec): {} for mode, vec in VARIANTS}
     for k in KS:
         V = torch.randn(k, objectives["cached"].space.n, generator=gen).to(device)
-        products = {label(mode, vec): (lambda o=objectives[mode], m=mode, v=vec: hvp(o, V, o.theta0, m, vectorize=v))
+        products = {label(mode, vec): (lambda o=objectives[mode], m=mode, v=vec: o.engine.products(V, o.theta0, m, vectorize=v))
                     for mode, vec in VARIANTS}
         times = {name: [] for name in products}
         for fn in products.values():

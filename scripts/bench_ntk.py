@@ -29,7 +29,8 @@ import torch
 from torch.func import functional_call, jacrev, vmap
 
 import benchlib
-from landscape import ntk, problems
+from landscape import problems
+from landscape.kernels import ntk
 
 
 def autograd_loop(model, X) -> torch.Tensor:

@@ -40,7 +40,7 @@ import torch
 
 import benchlib
 import landscape
-from landscape import memory
+from landscape.core import memory
 from landscape.linalg.lanczos import lanczos
 
 BASES = ("device", "cpu", "float32", "none")

@@ -37,8 +37,8 @@ from torch.nn.utils import vector_to_parameters
 
 import benchlib
 import landscape
-from landscape import directions as dirs
-from landscape.scan import parse_axis
+from landscape.scans import directions as dirs
+from landscape.scans.grid import parse_axis
 
 try:
     import loss_landscapes

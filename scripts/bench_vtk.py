@@ -41,8 +41,9 @@ from vtkmodules.vtkCommonCore import vtkOutputWindow, vtkStringOutputWindow
 from vtkmodules.vtkIOXML import vtkXMLImageDataReader, vtkXMLPolyDataReader, vtkXMLStructuredGridReader
 
 import benchlib
-from landscape.directions import Directions
-from landscape.scan import Scan, parse_axis
+from landscape.scans.directions import Directions
+from landscape.scans.grid import parse_axis
+from landscape.scans.scan import Scan
 from viz import vtkio
 
 PEER = "tomgoldstein/loss-landscape h52vtp.py @ 030eff9"

@@ -56,7 +56,7 @@ def test_lyapunov_example(tmp_path):
 
 
 def test_mode_connectivity_example(tmp_path):
-    from landscape import connectivity
+    from landscape.paths import curves as connectivity
 
     out = run_example("mode_connectivity.py", "--out", str(tmp_path), "--epochs", "10", "--points", "11")
     rows = {label.strip(): [float(v) for v in values.split()]

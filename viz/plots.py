@@ -29,7 +29,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import LogLocator
 
 from landscape.linalg.density import SpectralDensity
-from landscape.scan import Scan
+from landscape.scans.scan import Scan
 
 AXIS_NAMES = ("x", "y", "z")
 

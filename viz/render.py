@@ -29,7 +29,7 @@ from vtkmodules.vtkRenderingAnnotation import vtkScalarBarActor
 from vtkmodules.vtkRenderingCore import (vtkLightKit, vtkActor, vtkPolyDataMapper, vtkRenderer,
                                          vtkRenderWindow, vtkTextActor, vtkWindowToImageFilter)
 
-from landscape.scan import Scan
+from landscape.scans.scan import Scan
 from viz import vtkio
 
 for _backend in ("vtkRenderingOpenGL2", "vtkRenderingFreeType"):  # the render window and text; imported to register

@@ -30,7 +30,7 @@ from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkImageData, vtkPolyDat
 from vtkmodules.vtkIOXML import (vtkXMLImageDataWriter, vtkXMLPolyDataWriter, vtkXMLStructuredGridWriter,
                                  vtkXMLWriter)
 
-from landscape.scan import Scan
+from landscape.scans.scan import Scan
 from viz.plots import height
 
 

@@ -29,8 +29,8 @@ import torch
 from landscape.linalg.density import slq
 from landscape.linalg.lanczos import lanczos
 from landscape.linalg.trace import hutchpp
-from landscape.objective import Objective
-from landscape.operators import hessian as hessian_operator
+from landscape.core.objective import Objective
+from landscape.curvature.operators import hessian as hessian_operator
 
 
 class hessian:  # noqa: N801 - PyHessian's name

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from landscape import memory
+from landscape.core import memory
 
 Tensor = torch.Tensor
 

@@ -102,7 +102,7 @@ import torch
 from scipy.linalg import eigh_tridiagonal, eigvalsh_tridiagonal
 from tqdm.auto import tqdm
 
-from landscape import memory
+from landscape.core import memory
 
 Tensor = torch.Tensor
 WHICH = ("largest", "smallest", "both")

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from dynamics.hopfield import (ags_critical_load, ags_flipped, capacity, energy, modern_retrieve, retrieve,
+from dynamics.systems.hopfield import (ags_critical_load, ags_flipped, capacity, energy, modern_retrieve, retrieve,
                                store)
 
 

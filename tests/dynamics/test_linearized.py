@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from dynamics import linearized
 from landscape import problems
-from landscape.objective import Objective
+from landscape.core.objective import Objective
 from landscape.problems import square_loss
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from landscape.align import Alignment, units, weight_matching
+from landscape.paths.align import Alignment, units, weight_matching
 
 
 def mlp() -> nn.Module:

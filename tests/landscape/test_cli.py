@@ -201,7 +201,7 @@ def test_scan_writes_the_store_and_a_summary_equal_to_the_api(tmp_path, capsys, 
     import numpy as np
 
     import landscape
-    from landscape import directions
+    from landscape.scans import directions
 
     assert main(scan_args(tmp_path)) == 0
     out = capsys.readouterr().out
@@ -589,9 +589,9 @@ def test_connect_reports_the_barriers_alignment_and_curve_of_the_api(mlp_checkpo
     import numpy as np
 
     import landscape
-    from landscape import connectivity
-    from landscape.align import weight_matching
-    from landscape.objective import Objective
+    from landscape.paths import curves as connectivity
+    from landscape.paths.align import weight_matching
+    from landscape.core.objective import Objective
     from tests.viz.conftest import assert_drawn
 
     a, b = mlp_checkpoints
@@ -676,7 +676,7 @@ def test_connect_on_batchnorm_networks_past_the_ends_and_along_a_chain(tmp_path,
 def test_hopfield_prints_the_capacity_of_the_api_and_the_ags_theory(tmp_path, capsys):
     import json
 
-    from dynamics import hopfield
+    from dynamics.systems import hopfield
 
     assert main(["hopfield", "--n", "400", "--alpha", "0.05", "0.1", "0.2", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -9,9 +9,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from landscape import connectivity as C
-from landscape import directions, problems
-from landscape.objective import Objective
+from landscape.paths import curves as C
+from landscape import problems
+from landscape.scans import directions
+from landscape.core.objective import Objective
 
 K = 0.3  # tilt of the double well: the two minima have different heights
 
@@ -367,7 +368,7 @@ def test_the_plane_of_a_chain_with_two_bends(two_mlps):
 
 
 def test_alignment_lowers_the_line_barrier_between_two_seeds(two_mlps):
-    from landscape.align import weight_matching
+    from landscape.paths.align import weight_matching
 
     a, b = two_mlps
     obj = a.objective()

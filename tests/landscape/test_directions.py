@@ -6,7 +6,7 @@ import torch
 from sklearn.decomposition import PCA
 
 import landscape
-from landscape import directions as dirs
+from landscape.scans import directions as dirs
 from tests.reference import dense_hessian, make
 
 

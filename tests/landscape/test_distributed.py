@@ -23,10 +23,13 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorData
 import landscape
 from dynamics import linearized
 from dynamics.stability import SharpnessTracker, gradient_descent
-from landscape import cli, connectivity, distributed, memory
-from landscape import directions as dirs
-from landscape import store as scan_store
-from landscape.hvp import MODES
+from landscape import cli
+from landscape.paths import curves as connectivity
+from landscape.core import distributed
+from landscape.core import memory
+from landscape.scans import directions as dirs
+from landscape.scans import store as scan_store
+from landscape.core.hvp import MODES
 from landscape.problems import accuracy
 from tests.landscape.test_scan import Interrupt, interrupting
 from tests.reference import make
@@ -111,7 +114,7 @@ def worker(rank: int, rendezvous: str, out: str) -> None:
         args.world = world
         sharded = cli._objective(args, cli._problem(args), data_parallel=True)
         found["cli objective"] = {"type": type(sharded).__name__, "n_examples": sharded.n_examples,
-                                  "on the device": sum(y.shape[0] for _, y in sharded._batches_spec)}
+                                  "on the device": sum(size for _, _, size in sharded.batches())}
         for strategy in ("loop", "batched"):
             result = landscape.scan(full, d, GRID, store=out / f"{strategy}.h5", strategy=strategy, chunk=CHUNK,
                                     world=world, progress=False)

@@ -10,11 +10,12 @@ import torch
 from scipy.linalg import eigvalsh_tridiagonal
 
 import landscape
-import landscape.hvp as hvp_engine
-import landscape.operators as operators
-from landscape import Objective, memory
+import landscape.core.hvp as hvp_engine
+import landscape.curvature.operators as operators
+from landscape import Objective
+from landscape.core import memory
 from landscape.linalg import lanczos as L
-from landscape.operators import MatrixOperator
+from landscape.curvature.operators import MatrixOperator
 from tests.landscape.test_hvp import objective, vectors
 from tests.landscape.test_spectrum import check, ends, symmetric
 from tests.reference import dense_hessian, rel
@@ -275,16 +276,16 @@ def distinct(sizes: list) -> list:
 def test_hvp_out_of_memory_halves_the_chunk_and_matches_the_unfailed_run(mode, monkeypatch):
     obj = objective("cnn-bn", "batch_size", max_memory=10**12)  # every chunk holds all 16 vectors
     V = vectors(obj.space.n, 16)
-    unfailed = hvp_engine.hvp(obj, V, obj.theta0, mode, vectorize=True)
+    unfailed = obj.engine.products(V, obj.theta0, mode, vectorize=True)
     with monkeypatch.context() as patch:  # the same computation started at the chunk that fits
         patch.setattr(memory, "chunk_size", lambda k, item, limit: min(k, 2))
-        at_two = hvp_engine.hvp(obj, V, obj.theta0, mode, vectorize=True)
+        at_two = obj.engine.products(V, obj.theta0, mode, vectorize=True)
     tried, original = [], hvp_engine._double_backward
     if mode == "fwd-rev":
         monkeypatch.setattr(hvp_engine, "vmap", failing_vmap(hvp_engine.vmap, 3, tried))
     else:
         monkeypatch.setattr(hvp_engine, "_double_backward", failing(original, 3, tried))
-    retried = hvp_engine.hvp(obj, V, obj.theta0, mode, vectorize=True)
+    retried = obj.engine.products(V, obj.theta0, mode, vectorize=True)
     assert distinct(tried) == [16, 8, 4, 2]
     assert torch.equal(retried, at_two)
     assert rel(retried, unfailed) < 1e-14  # vmapped chunks of another size round differently, at 1e-16
@@ -292,7 +293,7 @@ def test_hvp_out_of_memory_halves_the_chunk_and_matches_the_unfailed_run(mode, m
         tried.clear()
         monkeypatch.setattr(hvp_engine, "_double_backward", failing(original, 0, tried))
         with pytest.raises(torch.OutOfMemoryError, match="chunk of 1 .halved from 16; memory budget 1,000,000,000,000"):
-            hvp_engine.hvp(obj, V, obj.theta0, mode, vectorize=True)
+            obj.engine.products(V, obj.theta0, mode, vectorize=True)
         assert distinct(tried) == [16, 8, 4, 2, 1]
 
 

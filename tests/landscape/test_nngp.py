@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy.integrate import dblquad
 
-from landscape import nngp
+from landscape.kernels import nngp
 
 COVARIANCES = [(1.0, 0.3, 2.0), (0.5, -0.4, 0.8), (2.0, 1.9, 2.0), (1.0, 0.0, 1.0), (3.0, -2.9, 3.0)]
 

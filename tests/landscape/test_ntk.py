@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 import landscape
-from landscape import Objective, ntk
-from landscape.ntk import NTKOperator
+from landscape import Objective
+from landscape.kernels import ntk
+from landscape.kernels.ntk import NTKOperator
 from tests.reference import make, rel
 
 

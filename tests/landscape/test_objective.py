@@ -138,7 +138,7 @@ def test_counts():
     obj.grad()
     obj.hvp(torch.ones(3, obj.space.n, dtype=torch.float64))
     obj.loss_many(torch.stack([obj.theta0] * 4))
-    assert dict(obj.counts) == {"forward": 6, "grad": 1, "hvp": 3}
+    assert dict(obj.counts) == {"n_forward": 6, "n_gradients": 1, "n_matvecs": 3}
 
 
 def test_frozen_parameters_stay_fixed():
@@ -346,7 +346,7 @@ def test_restrict_shares_the_snapshot_and_keeps_its_point():
         model[0].weight.add_(1.0)  # the model moves on; the objective's snapshot does not
     block = obj.restrict("2.*")
     assert block.space.names == ("2.weight", "2.bias")
-    assert block._fixed["0.weight"].untyped_storage().data_ptr() == obj.theta0.untyped_storage().data_ptr()
+    assert block.fixed["0.weight"].untyped_storage().data_ptr() == obj.theta0.untyped_storage().data_ptr()
     assert torch.equal(block.theta0, obj.theta0[30:])
     assert torch.equal(block.loss(), obj.loss())
     assert torch.equal(obj.to(dtype=torch.float64).theta0, obj.theta0)  # already float64: shared values
@@ -362,7 +362,7 @@ def test_forward_with_other_buffers_equals_the_model_holding_them(digits_cnn):
                for name, b in other.named_buffers()}
     other.load_state_dict({**other.state_dict(), **buffers})
     X, y = digits_cnn.data
-    with torch.no_grad(), obj.mode():
+    with torch.no_grad(), obj.configured():
         expected = other(X)
         assert torch.allclose(obj.forward(obj.theta0, X, buffers), expected, rtol=1e-5, atol=1e-5)
         assert not torch.allclose(obj.forward(obj.theta0, X), expected, rtol=1e-3, atol=1e-3)  # snapshot untouched

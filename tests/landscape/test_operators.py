@@ -82,7 +82,7 @@ def test_hessian_operator_counts_and_checks_shapes():
     H = landscape.hessian(obj)
     H @ torch.zeros(3, 51, dtype=torch.float64)
     H @ torch.zeros(51, dtype=torch.float64)
-    assert H.n_matvecs == 4 and obj.counts["hvp"] == 4
+    assert H.n_matvecs == 4 and obj.counts["n_matvecs"] == 4
     with pytest.raises(ValueError, match=r"HessianOperator is 51 x 51: it multiplies \[51\] or \[k, 51\]"):
         H @ torch.zeros(2, 50)
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import landscape
-from landscape import directions as dirs
-from landscape import store as scan_store
-from landscape.scan import parse_axis, scan
+from landscape.scans import directions as dirs
+from landscape.scans import store as scan_store
+from landscape.scans.grid import parse_axis
+from landscape.scans.scan import scan
 from tests.reference import make
 
 

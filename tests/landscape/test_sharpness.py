@@ -7,7 +7,7 @@ import torch
 import landscape
 from landscape import Objective
 from landscape.problems import Quadratic
-from landscape.sharpness import adaptive_sharpness, epsilon_sharpness
+from landscape.curvature.sharpness import adaptive_sharpness, epsilon_sharpness
 from tests.reference import dense_hessian, make
 
 
@@ -87,7 +87,7 @@ def test_one_parameter_models_and_blocks():
 
 
 def test_negative_mass_ignores_rounding_around_a_null_space():
-    from landscape.operators import MatrixOperator
+    from landscape.curvature.operators import MatrixOperator
     from tests.landscape.test_spectrum import symmetric
 
     A = symmetric(np.r_[np.zeros(95), 1.0, 2.0, 3.0, 4.0, 50.0])

@@ -7,7 +7,7 @@ from scipy.stats import wasserstein_distance
 
 import landscape
 from landscape import Objective
-from landscape.operators import MatrixOperator
+from landscape.curvature.operators import MatrixOperator
 from tests.reference import dense_hessian, make
 
 

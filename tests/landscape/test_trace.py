@@ -7,7 +7,7 @@ import torch
 import landscape
 from landscape import Objective
 from landscape.linalg.trace import diagonal, frobenius, hutchinson, hutchpp
-from landscape.operators import MatrixOperator
+from landscape.curvature.operators import MatrixOperator
 from tests.landscape.test_spectrum import symmetric
 from tests.reference import dense_hessian, make
 

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from landscape.directions import Directions
-from landscape.scan import Scan
+from landscape.scans.directions import Directions
+from landscape.scans.scan import Scan
 
 
 def synthetic_scan(shape, nan=((1, 2),), trajectory=None) -> Scan:

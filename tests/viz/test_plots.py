@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import landscape
-from landscape.operators import MatrixOperator
+from landscape.curvature.operators import MatrixOperator
 from tests.viz.conftest import TRAJECTORY, assert_drawn, synthetic_scan
 from viz import plots
 

@@ -222,5 +222,3 @@ class Rossler(_Quadratic):
         C[0][2][2], C[2][2][0] = 1.0, 1.0
         return [0.0, 0.0, self.b], A, C
 
-
-SYSTEMS = {"logistic": Logistic, "henon": Henon, "lorenz": Lorenz, "rossler": Rossler}

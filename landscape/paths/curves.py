@@ -46,8 +46,8 @@ from torch import nn
 from torch.utils._pytree import tree_map
 from tqdm.auto import tqdm
 
-from landscape.objective import Objective
-from landscape.scan import _batched, _functions, _loop
+from landscape.core.objective import Objective
+from landscape.scans import points as evaluation
 
 Tensor = torch.Tensor
 KINDS = ("line", "bezier", "polychain")
@@ -88,20 +88,20 @@ def _endpoint(obj: Objective, x, which: str) -> tuple[Tensor, dict[str, Tensor]]
             raise ValueError(f"{name} has shape {tuple(named[name].shape)} in model {which} but {tuple(shape)} "
                              f"in the objective's model")
     for name, p in named.items():  # a path moves theta only: the rest must be the objective's
-        if name not in obj.space.names and name in obj._fixed and not torch.equal(
-                p.detach().to(obj.device, obj.dtype), obj._fixed[name]):
+        if name not in obj.space.names and name in obj.fixed and not torch.equal(
+                p.detach().to(obj.device, obj.dtype), obj.fixed[name]):
             raise ValueError(f"model {which} differs from the objective's model in {name}, which is not part of "
                              f"theta (params=...); a path between the two would move only theta")
     theta = obj.space.flatten(named).detach().to(obj.device, obj.dtype)
     buffers = {name: b.detach().to(obj.device, obj.dtype) for name, b in x.named_buffers()
-               if b.is_floating_point() and name in obj._fixed}
+               if b.is_floating_point() and name in obj.fixed}
     for name, t in [*zip(obj.space.names, obj.space.unflatten(theta).values()), *buffers.items()]:
         if not torch.isfinite(t).all():
             raise ValueError(f"model {which}: {name} has non-finite values")
     for name, b in buffers.items():
-        if b.shape != obj._fixed[name].shape:
+        if b.shape != obj.fixed[name].shape:
             raise ValueError(f"buffer {name} has shape {tuple(b.shape)} in model {which} but "
-                             f"{tuple(obj._fixed[name].shape)} in the objective's model")
+                             f"{tuple(obj.fixed[name].shape)} in the objective's model")
     return theta, buffers
 
 
@@ -229,16 +229,16 @@ def batchnorm_statistics(obj: Objective, theta: Tensor) -> dict[str, Tensor]:
     computed with the BatchNorm layers in train mode and every other module in eval mode.
     Returns ``{buffer name: tensor}`` (empty for a model without BatchNorm).
     """
-    obj._whole_data("connectivity.batchnorm_statistics")
+    obj.require_whole_data("connectivity.batchnorm_statistics")
     norms = _norms(obj.model)
     if not norms:
         return {}
     fresh = {}
     for name in norms:
         prefix = f"{name}." if name else ""
-        fresh[prefix + "running_mean"] = torch.zeros_like(obj._fixed[prefix + "running_mean"])
-        fresh[prefix + "running_var"] = torch.ones_like(obj._fixed[prefix + "running_var"])
-        fresh[prefix + "num_batches_tracked"] = torch.zeros_like(obj._fixed[prefix + "num_batches_tracked"])
+        fresh[prefix + "running_mean"] = torch.zeros_like(obj.fixed[prefix + "running_mean"])
+        fresh[prefix + "running_var"] = torch.ones_like(obj.fixed[prefix + "running_var"])
+        fresh[prefix + "num_batches_tracked"] = torch.zeros_like(obj.fixed[prefix + "num_batches_tracked"])
     saved = [(m, m.training) for m in obj.model.modules()]
     momenta = [(m, m.momentum) for m in norms.values()]
     seen = 0
@@ -257,7 +257,7 @@ def batchnorm_statistics(obj: Objective, theta: Tensor) -> dict[str, Tensor]:
             m.training = training
         for m, momentum in momenta:
             m.momentum = momentum
-    obj.counts["forward"] += 1
+    obj.counts["n_forward"] += 1
     return fresh
 
 
@@ -328,7 +328,7 @@ def evaluate_curve(obj: Objective, path: Curve, num: int = 61, *, t=None,
     ``recompute_bn``: recompute BatchNorm's running statistics at every point; None: along curves
     with bends, not along lines (module docstring).
     """
-    obj._whole_data("connectivity.evaluate_curve")
+    obj.require_whole_data("connectivity.evaluate_curve")
     if t is None:
         if isinstance(num, bool) or not isinstance(num, int) or num < 2:
             raise ValueError(f"num must be an integer of at least 2, got {num!r}")
@@ -340,17 +340,17 @@ def evaluate_curve(obj: Objective, path: Curve, num: int = 61, *, t=None,
     if path.points.shape[1] != obj.space.n:
         raise ValueError(f"the curve lives in {path.points.shape[1]} parameters, the objective in {obj.space.n}")
     statistics = _statistics(obj, path, recompute_bn)
-    fns = _functions(obj, metrics)
+    fns = evaluation.functions(obj, metrics)
     points = path.points.to(obj.device, obj.dtype)
     ends = [{k: v.to(obj.device, obj.dtype) for k, v in side.items()} for side in path.buffers]
     for name in ends[0]:
-        if name not in obj._fixed:
+        if name not in obj.fixed:
             raise ValueError(f"the curve's buffer {name} is not a buffer of the objective's model")
     varying = statistics == "recomputed" or any(not torch.equal(ends[0][k], ends[1][k]) for k in ends[0])
     # Points one at a time on an in-place copy of the model, as a scan's loop; a chunk at once (vmap) on a
     # GPU when every point shares the buffers.
     batched = obj.device.type == "cuda" and not varying
-    evaluate = _batched(obj, fns) if batched else _loop(obj, fns)
+    evaluate = evaluation.evaluator(obj, metrics, "batched" if batched else "loop")
     rows = []
     start = time.perf_counter()
     bar = tqdm(total=len(t), desc=f"{path.kind} path", unit="pt", disable=not progress, dynamic_ncols=True)
@@ -366,7 +366,6 @@ def evaluate_curve(obj: Objective, path: Curve, num: int = 61, *, t=None,
         bar.update(len(s))
     bar.close()
     found = np.concatenate(rows)
-    obj.counts["forward"] += len(t)
     values = {name: found[:, m] for m, name in enumerate(fns)}
     peak = barriers(t, values["loss"])
     inside = (t >= 0) & (t <= 1)
@@ -399,7 +398,7 @@ def train_curve(obj: Objective, path: Curve, *, epochs: int = 50, lr: float = 0.
     Garipov et al.: the endpoints' running statistics mean nothing at the bends. Returns a new curve
     whose ``training`` records the settings, the steps, the seconds and the mean loss of each epoch.
     """
-    obj._whole_data("connectivity.train_curve")
+    obj.require_whole_data("connectivity.train_curve")
     if path.bends == 0:
         raise ValueError("a line has no bends to train")
     if optimizer not in OPTIMIZERS:
@@ -433,7 +432,7 @@ def train_curve(obj: Objective, path: Curve, *, epochs: int = 50, lr: float = 0.
                 if nb == 1 and work.train and _norms(obj.model):
                     continue  # BatchNorm has no batch statistics of one example
                 w = path.weights(torch.rand(1, generator=g, dtype=torch.float64)).to(obj.device, obj.dtype)[0]
-                with work.mode(), torch.enable_grad():
+                with work.configured(), torch.enable_grad():
                     theta = w[0] * first + w[1:-1] @ bends + w[-1] * last
                     loss = work.batch_loss(theta, Xb, yb)
                 if not torch.isfinite(loss):

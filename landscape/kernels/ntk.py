@@ -28,10 +28,11 @@ import torch
 from torch.func import jacrev, jvp, vjp, vmap
 from torch.utils._pytree import tree_flatten, tree_map
 
-from landscape import memory
-from landscape.hvp import autograd_on
-from landscape.objective import Objective, _move
-from landscape.operators import CurvatureOperator
+from landscape.core import memory
+from landscape.core.hvp import autograd_on
+from landscape.core.data import move
+from landscape.core.objective import Objective
+from landscape.curvature.operators import CurvatureOperator
 
 Tensor = torch.Tensor
 METHODS = ("jacobian", "products")
@@ -50,7 +51,7 @@ def _check(obj: Objective, method: str | None = None, outputs: str | None = None
 
 def _examples(obj: Objective, X, name: str) -> tuple[object, int]:
     """``X`` (a tensor ``[m, ...]``, or a tuple or dict of them) on the objective's device and dtype, and m."""
-    X = _move(X, obj.device, obj.dtype)
+    X = move(X, obj.device, obj.dtype)
     leaves = tree_flatten(X)[0]
     if not leaves or not all(isinstance(t, Tensor) and t.ndim >= 1 for t in leaves):
         raise ValueError(f"{name} must be a tensor [m, ...] of inputs, or a tuple or dict of such tensors")
@@ -72,7 +73,7 @@ def _rows(X, start: int, stop: int):
 
 def _n_outputs(obj: Objective, theta: Tensor, X) -> int:
     """C, the number of outputs per example, from a forward pass of one example."""
-    with obj.mode(), torch.no_grad():
+    with obj.configured(), torch.no_grad():
         return obj.forward(theta, _rows(X, 0, 1)).numel()
 
 
@@ -81,7 +82,7 @@ def _budget(obj: Objective, max_memory: int | str | None) -> int:
 
 
 def _jacobians(obj: Objective, theta: Tensor, X) -> Tensor:
-    """Per-example Jacobians ``[m, C, n]`` of the examples ``X`` (call inside ``obj.mode()``)."""
+    """Per-example Jacobians ``[m, C, n]`` of the examples ``X`` (call inside ``obj.configured()``)."""
     def one(t: Tensor, x) -> Tensor:
         return obj.forward(t, tree_map(lambda a: a.unsqueeze(0), x)).reshape(-1)
 
@@ -94,7 +95,7 @@ def _jacobian_bytes(obj: Objective, C: int) -> int:
 
 
 def _products(obj: Objective, theta: Tensor, X1, X2, U: Tensor, size: int) -> Tensor:
-    """Rows ``J1 J2^T u`` ``[k, m1*C]`` for cotangents ``U [k, m2*C]``, ``size`` at a time (inside ``obj.mode()``)."""
+    """Rows ``J1 J2^T u`` ``[k, m1*C]`` for cotangents ``U [k, m2*C]``, ``size`` at a time (inside ``obj.configured()``)."""
     f1 = lambda t: obj.forward(t, X1).reshape(-1)  # noqa: E731
     f2 = f1 if X2 is None else (lambda t: obj.forward(t, X2).reshape(-1))
     _, pullback = vjp(f2, theta)
@@ -122,7 +123,7 @@ def kernel(obj: Objective, X1, X2=None, *, theta: Tensor | None = None, method: 
     per column, no Jacobian held); ``max_memory`` caps the bytes either may use.
     """
     _check(obj, method, outputs)
-    theta = obj._point(theta)
+    theta = obj.point(theta)
     X1, m1 = _examples(obj, X1, "X1")
     symmetric = X2 is None
     X2, m2 = (X1, m1) if symmetric else _examples(obj, X2, "X2")
@@ -131,7 +132,7 @@ def kernel(obj: Objective, X1, X2=None, *, theta: Tensor | None = None, method: 
                          f"they must match")
     C = _n_outputs(obj, theta, X1)
     limit = _budget(obj, max_memory)
-    with obj.mode(), autograd_on():
+    with obj.configured(), autograd_on():
         if method == "products":
             per_column = obj.graph_bytes(m1) + obj.graph_bytes(m2) + obj.space.n * obj.theta0.element_size()
             size = memory.chunk_size(m2 * C, per_column, limit)
@@ -168,11 +169,11 @@ def diagonal(obj: Objective, X, *, theta: Tensor | None = None, outputs: str = "
     diagonal of ``NTKOperator(obj, X)`` as ``[m, C]``. ``outputs="trace"``: ``[m]``, the sum over c.
     """
     _check(obj, outputs=outputs)
-    theta = obj._point(theta)
+    theta = obj.point(theta)
     X, m = _examples(obj, X, "X")
     C = _n_outputs(obj, theta, X)
     size = memory.chunk_size(m, _jacobian_bytes(obj, C), _budget(obj, max_memory))
-    with obj.mode(), autograd_on():
+    with obj.configured(), autograd_on():
         norms = torch.cat([_jacobians(obj, theta, _rows(X, i, i + size)).square().sum(-1).detach()
                            for i in range(0, m, size)])
     return norms if outputs == "full" else norms.sum(-1)
@@ -215,7 +216,7 @@ class NTKOperator(CurvatureOperator):
             V = U.reshape(len(V) * C, m * C)
         per_row = 2 * obj.graph_bytes(m) + obj.space.n * obj.theta0.element_size()
         size = memory.chunk_size(len(V), per_row, _budget(obj, self.max_memory))
-        with obj.mode():
+        with obj.configured():
             out = _products(obj, self.theta, self.X, None, V, size).detach()
         if self.outputs == "trace":
             out = out.reshape(-1, C, m, C).diagonal(dim1=1, dim2=3).sum(-1)

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from landscape.objective import Objective, ParamSpace
-from landscape.operators import hessian as hessian_operator
-from landscape.spectrum import eigenvalues
+from landscape.core.objective import Objective
+from landscape.core.space import ParamSpace
+from landscape.curvature.operators import hessian as hessian_operator
+from landscape.curvature.spectrum import eigenvalues
 
 Tensor = torch.Tensor
 NORMS = ("filter", "layer", "model", "none")
@@ -102,7 +103,7 @@ def _orthogonalize(D: Tensor) -> Tensor:
 
 
 def _center(obj: Objective, center: Tensor | None) -> Tensor:
-    return obj._point(center).detach().to("cpu", torch.float64)
+    return obj.point(center).detach().to("cpu", torch.float64)
 
 
 def _finish(obj: Objective, D: Tensor) -> Tensor:
@@ -136,7 +137,7 @@ def hessian(obj: Objective, k: int = 2, which: str = "largest", tol: float = 1e-
 
     Each eigenvector's sign is fixed so that its largest-magnitude entry is positive.
     """
-    theta = obj._point(center)
+    theta = obj.point(center)
     result = eigenvalues(hessian_operator(obj, theta), k=k, which=which, tol=tol, seed=seed)
     V = result.eigenvectors.to("cpu", torch.float64)
     if which == "smallest":

@@ -14,9 +14,9 @@ from scipy.sparse.linalg import LinearOperator
 from torch.func import grad, jvp, vjp, vmap
 from torch.utils._pytree import tree_map
 
-from landscape import memory
-from landscape.hvp import autograd_on
-from landscape.objective import Objective
+from landscape.core import memory
+from landscape.core.hvp import autograd_on
+from landscape.core.objective import Objective
 
 Tensor = torch.Tensor
 
@@ -26,7 +26,7 @@ class CurvatureOperator:
 
     def __init__(self, obj: Objective, theta: Tensor | None = None):
         self.obj = obj
-        self.theta = obj._point(theta).clone()  # a fixed point, whatever the caller does to theta later
+        self.theta = obj.point(theta).clone()  # a fixed point, whatever the caller does to theta later
         self.n_matvecs = 0
 
     @property

@@ -1,7 +1,7 @@
 """Running over torch.distributed: processes launched by ``torchrun``, gloo on CPUs, NCCL on GPUs.
 
     # torchrun --nproc_per_node 4 analyse.py
-    from landscape import distributed
+    from landscape.core import distributed
     world = distributed.init()                          # from RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT
     obj = distributed.DataParallelObjective(problem.model, problem.loss_fn, problem.data, world=world)  # a shard each
     top = landscape.eigenvalues(landscape.hessian(obj), k=5)   # every rank: the same products, the same result
@@ -17,9 +17,9 @@ Two kinds of parallelism, one per kind of work:
   rank r holds a shard of N_r examples (``shard``: contiguous slices of an ``(X, y)`` pair,
   uneven sizes allowed, or every world-th batch of an iterable). Every evaluation of an
   ``Objective`` (loss, gradient, HVPs rev-rev and fwd-rev, single ``[n]`` or batched
-  ``[k, n]``, ``loss_many``, ``evaluate``, GGN and Fisher products) goes through
+  ``[k, n]``, ``evaluate``, ``evaluate_many``, GGN and Fisher products) goes through
   ``Objective.batch_mean``, which sums n_b * value over the local batches; the data-parallel
-  objective all-reduces that sum and the example count there (``Objective._reduce``), so
+  objective all-reduces that sum and the example count there (``Objective.reduce``), so
 
       L(theta) = (sum_r sum_{b in r} n_b l_b(theta)) / (sum_r N_r)
 
@@ -31,7 +31,7 @@ Two kinds of parallelism, one per kind of work:
   snapshot (theta0, buffers, frozen parameters) is broadcast from rank 0 at construction.
 - **Point parallel** (``landscape.scan(..., world=world)``): every rank holds all the data
   and evaluates its own points of the grid, with no communication per point; each rank writes
-  a per-rank HDF5 file and rank 0 merges them (see ``landscape.store``).
+  a per-rank HDF5 file and rank 0 merges them (see ``landscape.scans.store``).
 
 Identical vectors on every rank. Lanczos, SLQ, Hutchinson/Hutch++ and the dynamics code
 run unchanged on every rank, each with its own copy of every vector, and those copies are
@@ -58,14 +58,13 @@ tests/landscape/test_distributed.py checks it: the eigenvectors' sha256 is the s
 
 Code that iterates ``obj.batches()`` itself (scans, connectivity's paths, curve training and
 BatchNorm statistics, the linearized model) would see only the local shard, so it refuses an
-active data-parallel objective (``Objective._whole_data``); give those a plain ``Objective`` over
+active data-parallel objective (``Objective.require_whole_data``); give those a plain ``Objective`` over
 all the data.
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import itertools
 import os
 from collections.abc import Iterable, Iterator
@@ -77,9 +76,10 @@ import torch.distributed as dist
 from torch.utils._pytree import tree_map
 from torch.utils.data import RandomSampler
 
-from landscape import hvp as _hvp
-from landscape import memory
-from landscape.objective import Objective, _batch_len, _is_pair
+from landscape.core import memory
+from landscape.core.data import examples_in, is_pair
+from landscape.core.objective import Objective
+from landscape.core.results import fingerprint
 
 Tensor = torch.Tensor
 _OPS = {"sum": "SUM", "min": "MIN", "max": "MAX"}
@@ -186,14 +186,7 @@ class World:
 
     def identical(self, t: Tensor) -> bool:
         """Whether ``t`` holds the same bits on every rank (its sha256 compared across ranks)."""
-        return len(set(self.gather_objects(digest(t)))) == 1
-
-
-def digest(t: Tensor) -> str:
-    """sha256 of a tensor's dtype, shape and bytes: equal digests mean equal bits."""
-    data = t.detach().cpu().contiguous()
-    raw = data.reshape(-1).view(torch.uint8).numpy().tobytes()
-    return hashlib.sha256(f"{data.dtype}{tuple(data.shape)}".encode() + raw).hexdigest()
+        return len(set(self.gather_objects(f"{t.dtype}:{fingerprint(t)}"))) == 1
 
 
 def _device(spec, local_rank: int) -> torch.device:
@@ -342,10 +335,10 @@ def shard(data, world: World | None = None):
     (with ``drop_last=False`` it repeats a few examples to even out the ranks when N is not a multiple
     of the world size, which weights them twice)."""
     world = init() if world is None else world
-    if _is_pair(data):
+    if is_pair(data):
         X, y = data
-        if _batch_len(X) != y.shape[0]:
-            raise ValueError(f"X has {_batch_len(X)} examples but y has {y.shape[0]}")
+        if examples_in(X) != y.shape[0]:
+            raise ValueError(f"X has {examples_in(X)} examples but y has {y.shape[0]}")
         if y.shape[0] < world.size:
             raise ValueError(f"{y.shape[0]} examples cannot be shared by {world.size} processes (each needs one)")
         start, stop = shard_range(y.shape[0], world.rank, world.size)
@@ -384,14 +377,14 @@ class DataParallelObjective(Objective):
         self._local = False
         self.total_examples: int | None = None
         self._budgets: dict[str, int] = {}
+        self._agreed_mode: str | None = None  # "auto" as all ranks agree on it
         super().__init__(model, loss_fn, data if sharded else shard(data, self.world), **kwargs)
-        if self.world.active and not isinstance(kwargs.get("_snapshot_of"), DataParallelObjective):
-            # rank 0's snapshot everywhere, as DistributedDataParallel does with its module
+        if self.world.active:  # rank 0's snapshot everywhere, as DistributedDataParallel does with its module
             self.theta0 = self.world.broadcast_(self.theta0.clone())
-            self._fixed = {name: self.world.broadcast_(t.clone()) for name, t in self._fixed.items()}
+            self.fixed = {name: self.world.broadcast_(t.clone()) for name, t in self.fixed.items()}
 
-    def _settings(self) -> dict:
-        return {**super()._settings(), "world": self.world, "sharded": True}
+    def options(self) -> dict:
+        return {**super().options(), "world": self.world, "sharded": True}
 
     @contextmanager
     def _locally(self):
@@ -402,7 +395,7 @@ class DataParallelObjective(Objective):
         finally:
             self._local = False
 
-    def _reduce(self, acc: Tensor, total: int) -> tuple[Tensor, int]:
+    def reduce(self, acc: Tensor, total: int) -> tuple[Tensor, int]:
         if self._local or not self.world.active:
             return acc, total
         if acc.requires_grad:
@@ -433,7 +426,7 @@ class DataParallelObjective(Objective):
             self._budgets[key] = self.world.budget(device, max_memory)
         return self._budgets[key]
 
-    def _whole_data(self, what: str) -> None:
+    def require_whole_data(self, what: str) -> None:
         if self.world.active:
             raise ValueError(f"{what} needs all the data in one process; this data-parallel objective holds rank "
                              f"{self.world.rank}'s shard of {self.world.size}")
@@ -443,9 +436,9 @@ class DataParallelObjective(Objective):
         mode = mode or self.hvp_mode
         if mode != "auto" or not self.world.active:
             return super().resolve_mode(mode)
-        if self._auto_mode is None:
-            self._auto_mode = "cached" if self.world.all(_hvp.auto_mode(self) == "cached") else "rev-rev"
-        return self._auto_mode
+        if self._agreed_mode is None:
+            self._agreed_mode = "cached" if self.world.all(self.engine.auto_mode() == "cached") else "rev-rev"
+        return self._agreed_mode
 
     def hvp(self, V: Tensor, theta: Tensor | None = None, mode: str | None = None) -> Tensor:
         """H(theta) V over all ranks' data; in the cached mode, each rank's shard products, then reduced."""
@@ -454,7 +447,7 @@ class DataParallelObjective(Objective):
             return super().hvp(V, theta, mode=resolved)
         with self._locally():
             local = super().hvp(V, theta, mode=resolved)
-        acc, total = self._reduce(local * self.n_examples, self.n_examples)
+        acc, total = self.reduce(local * self.n_examples, self.n_examples)
         return acc / total
 
 
@@ -465,5 +458,5 @@ def data_parallel(obj: Objective, world: World | None = None) -> DataParallelObj
     only the shards should get there.)"""
     if isinstance(obj, DataParallelObjective):
         return obj
-    return DataParallelObjective(obj.model, obj.loss_fn, obj._data, world=world, _snapshot_of=obj, **obj._settings())
+    return DataParallelObjective(obj.model, obj.loss_fn, obj.data, world=world, state=obj.state_dict(), **obj.options())
 

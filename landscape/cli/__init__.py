@@ -25,15 +25,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from landscape import directions as dirs
-from landscape import distributed, problems
-from landscape import store as scan_store
+from landscape.scans import directions as dirs
+from landscape import problems
+from landscape.core import distributed
+from landscape.scans import store as scan_store
 from landscape.linalg.trace import hutchpp
-from landscape.objective import Objective
-from landscape.operators import hessian
-from landscape.scan import STRATEGIES, Scan, parse_grid, scan
-from landscape.scan import load as load_scan
-from landscape.spectrum import density, eigenvalues
+from landscape.core.objective import Objective
+from landscape.curvature.operators import hessian
+from landscape.scans.grid import parse_grid
+from landscape.scans.points import STRATEGIES
+from landscape.scans.scan import Scan, scan
+from landscape.scans.scan import load as load_scan
+from landscape.curvature.spectrum import density, eigenvalues
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -609,7 +612,7 @@ def _path_points(obj: Objective, path, t: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def _connect(args) -> int:
-    from landscape import connectivity
+    from landscape.paths import curves as connectivity
 
     span = _range(args.range)
     for name in ("points", "bends", "epochs", "batch_size", "plane"):
@@ -666,7 +669,7 @@ def _connect(args) -> int:
     report("line", line, result)
     target = model_b
     if args.align:
-        from landscape.align import weight_matching
+        from landscape.paths.align import weight_matching
 
         alignment = weight_matching(model_a, model_b, seed=args.seed)
         target = alignment.apply(model_b)
@@ -704,7 +707,7 @@ def _connect(args) -> int:
 
 def _output_gap(obj: Objective, model: torch.nn.Module, aligned: torch.nn.Module) -> float:
     """max |f_aligned - f| / max |f| on the first batch: ~1e-7 when the alignment kept the function."""
-    from landscape.objective import inputs
+    from landscape.core.data import inputs
 
     X, _, _ = next(obj.batches())
     args, kwargs = inputs(X)
@@ -753,7 +756,7 @@ def _curve_plane(args, problem: problems.Problem, obj: Objective, path, result, 
 
 
 def _hopfield(args) -> int:
-    from dynamics import hopfield
+    from dynamics.systems import hopfield
 
     if args.n < 2 or args.trials < 1:
         raise ValueError("--n must be at least 2 and --trials at least 1")

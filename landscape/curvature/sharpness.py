@@ -21,8 +21,8 @@ import torch
 from landscape.linalg.density import slq
 from landscape.linalg.lanczos import lanczos
 from landscape.linalg.trace import hutchpp
-from landscape.objective import Objective
-from landscape.operators import hessian
+from landscape.core.objective import Objective
+from landscape.curvature.operators import hessian
 
 Tensor = torch.Tensor
 
@@ -54,7 +54,7 @@ def epsilon_sharpness(obj: Objective, theta: Tensor | None = None, epsilon: floa
     Starts at a random point of the box (``seed``), takes ``steps`` sign-gradient steps of
     2.5 / steps of the half-width, projecting back onto the box, and keeps the best loss.
     """
-    theta = obj._point(theta)
+    theta = obj.point(theta)
     base = obj.loss(theta).item()
     radius = epsilon * (theta.abs() + 1)
     generator = torch.Generator().manual_seed(seed)
@@ -75,7 +75,7 @@ def adaptive_sharpness(obj: Objective, theta: Tensor | None = None, rho: float =
     Ascent in u (delta = T u): u <- rho * normalize(u + rho * normalize(T g)), which for a
     quadratic is the power iteration of T H T and reaches 1/2 rho^2 lambda_max(T H T).
     """
-    theta = obj._point(theta)
+    theta = obj.point(theta)
     base = obj.loss(theta).item()
     scale = theta.abs() + eta
     generator = torch.Generator().manual_seed(seed)
@@ -96,25 +96,24 @@ def sharpness(obj: Objective, theta: Tensor | None = None, *, tol: float = 1e-6,
               probes: int = 8, steps: int = 40, epsilon: float = 1e-3, rho: float = 0.05, eta: float = 0.01,
               ascent_steps: int = 20, seed: int = 0) -> Sharpness:
     """All the measures of this module at ``theta`` (default ``obj.theta0``), with their costs."""
-    theta = obj._point(theta)
+    theta = obj.point(theta)
     H = hessian(obj, theta)
     cost = {}
 
     def timed(name, fn, unit):
         before, start = dict(obj.counts), time.perf_counter()
         result = fn()
-        spent = {key: obj.counts[key] - before.get(key, 0) for key in ("hvp", "grad", "forward")}
-        cost[name] = {"n_matvecs" if unit == "hvp" else "n_gradients": spent[unit],
-                      "n_forward": spent["forward"], "seconds": time.perf_counter() - start}
+        cost[name] = {key: obj.counts[key] - before.get(key, 0) for key in (unit, "n_forward")}
+        cost[name]["seconds"] = time.perf_counter() - start
         return result
 
     which = "both" if H.shape[0] > 1 else "largest"  # a 1 x 1 Hessian has one eigenvalue, both ends at once
-    ends = timed("eigenvalues", lambda: lanczos(H, k=1, which=which, tol=tol, seed=seed), "hvp")
-    trace = timed("trace", lambda: hutchpp(H, budget=trace_budget, seed=seed), "hvp")
-    rho_density = timed("density", lambda: slq(H, probes=probes, steps=steps, seed=seed), "hvp")
-    eps = timed("epsilon_sharpness", lambda: epsilon_sharpness(obj, theta, epsilon, ascent_steps, seed), "grad")
+    ends = timed("eigenvalues", lambda: lanczos(H, k=1, which=which, tol=tol, seed=seed), "n_matvecs")
+    trace = timed("trace", lambda: hutchpp(H, budget=trace_budget, seed=seed), "n_matvecs")
+    rho_density = timed("density", lambda: slq(H, probes=probes, steps=steps, seed=seed), "n_matvecs")
+    eps = timed("epsilon_sharpness", lambda: epsilon_sharpness(obj, theta, epsilon, ascent_steps, seed), "n_gradients")
     adaptive = timed("adaptive_sharpness", lambda: adaptive_sharpness(obj, theta, rho, eta, ascent_steps, seed),
-                     "grad")
+                     "n_gradients")
     lam_max, lam_min = float(ends.eigenvalues[0]), float(ends.eigenvalues[-1])
     return Sharpness(loss=obj.loss(theta).item(), lambda_max=lam_max, lambda_min=lam_min,
                      ratio=lam_min / lam_max if lam_max != 0 else float("nan"), trace=trace.estimate,

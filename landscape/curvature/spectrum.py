@@ -19,8 +19,8 @@ import torch
 from landscape.linalg.density import SpectralDensity, slq
 from landscape.linalg.lanczos import EigenResult, lanczos
 from landscape.linalg.trace import TraceEstimate, hutchinson, hutchpp
-from landscape.objective import Objective
-from landscape.operators import hessian
+from landscape.core.objective import Objective
+from landscape.curvature.operators import hessian
 
 Tensor = torch.Tensor
 

@@ -4,25 +4,13 @@
     result = landscape.scan(obj, dirs, ["-1:1:51", "-1:1:51"], metrics=problem.metrics, store="out/scan.h5")
     result.values["loss"][i, j]        # L(center + x[i] d_1 + y[j] d_2), shape (nx, ny)
 
-A point of the grid is theta = center + sum_a x_a d_a, computed element by element (so it
-does not depend on how points are grouped); an axis ``"start:stop:num"`` (or ``(start,
-stop, num)``) holds x_i = start (1 - t_i) + stop t_i with t_i = i / (num - 1), so both
-ends are exact and a symmetric range with odd ``num`` has its middle point exactly at 0:
-the centre of the grid is the centre model, bit for bit. ``values[name]`` has shape
-``(nx,)``, ``(nx, ny)`` or ``(nx, ny, nz)``, with ``values[i, j, l]`` at ``(x[i], y[j], z[l])``.
-Each metric is a batch mean ``fn(outputs, y)`` weighted by batch size, like the loss, and
-accumulated in float64. A non-finite value is recorded as it is (NaN or inf).
+The grid and its points are :mod:`landscape.scans.grid`'s (the centre of a symmetric grid with an
+odd number of points is the centre model, bit for bit); the points are evaluated by
+:mod:`landscape.scans.points` (strategies ``"loop"``, ``"batched"``, ``"auto"``).
+``values[name]`` has shape ``(nx,)``, ``(nx, ny)`` or ``(nx, ny, nz)``, with ``values[i, j, l]`` at
+``(x[i], y[j], z[l])``. A non-finite value is recorded as it is (NaN or inf).
 
-Strategies:
-
-- ``"loop"``: a private copy of the model whose parameters are views of one flat buffer;
-  each point is copied into the buffer and the model called directly. With several data
-  batches it goes data-outer, grid-inner: each batch is moved to the device once per chunk.
-- ``"batched"``: a chunk of points at once, ``torch.func.vmap`` over ``functional_call``,
-  the chunk sized to the memory budget (for GPUs).
-- ``"auto"``: batched on CUDA, loop on the CPU (where measured it is the faster one).
-
-Several processes (``world=landscape.distributed.init()`` under torchrun) split the grid,
+Several processes (``world=landscape.core.distributed.init()`` under torchrun) split the grid,
 point parallel: every rank holds all the data and evaluates whole points, with no
 communication per point. The grid's chunks are those of a single-process scan (``chunk``
 consecutive points of the flattened grid, rank 0's chunk size when it is not given); the
@@ -30,7 +18,7 @@ chunks not yet done are dealt out in turn, chunk i of them to rank i mod W. As a
 value depends only on the chunk it is computed in (the loop strategy: not even on that;
 batched: vmap over the chunk), the values are those of a single-process scan bit for bit,
 given the same arithmetic in each process (device, dtype, threads per process). Each rank
-writes its own file and rank 0 merges them at the end (``landscape.store``); an interrupted
+writes its own file and rank 0 merges them at the end (``landscape.scans.store``); an interrupted
 run resumes on any number of processes. Rank 0's directions and centre are broadcast, and
 the ranks check before any work that they hold the same scan (the store's key: grid,
 parameters, buffers, the values at the centre that stand for the data and the metrics).
@@ -38,74 +26,24 @@ parameters, buffers, the values at the centre that stand for the data and the me
 
 from __future__ import annotations
 
-import copy
-import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
-from torch.func import vmap
 from tqdm.auto import tqdm
 
-from landscape import directions as _directions
-from landscape import memory
-from landscape import store as _store
-from landscape.objective import Objective, inputs
+from landscape.core import memory
+from landscape.core.objective import Objective
+from landscape.core.results import fingerprint, jsonable
+from landscape.scans import directions as _directions
+from landscape.scans import points
+from landscape.scans import store as _store
+from landscape.scans.grid import coordinates, parse_grid, thetas
 
 Tensor = torch.Tensor
-STRATEGIES = ("auto", "loop", "batched")
-MAX_POINTS = 10**8  # values are held in memory, 8 bytes per point and metric
-_AXIS = re.compile(r"\s*([-+0-9.eE]+)\s*:\s*([-+0-9.eE]+)\s*:\s*([0-9]+)\s*")
-
-
-def parse_axis(spec: str | Sequence) -> np.ndarray:
-    """``"-1:1:51"`` or ``(-1, 1, 51)`` -> float64 coordinates, exact at both ends and at 0 when symmetric."""
-    if isinstance(spec, str):
-        match = _AXIS.fullmatch(spec)
-        if not match:
-            raise ValueError(f"grid axis {spec!r} is not start:stop:num, e.g. -1:1:51")
-        try:
-            start, stop, num = float(match.group(1)), float(match.group(2)), int(match.group(3))
-        except ValueError:
-            raise ValueError(f"grid axis {spec!r} is not start:stop:num, e.g. -1:1:51") from None
-    else:
-        if len(spec) != 3:
-            raise ValueError(f"grid axis {spec!r} is not (start, stop, num)")
-        start, stop, num = spec
-        if isinstance(num, float) and num.is_integer():
-            num = int(num)
-        if not isinstance(num, (int, np.integer)) or isinstance(num, bool):
-            raise ValueError(f"grid axis {spec!r}: num must be an integer")
-        start, stop, num = float(start), float(stop), int(num)
-    if not (np.isfinite(start) and np.isfinite(stop)):
-        raise ValueError(f"grid axis {spec!r}: start and stop must be finite")
-    if num < 1 or (num == 1 and start != stop):
-        raise ValueError(f"grid axis {spec!r}: num must be at least 2 (or 1 with start == stop)")
-    if num > MAX_POINTS:
-        raise ValueError(f"grid axis {spec!r}: num is more than the {MAX_POINTS:,} points a scan holds")
-    if num == 1:
-        return np.array([start])
-    t = np.arange(num, dtype=np.float64) / (num - 1)
-    return start * (1 - t) + stop * t
-
-
-def parse_grid(grid) -> list[np.ndarray]:
-    """One axis spec (a bare 1D grid) or a list of 1-3 of them -> their coordinates, checked for size."""
-    if isinstance(grid, str) or (isinstance(grid, Sequence) and len(grid) == 3
-                                 and all(isinstance(v, (int, float, np.number)) for v in grid)):
-        grid = [grid]
-    axes = [parse_axis(spec) for spec in grid]
-    if not 1 <= len(axes) <= 3:
-        raise ValueError(f"a scan has 1, 2 or 3 axes, got {len(axes)}")
-    total = int(np.prod([len(a) for a in axes], dtype=np.float64))
-    if total > MAX_POINTS:
-        raise ValueError(f"the grid has {total:,} points, more than the {MAX_POINTS:,} a scan holds in memory; "
-                         f"use fewer points per axis")
-    return axes
 
 
 @dataclass
@@ -149,8 +87,7 @@ class Scan:
         """A JSON summary: grid, centre values, minimum, non-finite count, cost; ``values=True`` adds the arrays."""
         found = self.minimum()
         out = {"shape": list(self.shape), "axes": [[float(a[0]), float(a[-1]), len(a)] for a in self.axes],
-               "metrics": list(self.values),
-               "center_values": {k: v if np.isfinite(v) else None for k, v in self.center_values.items()},
+               "metrics": list(self.values), "center_values": self.center_values,
                "minimum": None if found is None else {"coords": found[0], "loss": found[1]},
                "non_finite": int((~np.isfinite(self.values["loss"]) & self.done).sum()),
                "done": int(self.done.sum()), "points": int(self.done.size),
@@ -159,8 +96,8 @@ class Scan:
                "strategy": self.strategy, "chunk": self.chunk, "directions": self.directions.to_dict(),
                "path": self.path}
         if values:
-            out["values"] = {k: np.where(np.isfinite(v), v, None).tolist() for k, v in self.values.items()}
-        return out
+            out["values"] = self.values
+        return jsonable(out)
 
 
 def load(path: str | Path) -> Scan:
@@ -172,45 +109,6 @@ def load(path: str | Path) -> Scan:
                 center=center, strategy=key["strategy"], chunk=key["chunk"], path=str(path),
                 center_values={name: float.fromhex(v) for name, v in key["probe"].items()},
                 trajectory=data.get("trajectory"))
-
-
-def _inplace_copy(obj: Objective) -> tuple[nn.Module, Tensor]:
-    """A copy of the model, on the objective's device and dtype, whose selected parameters view ``buf [n]``."""
-    try:
-        model = copy.deepcopy(obj.model)
-    except Exception as error:
-        raise ValueError(f"the loop strategy copies the model, and copy.deepcopy failed ({type(error).__name__}: "
-                         f"{error}); use strategy='batched'") from error
-    model.to(device=obj.device, dtype=obj.dtype).requires_grad_(False)
-    buf = obj.theta0.clone()
-    views = {name: nn.Parameter(t, requires_grad=False) for name, t in obj.space.unflatten(buf).items()}
-    first: dict[int, str] = {}
-    for name, p in list(model.named_parameters(remove_duplicate=False)):
-        origin = first.setdefault(id(p), name)
-        module_name, _, attr = name.rpartition(".")
-        module = model.get_submodule(module_name)
-        if origin in views:
-            setattr(module, attr, views[origin])
-        elif origin == name:
-            p.data.copy_(obj._fixed[name])
-    for name, b in model.named_buffers():
-        b.copy_(obj._fixed[name])
-    return model, buf
-
-
-def _points(axes: list[np.ndarray], start: int, stop: int) -> np.ndarray:
-    """Coordinates ``[stop - start, k]`` of the flattened (C-order) grid's points ``start:stop``."""
-    index = np.unravel_index(np.arange(start, stop), tuple(len(a) for a in axes))
-    return np.stack([a[i] for a, i in zip(axes, index)], axis=1)
-
-
-def _thetas(center: Tensor, D: Tensor, coords: np.ndarray) -> Tensor:
-    """center + sum_a coords[:, a] d_a, element by element: ``[c, n]``."""
-    C = torch.as_tensor(coords, dtype=D.dtype, device=D.device)
-    thetas = center.expand(C.shape[0], -1).clone()
-    for a in range(D.shape[0]):
-        thetas.addcmul_(C[:, a:a + 1], D[a:a + 1])
-    return thetas
 
 
 def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None = None,
@@ -241,24 +139,21 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
     """
     world = world if world is not None and world.active else None
     if world is not None:
-        from landscape.distributed import DataParallelObjective
+        from landscape.core.distributed import DataParallelObjective
 
         if isinstance(obj, DataParallelObjective):
             raise ValueError("a distributed scan splits the grid, not the data: give every rank a plain Objective "
                              "over all the data (the data-parallel objective is for spectra and HVPs)")
-    obj._whole_data("landscape.scan")
+    obj.require_whole_data("landscape.scan")
     if not isinstance(directions, _directions.Directions):
         directions = _directions.given(obj, directions)
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    strategy = points.resolve(obj, strategy)
     axes = parse_grid(grid)
     if len(axes) != len(directions):
         raise ValueError(f"the grid has {len(axes)} axes but there are {len(directions)} directions")
-    fns = _functions(obj, metrics)
-    if strategy == "auto":
-        strategy = "batched" if obj.device.type == "cuda" else "loop"
+    fns = points.functions(obj, metrics)
     D = directions.vectors.to(obj.device, obj.dtype)
-    center = obj.theta0 if directions.center is None else obj._point(directions.center)
+    center = obj.point(directions.center)
     shape = tuple(len(a) for a in axes)
     total = int(np.prod(shape))
     if chunk is None:
@@ -269,18 +164,17 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
         D, center = world.broadcast_(D.clone()), world.broadcast_(center.clone())
         chunk = world.broadcast_object(chunk)
 
-    evaluate = _loop(obj, fns) if strategy == "loop" else _batched(obj, fns)
+    evaluate = points.evaluator(obj, metrics, strategy)
     # The centre, evaluated as every point is (and before any file is made, so a loss or metric that
     # is not a scalar fails here): its values, to the last bit, stand for everything that decides a
     # point's value and has no recipe (the data, its batching, loss_fn, metric functions).
     probe = dict(zip(fns, evaluate(center[None])[0].tolist()))
-    obj.counts["forward"] += 1
-    fixed = [t.reshape(-1).double() for t in obj._fixed.values()]
+    fixed = [t.reshape(-1).double() for t in obj.fixed.values()]
     key = {"recipe": directions.recipe, "axes": [a.tolist() for a in axes], "metrics": list(fns),
            "parameters": list(obj.space.names), "dtype": str(obj.dtype).removeprefix("torch."),
            "device": obj.device.type, "train": obj.train, "strategy": strategy,
-           "directions": _directions.fingerprint(D), "center": _directions.fingerprint(center),
-           "fixed": _directions.fingerprint(torch.cat(fixed)) if fixed else None,
+           "directions": fingerprint(D), "center": fingerprint(center),
+           "fixed": fingerprint(torch.cat(fixed)) if fixed else None,
            "probe": {name: float.hex(v) for name, v in probe.items()}}
     if store is not None:
         import landscape
@@ -341,11 +235,10 @@ class _Work:
         computed = 0
         for start in starts:
             stop = min(self.total, start + self.chunk)
-            results = self.evaluate(_thetas(self.center, self.D, _points(self.axes, start, stop)))  # [c, metrics]
+            results = self.evaluate(thetas(self.center, self.D, coordinates(self.axes, start, stop)))  # [c, metrics]
             for m, name in enumerate(self.names):
                 flat_values[name][start:stop] = results[:, m]
             flat_done[start:stop] = True
-            self.obj.counts["forward"] += stop - start
             computed += stop - start
             if opened is not None:
                 opened.write(start, stop)
@@ -412,77 +305,3 @@ def _sharded(world, work: _Work, key: dict, store, meta: dict | None, progress: 
     return Scan(axes=work.axes, values=values, done=done, directions=directions, center=work.center,
                 strategy=strategy, chunk=work.chunk, seconds=time.perf_counter() - start_time,
                 points_computed=world.sum(computed), path=None if path is None else str(path), center_values=probe)
-
-
-def _functions(obj: Objective, metrics: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None) -> dict:
-    """``{"loss": obj.loss_fn, **metrics}``: what every point measures."""
-    metrics = dict(metrics or {})
-    if "loss" in metrics:
-        raise ValueError("'loss' is always measured; give the other metrics under other names")
-    return {"loss": obj.loss_fn, **metrics}
-
-
-def _scalar(name: str, value):
-    """``value`` as a 0-d tensor (or the number it is); a loss or metric must give one number per batch."""
-    if isinstance(value, Tensor):
-        if value.numel() != 1:
-            raise ValueError(f"{name} must return a scalar (the batch mean), got {tuple(value.shape)}; "
-                             f"use reduction='mean'")  # worded as Objective.batch_loss says it
-        return value.reshape(())
-    return value
-
-
-def _loop(obj: Objective, fns: dict) -> Callable[..., np.ndarray]:
-    """Evaluate points one at a time on an in-place copy of the model; data outer, points inner.
-
-    ``evaluate(thetas [c, n], buffers=None)``; ``buffers``, one ``{name: tensor}`` per point, are
-    copied into the model's buffers before its point (BatchNorm statistics along a path).
-    """
-    model, buf = _inplace_copy(obj)
-    own = dict(model.named_buffers())
-
-    def evaluate(thetas: Tensor, buffers: list[dict[str, Tensor]] | None = None) -> np.ndarray:
-        acc = torch.zeros(thetas.shape[0], len(fns), dtype=torch.float64, device=obj.device)
-        with torch.no_grad(), obj.mode(model):
-            for X, y, size in obj.batches():
-                args, kwargs = inputs(X)
-                found = []  # per point, per metric; nothing but the model and the metrics runs per point
-                for i, theta in enumerate(thetas):
-                    buf.copy_(theta)
-                    for name, t in (buffers[i] if buffers else {}).items():
-                        own[name].copy_(t)
-                    outputs = model(*args, **kwargs)
-                    found.append([_scalar(name, fn(outputs, y)) for name, fn in fns.items()])
-                acc += torch.stack([v if isinstance(v, Tensor) else torch.tensor(v, dtype=torch.float64,
-                                                                                 device=obj.device)
-                                    for row in found for v in row]).to(torch.float64).reshape(acc.shape) * size
-        return (acc / obj.n_examples).cpu().numpy()
-
-    return evaluate
-
-
-def _batched(obj: Objective, fns: dict) -> Callable[[Tensor], np.ndarray]:
-    """Evaluate a chunk of points at once: vmap over the points of functional_call."""
-    def per_point(X, y):
-        def one(theta):
-            outputs = obj.forward(theta, X)
-            return torch.stack([torch.as_tensor(_scalar(name, fn(outputs, y)), dtype=torch.float64)
-                                for name, fn in fns.items()])
-        return one
-
-    def evaluate(thetas: Tensor) -> np.ndarray:
-        acc = torch.zeros(thetas.shape[0], len(fns), dtype=torch.float64, device=obj.device)
-        with torch.no_grad(), obj.mode():
-            for X, y, size in obj.batches():
-                try:
-                    acc += vmap(per_point(X, y))(thetas) * size
-                except torch.OutOfMemoryError as error:
-                    raise ValueError(f"{thetas.shape[0]} points at once do not fit in the device's memory; "
-                                     f"use a smaller chunk") from error
-                except RuntimeError as error:
-                    first = (str(error).strip().splitlines() or [""])[0]
-                    raise ValueError(f"the batched strategy cannot vmap this model or a metric ({first}); "
-                                     f"use strategy='loop'") from error
-        return (acc / obj.n_examples).cpu().numpy()
-
-    return evaluate

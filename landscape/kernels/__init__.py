@@ -1,0 +1,1 @@
+"""Kernels of wide networks: the empirical neural tangent kernel and the NNGP limit."""

@@ -1,0 +1,1 @@
+"""Paths between two trained networks: lines and trained curves with their barriers, and weight matching."""

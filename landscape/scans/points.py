@@ -1,0 +1,130 @@
+"""The one many-point evaluator: the loss and metrics of an objective at many parameter vectors.
+
+    evaluate = points.evaluator(obj, metrics={"accuracy": accuracy}, strategy="auto")
+    values = evaluate(thetas)              # float64 [c, 1 + len(metrics)]: loss first, then the metrics
+
+Each value is a batch mean ``fn(outputs, y)`` weighted by batch size, like the loss,
+accumulated in float64. A non-finite value is returned as it is (NaN or inf).
+
+Strategies:
+
+- ``"loop"``: a private copy of the model whose parameters are views of one flat buffer;
+  each point is copied into the buffer and the model called directly, data outer, points
+  inner (each batch is moved to the device once per call). Per-point ``buffers`` (BatchNorm
+  statistics along a path) are copied into the model's buffers before each point.
+- ``"batched"``: ``Objective.evaluate_many``, ``torch.func.vmap`` over ``functional_call``
+  for a chunk of points at once.
+- ``"auto"``: batched on CUDA, loop on the CPU (where measured it is the faster one).
+
+Scans (``landscape.scans.scan``) and paths (``landscape.paths.curves``) evaluate through it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from landscape.core.data import inputs
+from landscape.core.objective import Objective, measure
+
+Tensor = torch.Tensor
+STRATEGIES = ("auto", "loop", "batched")
+Evaluate = Callable[..., np.ndarray]
+
+
+def functions(obj: Objective, metrics: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None) -> dict:
+    """``{"loss": obj.loss_fn, **metrics}``: what every point measures, in the order of the values' columns."""
+    metrics = dict(metrics or {})
+    if "loss" in metrics:
+        raise ValueError("'loss' is always measured; give the other metrics under other names")
+    return {"loss": obj.loss_fn, **metrics}
+
+
+def resolve(obj: Objective, strategy: str) -> str:
+    """``strategy`` checked; ``"auto"`` becomes batched on CUDA, loop elsewhere."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if strategy == "auto":
+        return "batched" if obj.device.type == "cuda" else "loop"
+    return strategy
+
+
+def evaluator(obj: Objective, metrics: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None = None,
+              strategy: str = "auto") -> Evaluate:
+    """``evaluate(thetas [c, n], buffers=None) -> float64 [c, 1 + len(metrics)]`` by ``strategy``.
+
+    ``buffers`` (loop only): one ``{name: tensor}`` per point, put in the model's buffers before it.
+    Each call counts ``c`` full-data forward passes in ``obj.counts["n_forward"]``.
+    """
+    fns = functions(obj, metrics)
+    return _loop(obj, fns) if resolve(obj, strategy) == "loop" else _batched(obj, metrics)
+
+
+def _inplace_copy(obj: Objective) -> tuple[nn.Module, Tensor]:
+    """A copy of the model, on the objective's device and dtype, whose selected parameters view ``buf [n]``."""
+    try:
+        model = copy.deepcopy(obj.model)
+    except Exception as error:
+        raise ValueError(f"the loop strategy copies the model, and copy.deepcopy failed ({type(error).__name__}: "
+                         f"{error}); use strategy='batched'") from error
+    model.to(device=obj.device, dtype=obj.dtype).requires_grad_(False)
+    buf = obj.theta0.clone()
+    views = {name: nn.Parameter(t, requires_grad=False) for name, t in obj.space.unflatten(buf).items()}
+    first: dict[int, str] = {}
+    for name, p in list(model.named_parameters(remove_duplicate=False)):
+        origin = first.setdefault(id(p), name)
+        module_name, _, attr = name.rpartition(".")
+        module = model.get_submodule(module_name)
+        if origin in views:
+            setattr(module, attr, views[origin])
+        elif origin == name:
+            p.data.copy_(obj.fixed[name])
+    for name, b in model.named_buffers():
+        b.copy_(obj.fixed[name])
+    return model, buf
+
+
+def _loop(obj: Objective, fns: dict) -> Evaluate:
+    """Points one at a time on an in-place copy of the model; data outer, points inner."""
+    model, buf = _inplace_copy(obj)
+    own = dict(model.named_buffers())
+
+    def evaluate(thetas: Tensor, buffers: list[dict[str, Tensor]] | None = None) -> np.ndarray:
+        acc = torch.zeros(thetas.shape[0], len(fns), dtype=torch.float64, device=obj.device)
+        with torch.no_grad(), obj.configured(model):
+            for X, y, size in obj.batches():
+                args, kwargs = inputs(X)
+                found = []  # per point; nothing but the model and the metrics runs per point
+                for i, theta in enumerate(thetas):
+                    buf.copy_(theta)
+                    for name, t in (buffers[i] if buffers else {}).items():
+                        own[name].copy_(t)
+                    found.append(measure(fns, model(*args, **kwargs), y))
+                acc += torch.stack(found) * size
+        obj.counts["n_forward"] += thetas.shape[0]
+        return (acc / obj.n_examples).cpu().numpy()
+
+    return evaluate
+
+
+def _batched(obj: Objective, metrics: Mapping[str, Callable] | None) -> Evaluate:
+    """A chunk of points at once: ``Objective.evaluate_many`` (vmap over the points of functional_call)."""
+    def evaluate(thetas: Tensor, buffers: list[dict[str, Tensor]] | None = None) -> np.ndarray:
+        if buffers:
+            raise ValueError("the batched strategy evaluates every point with the objective's buffers; "
+                             "per-point buffers need strategy='loop'")
+        try:
+            return obj.evaluate_many(thetas, metrics).cpu().numpy()
+        except torch.OutOfMemoryError as error:
+            raise ValueError(f"{thetas.shape[0]} points at once do not fit in the device's memory; "
+                             f"use a smaller chunk") from error
+        except RuntimeError as error:
+            first = (str(error).strip().splitlines() or [""])[0]
+            raise ValueError(f"the batched strategy cannot vmap this model or a metric ({first}); "
+                             f"use strategy='loop'") from error
+
+    return evaluate
