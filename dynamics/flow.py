@@ -29,8 +29,10 @@ from scipy.integrate import solve_ivp
 from torchdiffeq import odeint
 from tqdm.auto import tqdm
 
-from dynamics.stability import SharpnessHistory, SharpnessTracker, _json, gradient_descent
+from dynamics.descent import gradient_descent
+from dynamics.edge_of_stability import SharpnessHistory, SharpnessTracker
 from landscape.core.objective import Objective
+from landscape.core.results import jsonable
 
 Tensor = torch.Tensor
 
@@ -48,7 +50,7 @@ class FlowRun:
     NaN where not reached; ``theta [n]``, the last state reached (None if none); ``snapshots [T, n]`` on the CPU
     (NaN rows where not reached) when asked for. ``reached`` requested times were reached;
     ``diverged`` says the loss or gradient became non-finite, ``message`` why the run stopped
-    early ("" when it did not). ``n_grad`` and ``n_hvp`` count full-data gradients and HVPs,
+    early ("" when it did not). ``n_gradients`` and ``n_matvecs`` count full-data gradients and HVPs,
     the solver's and the recording's. ``stable_rk4`` adds every ``step_sizes [S]`` it took and
     the ``sharpness`` its tracker recorded."""
 
@@ -61,19 +63,18 @@ class FlowRun:
     diverged: bool
     message: str
     method: str
-    n_grad: int
-    n_hvp: int
+    n_gradients: int
+    n_matvecs: int
     seconds: float
     settings: dict = field(default_factory=dict)
     step_sizes: np.ndarray | None = None
     sharpness: SharpnessHistory | None = None
 
     def to_dict(self) -> dict:
-        return {"times": self.times.tolist(), "loss": _json(self.loss), "grad_norm": _json(self.grad_norm),
-                "reached": self.reached, "diverged": self.diverged, "message": self.message, "method": self.method,
-                "n_grad": self.n_grad, "n_hvp": self.n_hvp, "seconds": self.seconds, "settings": self.settings,
-                "step_sizes": None if self.step_sizes is None else self.step_sizes.tolist(),
-                "sharpness": None if self.sharpness is None else self.sharpness.to_dict()}
+        """Everything but the states (``theta``, ``snapshots``), as strict JSON."""
+        skip = ("theta", "snapshots", "sharpness")
+        return jsonable({**{k: v for k, v in vars(self).items() if k not in skip},
+                         "sharpness": None if self.sharpness is None else self.sharpness.to_dict()})
 
 
 @dataclass
@@ -97,11 +98,7 @@ class GDComparison:
     settings: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"lr": self.lr, "steps": self.steps.tolist(), "times": self.times.tolist(),
-                "gd_loss": _json(self.gd_loss), "gd_grad_norm": _json(self.gd_grad_norm),
-                "gd_diverged": self.gd_diverged, "to_flow": _json(self.to_flow),
-                "to_modified": _json(self.to_modified), "flow": self.flow.to_dict(),
-                "modified": self.modified.to_dict(), "seconds": self.seconds, "settings": self.settings}
+        return jsonable({**vars(self), "flow": self.flow.to_dict(), "modified": self.modified.to_dict()})
 
 
 class _Stop(Exception):
@@ -175,8 +172,8 @@ class _Recorder:
         theta = None if self.theta is None else self.theta.clone()  # not a view that keeps a solver's output alive
         return FlowRun(times=self.times, loss=self.loss, grad_norm=self.grad_norm, theta=theta,
                        snapshots=self.snapshots, reached=self.reached, diverged=self.diverged, message=self.message,
-                       method=method, n_grad=counts["n_gradients"] - self.counts["n_gradients"],
-                       n_hvp=counts["n_matvecs"] - self.counts["n_matvecs"], seconds=time.perf_counter() - self.start,
+                       method=method, n_gradients=counts["n_gradients"] - self.counts["n_gradients"],
+                       n_matvecs=counts["n_matvecs"] - self.counts["n_matvecs"], seconds=time.perf_counter() - self.start,
                        settings=settings, **extra)
 
 
@@ -369,7 +366,7 @@ def compare_gd(obj: Objective, lr: float, steps: int, *, every: int = 1, theta: 
     ||theta_k - theta_GF(k lr)|| (O(lr) over a fixed time) and ||theta_k - theta_MF(k lr)||
     (O(lr^2)). Both flows start from GD's start and are integrated by ``gradient_flow`` with
     ``method``, ``rtol`` and ``atol``; the GD iterates at the recorded steps are held on the CPU
-    (``[T, n]``), the flows' states are streamed. GD is ``dynamics.stability.gradient_descent``
+    (``[T, n]``), the flows' states are streamed. GD is ``dynamics.descent.gradient_descent``
     run from record to record (one extra gradient per record). Returns a ``GDComparison``.
     """
     if not lr > 0:

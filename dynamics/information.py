@@ -35,6 +35,8 @@ from scipy.special import logsumexp
 from torch import nn
 from torch.nn import functional as F
 
+from landscape.core.results import jsonable
+
 Tensor = torch.Tensor
 
 _KDE_ROWS_BUDGET = 2**22  # float64 entries of one chunk of the [m, m] distance matrix (32 MiB)
@@ -52,8 +54,7 @@ class MutualInformation:
     settings: dict
 
     def to_dict(self) -> dict:
-        return {"I_XT": self.I_XT, "I_TY": self.I_TY, "H_Y": self.H_Y, "method": self.method,
-                "settings": self.settings}
+        return jsonable(vars(self))
 
 
 @dataclass
@@ -75,15 +76,7 @@ class InformationPlane:
     seconds: float
 
     def to_dict(self) -> dict:
-        return {"epochs": self.epochs.tolist(), "layers": list(self.layers), "I_XT": _json(self.I_XT),
-                "I_TY": _json(self.I_TY), "loss": _json(self.loss), "H_Y": self.H_Y, "method": self.method,
-                "settings": self.settings, "ranges": None if self.ranges is None else _json(self.ranges),
-                "seconds": self.seconds}
-
-
-def _json(values: np.ndarray) -> list:
-    """Nested lists of floats for JSON, non-finite ones as null."""
-    return np.where(np.isfinite(values), values, None).tolist()
+        return jsonable(vars(self))
 
 
 def _entropy(counts: np.ndarray) -> float:
@@ -204,7 +197,7 @@ def mlp(widths: Sequence[int], activation: str = "tanh", *, seed: int = 0, input
     Linear ``out`` giving the logits; torch's default init drawn from ``seed`` (the global RNG untouched)."""
     from collections import OrderedDict
 
-    from landscape.problems import _seeded
+    from landscape.problems import seeded
 
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
@@ -218,7 +211,7 @@ def mlp(widths: Sequence[int], activation: str = "tanh", *, seed: int = 0, input
         modules["out"] = nn.Linear(width, classes)
         return nn.Sequential(modules)
 
-    return _seeded(build, seed)
+    return seeded(build, seed)
 
 
 def _modules(model: nn.Module, layers: Sequence[str] | None) -> dict[str, nn.Module]:

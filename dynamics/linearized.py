@@ -9,7 +9,7 @@ for ``F.mse_loss``. The targets y and c are read off ``loss_fn`` by autograd (y 
 and the loss is then checked to be exactly that quadratic, so any other loss is refused.
 
 The linearized model f_lin(theta, x) = f(theta_0, x) + J(x)(theta - theta_0) has a constant
-kernel Theta = J J^T ``[mC, mC]`` (the empirical NTK of ``landscape.ntk`` at theta_0, row
+kernel Theta = J J^T ``[mC, mC]`` (the empirical NTK of ``landscape.kernels.ntk`` at theta_0, row
 ``i*C + c``). On the training inputs, with r_0 = f_0 - y:
 
 - gradient flow theta' = -grad L (the time of ``dynamics.flow.gradient_flow``; GD at lr for
@@ -40,15 +40,12 @@ import torch
 from torch.utils._pytree import tree_map
 from tqdm.auto import tqdm
 
-from landscape.kernels import ntk
 from landscape.core.objective import Objective
+from landscape.core.results import jsonable
+from landscape.kernels import ntk
 
 Tensor = torch.Tensor
 METHODS = ("gd", "flow")
-
-
-def _json(values: np.ndarray | None) -> list | None:
-    return None if values is None else np.where(np.isfinite(values), values, None).tolist()
 
 
 def _square_loss(obj: Objective, theta: Tensor, X, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, float]:
@@ -247,12 +244,8 @@ class KernelRegime:
         return float(np.nanmax(self.gap))
 
     def to_dict(self) -> dict:
-        return {"method": self.method, "lr": self.lr, "steps": self.steps.tolist(), "times": self.times.tolist(),
-                "loss": _json(self.loss), "linear_loss": _json(self.linear_loss), "gap": _json(self.gap),
-                "max_gap": self.max_gap, "test_gap": _json(self.test_gap), "movement": _json(self.movement),
-                "kernel_change": self.kernel_change, "eigenvalues": self.eigenvalues.tolist(),
-                "lambda_max": self.lambda_max,
-                "max_stable_lr": self.max_stable_lr, "seconds": self.seconds, "settings": self.settings}
+        return jsonable({**vars(self), "max_gap": self.max_gap, "lambda_max": self.lambda_max,
+                         "max_stable_lr": self.max_stable_lr})
 
 
 def compare(obj: Objective, steps: int, *, lr: float | None = None, stable_fraction: float = 0.5, every: int = 1,
@@ -307,7 +300,7 @@ def compare(obj: Objective, steps: int, *, lr: float | None = None, stable_fract
         return True
 
     if method == "gd":
-        from dynamics.stability import gradient_descent
+        from dynamics.descent import gradient_descent
 
         state = lin.theta0
         record(0, state)
@@ -369,10 +362,7 @@ class WidthSweep:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return {"widths": self.widths.tolist(), "seeds": list(self.seeds), "max_gap": _json(self.max_gap),
-                "kernel_change": _json(self.kernel_change), "lr": self.lr.tolist(), "rate": self.rate,
-                "prefactor": self.prefactor, "kernel_rate": self.kernel_rate, "seconds": self.seconds,
-                "runs": [[run.to_dict() for run in row] for row in self.runs]}
+        return jsonable({**vars(self), "runs": [[run.to_dict() for run in row] for row in self.runs]})
 
 
 def sweep(build: Callable[[int, int], Objective], widths, *, seeds=(0,), steps: int = 200, every: int = 10,

@@ -51,6 +51,7 @@ from torch.func import jvp as _jvp
 from torch.func import vmap
 
 from landscape.core.objective import Objective
+from landscape.core.results import jsonable
 
 Tensor = torch.Tensor
 Linearize = Callable[[Tensor], tuple[Tensor, Callable[[Tensor], Tensor]]]
@@ -84,7 +85,7 @@ class LyapunovSpectrum:
     QR's column order (column i follows the i-th Gram-Schmidt direction).
     ``running [T, k]``: the estimate after each interval, sum of log|R_ii| so far / times[t],
     sorted descending in each row; ``running[-1]`` is ``exponents``.
-    Cost: ``n_steps`` (transient included), ``n_products`` (tangent vectors pushed through a
+    Cost: ``n_steps`` (transient included), ``n_matvecs`` (tangent vectors pushed through a
     Jacobian or Hessian, one per vector), ``n_evaluations`` (of the map, field or gradient),
     ``seconds``. ``settings``: what reproduces it (method, system, k, n, steps, transient,
     interval, dt or lr, seed, batched, dtype, device, and the start x0 when n <= 16).
@@ -95,7 +96,7 @@ class LyapunovSpectrum:
     finite_time: np.ndarray
     times: np.ndarray
     n_steps: int
-    n_products: int
+    n_matvecs: int
     n_evaluations: int
     seconds: float
     settings: dict = field(default_factory=dict)
@@ -107,10 +108,7 @@ class LyapunovSpectrum:
 
     def to_dict(self) -> dict:
         """Everything as JSON-ready lists and numbers, with ``kaplan_yorke``."""
-        return {"exponents": self.exponents.tolist(), "kaplan_yorke": self.kaplan_yorke,
-                "running": self.running.tolist(), "finite_time": self.finite_time.tolist(),
-                "times": self.times.tolist(), "n_steps": self.n_steps, "n_products": self.n_products,
-                "n_evaluations": self.n_evaluations, "seconds": self.seconds, "settings": self.settings}
+        return jsonable({**vars(self), "kaplan_yorke": self.kaplan_yorke})
 
 
 # -- public entry points ---------------------------------------------------------------------
@@ -363,5 +361,5 @@ def _spectrum(linearize: Linearize, x: Tensor, k: int, steps: int, transient: in
                 **({"dt": dt} if dt else {}), **({"x0": first} if first is not None else {}), "seed": seed,
                 "batched": batched, "dtype": str(x.dtype).removeprefix("torch."), "device": str(x.device)}
     return LyapunovSpectrum(exponents=running[-1].copy(), running=running, finite_time=logs / span[:, None],
-                            times=times, n_steps=total, n_products=total * stages * k,
+                            times=times, n_steps=total, n_matvecs=total * stages * k,
                             n_evaluations=total * stages, seconds=time.perf_counter() - start, settings=settings)

@@ -15,8 +15,9 @@ import argparse
 from pathlib import Path
 
 import landscape
-from dynamics.stability import SharpnessTracker, gradient_descent
-from viz.plots import sharpness
+from dynamics.descent import gradient_descent
+from dynamics.edge_of_stability import SharpnessTracker
+from viz.plots import sharpness_history
 
 
 def main() -> None:
@@ -40,7 +41,7 @@ def main() -> None:
         print(f"{run.lr:>6g} {2 / run.lr:>7.3g} {lam[0]:>7.3g} {lam.max():>7.3g} {lam[-1]:>7.3g} "
               f"{lam[-1] * run.lr / 2:>11.2f} {run.loss[0]:>7.3g} -> {run.loss[run.steps_done]:<6.3g}")
     path = out / "edge_of_stability.png"
-    sharpness([run.sharpness for run in runs], title="digits-mlp, square loss: full-batch GD at the edge of stability",
+    sharpness_history([run.sharpness for run in runs], title="digits-mlp, square loss: full-batch GD at the edge of stability",
               path=path)
     print(f"wrote {path}")
 

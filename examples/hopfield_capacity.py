@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from dynamics.systems import hopfield
-from viz.plots import capacity
+from viz.plots import hopfield_capacity
 
 
 def main() -> None:
@@ -51,7 +51,7 @@ def main() -> None:
 
     dense = np.linspace(0.01, alpha_c, 80)
     figure = out / "hopfield_capacity.png"
-    capacity({f"N = {args.n}, asynchronous, {args.trials} trials": result},
+    hopfield_capacity({f"N = {args.n}, asynchronous, {args.trials} trials": result},
              theory=(dense, [hopfield.ags_flipped(a) for a in dense]), critical=alpha_c,
              title="Hopfield network: flipped bits at the fixed point against the load", path=figure)
     print(f"wrote {figure}")

@@ -24,7 +24,7 @@ import numpy as np
 import landscape
 from dynamics.lyapunov import flow_spectrum, gd_spectrum
 from dynamics.systems import Lorenz
-from viz.plots import lyapunov
+from viz.plots import lyapunov_spectrum
 
 
 def main() -> None:
@@ -41,7 +41,7 @@ def main() -> None:
     print("  exponents   ", ", ".join(f"{v:.4f}" for v in lorenz.exponents), " (published 0.9056, 0, -14.5723)")
     print(f"  sum          {lorenz.exponents.sum():.4f} (exactly -(sigma + 1 + beta) = -13.6667)")
     print(f"  Kaplan-Yorke {lorenz.kaplan_yorke:.4f} (published 2.0621)")
-    lyapunov(lorenz.exponents, running=lorenz.running, times=lorenz.times, title="Lorenz attractor",
+    lyapunov_spectrum(lorenz.exponents, running=lorenz.running, times=lorenz.times, title="Lorenz attractor",
              path=out / "lyapunov_lorenz.png")
 
     problem = landscape.load("digits-mlp")  # trained: 300 Adam steps
@@ -53,7 +53,7 @@ def main() -> None:
         spectrum = gd_spectrum(obj, lr, 4, steps=args.steps)
         print(f"  lr {lr:>4g}: exponents {', '.join(f'{v: .4f}' for v in spectrum.exponents)}; "
               f"log|1 - lr lambda_max| at the start {np.log(abs(1 - lr * top[0])): .4f}")
-        lyapunov(spectrum.exponents, running=spectrum.running, times=spectrum.times,
+        lyapunov_spectrum(spectrum.exponents, running=spectrum.running, times=spectrum.times,
                  title=f"gradient descent on digits-mlp, lr = {lr:g}", path=out / f"lyapunov_gd_lr{lr:g}.png")
     print(f"wrote {out}/lyapunov_lorenz.png, lyapunov_gd_lr1.png, lyapunov_gd_lr8.png")
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 
 import landscape
-from landscape.paths import curves as connectivity
-from landscape.scans import directions
+from landscape.paths import curves
 from landscape.paths.align import Alignment, units, weight_matching
-from viz.plots import contour, paths
+from landscape.scans import directions
+from viz.plots import contour, path_losses
 
 
 def main() -> None:
@@ -47,38 +47,38 @@ def main() -> None:
 
     print(f"ends: loss {obj.loss().item():.4f} (a), {b.objective().loss().item():.4f} (b)")
     print(f"{'path':<36} {'barrier':>9} {'(mean)':>9} {'max loss':>9} {'min acc':>8} {'length':>8}")
-    row("line a -> b", connectivity.interpolate(obj, a.model, b.model, metrics=a.metrics, progress=False))
+    row("line a -> b", curves.interpolate(obj, a.model, b.model, metrics=a.metrics, progress=False))
 
     # a copy of a with its hidden units shuffled: the same function, far away, and weight matching finds it back
     g = torch.Generator().manual_seed(7)
     shuffled = Alignment({name: torch.randperm(size, generator=g) for name, size in units(a.model).items()}).apply(a.model)
-    row("line a -> shuffled a", connectivity.interpolate(obj, a.model, shuffled, metrics=a.metrics, progress=False))
+    row("line a -> shuffled a", curves.interpolate(obj, a.model, shuffled, metrics=a.metrics, progress=False))
     found = weight_matching(a.model, shuffled).apply(shuffled)
-    row("line a -> shuffled a, aligned", connectivity.interpolate(obj, a.model, found, metrics=a.metrics,
+    row("line a -> shuffled a, aligned", curves.interpolate(obj, a.model, found, metrics=a.metrics,
                                                                   progress=False))
 
     alignment = weight_matching(a.model, b.model)
     aligned = alignment.apply(b.model)
-    row("line a -> b aligned", connectivity.interpolate(obj, a.model, aligned, metrics=a.metrics, progress=False))
+    row("line a -> b aligned", curves.interpolate(obj, a.model, aligned, metrics=a.metrics, progress=False))
 
     trained = {}
     for kind in ("bezier", "polychain"):
-        start = connectivity.curve(obj, a.model, b.model, kind=kind)
-        trained[kind] = connectivity.train_curve(obj, start, epochs=args.epochs, batch_size=128, progress=False)
-        row(f"{kind} a -> b", connectivity.evaluate_curve(obj, trained[kind], metrics=a.metrics, progress=False))
+        start = curves.curve(obj, a.model, b.model, kind=kind)
+        trained[kind] = curves.train_curve(obj, start, epochs=args.epochs, batch_size=128, progress=False)
+        row(f"{kind} a -> b", curves.evaluate_curve(obj, trained[kind], metrics=a.metrics, progress=False))
     print(f"weight matching: {alignment.iterations} sweeps, {alignment.moved():.0%} of the units moved")
 
     # BatchNorm: two CNNs, their running statistics interpolated against recomputed at every point
     c, d = landscape.load("digits-cnn", seed=0), landscape.load("digits-cnn", seed=1)
     cnn = c.objective()
     for recompute in (False, True):
-        result = connectivity.interpolate(cnn, c.model, d.model, num=13, metrics=c.metrics, recompute_bn=recompute,
+        result = curves.interpolate(cnn, c.model, d.model, num=13, metrics=c.metrics, recompute_bn=recompute,
                                           progress=False)
         row(f"cnn line, statistics {result.statistics}", result)
 
     figure = out / "mode_connectivity_paths.png"
     chosen = ["line a -> b", "line a -> b aligned", "bezier a -> b", "polychain a -> b"]
-    paths({label: (results[label].t, results[label].values["loss"]) for label in chosen}, log=True,
+    path_losses({label: (results[label].t, results[label].values["loss"]) for label in chosen}, log=True,
           title="digits-mlp, two seeds: loss along the paths between them", path=figure)
     print(f"wrote {figure}")
 

@@ -25,8 +25,7 @@ import torch
 import landscape
 from dynamics import linearized
 from landscape import problems
-from landscape.kernels import nngp
-from landscape.kernels import ntk
+from landscape.kernels import nngp, ntk
 from viz.plots import kernel_regime, width_scaling
 
 EXAMPLES = 64

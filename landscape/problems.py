@@ -115,13 +115,14 @@ def quadratic(n: int = 100, eigenvalues=None, seed: int = 0) -> Problem:
                                f"{lam.max().item():.3g} to {lam.min().item():.3g}")
 
 
-def _digits(images: bool) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
-    """scikit-learn's 1797 digits scaled to [0, 1], split 1437 / 360 by a fixed permutation."""
+def digits(images: bool = False) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """scikit-learn's 1797 8x8 digits scaled to [0, 1], split 1437 / 360 by a fixed permutation:
+    ((X_train, y_train), (X_test, y_test)), X ``[m, 64]`` (``[m, 1, 8, 8]`` with ``images``), y class indices."""
     from sklearn.datasets import load_digits
 
-    digits = load_digits()
-    X = torch.tensor(digits.data, dtype=torch.float32) / 16.0
-    y = torch.tensor(digits.target, dtype=torch.long)
+    data = load_digits()
+    X = torch.tensor(data.data, dtype=torch.float32) / 16.0
+    y = torch.tensor(data.target, dtype=torch.long)
     if images:
         X = X.reshape(-1, 1, 8, 8)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
@@ -154,7 +155,7 @@ def _train(model: nn.Module, data: tuple[Tensor, Tensor], steps: int, lr: float,
     model.eval()
 
 
-def _seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
+def seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
     """Build a model with torch's default init drawn from ``seed``, leaving the global RNG as it was."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -200,12 +201,12 @@ def digits_mlp(hidden: int = 32, steps: int = 300, seed: int = 0,
     if parametrization not in PARAMETRIZATIONS:
         raise ValueError(f"parametrization must be one of {', '.join(PARAMETRIZATIONS)}, got {parametrization!r}")
     Linear = PARAMETRIZATIONS[parametrization]
-    train, test = _digits(images=False)
+    train, test = digits(images=False)
     if examples is not None:
         if not 1 <= examples <= len(train[1]):
             raise ValueError(f"examples must be between 1 and {len(train[1])}, got {examples}")
         train = (train[0][:examples], train[1][:examples])
-    model = _seeded(lambda: nn.Sequential(Linear(64, hidden), nn.Tanh(), Linear(hidden, 10)), seed)
+    model = seeded(lambda: nn.Sequential(Linear(64, hidden), nn.Tanh(), Linear(hidden, 10)), seed)
     start = time.perf_counter()
     _train(model, train, steps, lr=0.01, batch_size=None, seed=seed, callback=callback, loss_fn=LOSSES[loss])
     kind = "" if parametrization == "standard" else ", NTK parametrization"
@@ -221,7 +222,7 @@ def digits_cnn(channels: int = 8, steps: int = 300, seed: int = 0,
 
     ``callback(step, model)`` as for ``digits_mlp``.
     """
-    train, test = _digits(images=True)
+    train, test = digits(images=True)
     c = channels
 
     def build():
@@ -230,7 +231,7 @@ def digits_cnn(channels: int = 8, steps: int = 300, seed: int = 0,
             nn.Conv2d(c, 2 * c, 3, padding=1), nn.BatchNorm2d(2 * c), nn.ReLU(), nn.AvgPool2d(2),
             nn.Flatten(), nn.Linear(2 * c * 4, 10))
 
-    model = _seeded(build, seed)
+    model = seeded(build, seed)
     start = time.perf_counter()
     _train(model, train, steps, lr=0.01, batch_size=64, seed=seed, callback=callback)
     return Problem("digits-cnn", model, F.cross_entropy, train, metrics={"accuracy": accuracy},

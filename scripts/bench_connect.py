@@ -6,7 +6,7 @@ two models (its Bezier curve and polygonal chain are stubs marked "todo"). Two n
 architecture trained from seeds 0 and 1, the loss over all their training data:
 
 1. The line, ``steps`` points: seconds (fastest of interleaved repeats) of
-   ``connectivity.interpolate`` and of the peer on the same points (the peer evaluates
+   ``curves.interpolate`` and of the peer on the same points (the peer evaluates
    t = 1/steps, ..., 1, so ours gets those t, plus 0, which it always adds), and the largest
    relative difference between the two on the points they share. What the peer does besides,
    measured, not asserted: whether it evaluates t = 0, whether ``model_start`` still holds its
@@ -29,13 +29,13 @@ import argparse
 import copy
 import time
 
+import benchlib
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-import benchlib
 import landscape
-from landscape.paths import curves as connectivity
+from landscape.paths import curves
 from landscape.paths.align import weight_matching
 
 PEER = "loss-landscapes 3.0.6 linear_interpolation"
@@ -64,7 +64,7 @@ def line_case(name: str, a, b, steps: int, repeats: int) -> dict:
     # interleaved: ours, peer, ours, peer ...
     ours_s, peer_s = [], []
     for _ in range(repeats):
-        s, ours = fastest(lambda: connectivity.interpolate(obj, a.model, b.model, t=t, progress=False), 1)
+        s, ours = fastest(lambda: curves.interpolate(obj, a.model, b.model, t=t, progress=False), 1)
         ours_s.append(s)
         s, peer = fastest(lambda: peer_line(a.model, b.model, a.data, steps), 1)
         peer_s.append(s)
@@ -87,7 +87,7 @@ def line_case(name: str, a, b, steps: int, repeats: int) -> dict:
            "ours_error_at_1": abs(float(ours.values["loss"][-1]) - own_b) / own_b,
            "statistics": ours.statistics}
     if ours.statistics != "none":
-        redone = connectivity.interpolate(obj, a.model, b.model, t=t, recompute_bn=True, progress=False)
+        redone = curves.interpolate(obj, a.model, b.model, t=t, recompute_bn=True, progress=False)
         row.update(recomputed_seconds=redone.seconds, barrier_interpolated=ours.barrier_linear,
                    barrier_recomputed=redone.barrier_linear)
     return row
@@ -124,8 +124,8 @@ def main() -> None:
         obj = a.objective()
         seconds, alignment = fastest(lambda: weight_matching(a.model, b.model), args.repeats)
         aligned = alignment.apply(b.model)
-        before = connectivity.interpolate(obj, a.model, b.model, progress=False).barrier_linear
-        after = connectivity.interpolate(obj, a.model, aligned, progress=False).barrier_linear
+        before = curves.interpolate(obj, a.model, b.model, progress=False).barrier_linear
+        after = curves.interpolate(obj, a.model, aligned, progress=False).barrier_linear
         row = {"problem": name, "seconds": seconds, "sweeps": alignment.iterations, "moved": alignment.moved(),
                "barrier": before, "barrier_aligned": after}
         report["align"].append(row)
@@ -136,13 +136,13 @@ def main() -> None:
     report["curves"] = []
     for name, (a, b) in pairs.items():
         obj = a.objective()
-        line = connectivity.interpolate(obj, a.model, b.model, num=61, progress=False).max_loss
+        line = curves.interpolate(obj, a.model, b.model, num=61, progress=False).max_loss
         for epochs in args.epochs:
             row = {"problem": name, "epochs": epochs, "line_max_loss": line}
             for kind in ("bezier", "polychain"):
-                trained = connectivity.train_curve(obj, connectivity.curve(obj, a.model, b.model, kind),
+                trained = curves.train_curve(obj, curves.curve(obj, a.model, b.model, kind),
                                                    epochs=epochs, batch_size=128, progress=False)
-                row[kind] = connectivity.evaluate_curve(obj, trained, progress=False).max_loss
+                row[kind] = curves.evaluate_curve(obj, trained, progress=False).max_loss
                 row[f"{kind}_seconds"] = trained.training["seconds"]
             report["curves"].append(row)
             print(f"{name:<11} {epochs:>6} {line:>8.4f} {row['bezier']:>8.4f} {row['bezier_seconds']:>6.1f} "

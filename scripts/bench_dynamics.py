@@ -20,13 +20,14 @@ from __future__ import annotations
 import argparse
 import time
 
+import benchlib
 import numpy as np
 import torch
 
-import benchlib
 import landscape
+from dynamics.descent import gradient_descent
+from dynamics.edge_of_stability import SharpnessTracker
 from dynamics.lyapunov import gd_spectrum
-from dynamics.stability import SharpnessTracker, gradient_descent
 
 
 def lyapunov_part(device: torch.device, repeats: int, k: int, steps: int) -> dict:
@@ -70,8 +71,8 @@ def tracker_part(device: torch.device, steps: int) -> list[dict]:
                 found[warm] = gradient_descent(obj, lr, steps, tracker=tracker, progress=False).sharpness
             cold, warm = found[False], found[True]
             # the first estimate has nothing to start from: compare the rest
-            row = {"every": every, "tol": tol, "cold_hvps": float(cold.hvps[1:].mean()),
-                   "warm_hvps": float(warm.hvps[1:].mean()),
+            row = {"every": every, "tol": tol, "cold_hvps": float(cold.n_matvecs[1:].mean()),
+                   "warm_hvps": float(warm.n_matvecs[1:].mean()),
                    "max_rel_difference": float(np.abs(warm.sharpness[:, 0] / cold.sharpness[:, 0] - 1).max()),
                    "sharpness_first_last": [float(cold.sharpness[0, 0]), float(cold.sharpness[-1, 0])]}
             row["ratio"] = row["cold_hvps"] / row["warm_hvps"]

@@ -30,10 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import benchlib
 import torch
 from torch.nn import functional as F
 
-import benchlib
 import landscape
 from landscape.core.hvp import MODES
 

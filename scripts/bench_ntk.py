@@ -8,7 +8,7 @@ no kernel), so the peers are the recipes people copy:
 - "torch.func recipe": the PyTorch tutorial's ``vmap(jacrev(f_single))`` over the whole batch at
   once, then an einsum (no chunking: it holds every example's Jacobian).
 
-Ours is ``landscape.ntk.kernel`` with ``method="jacobian"`` (the same contraction, chunked to the
+Ours is ``landscape.kernels.ntk.kernel`` with ``method="jacobian"`` (the same contraction, chunked to the
 memory budget, the symmetric half reused) and ``method="products"`` (vjp then jvp per column,
 no Jacobian held). The model is digits-mlp (tanh 64-h-10) at init, float32, on m digits, the
 full kernel over the 10 outputs. Reported: seconds (fastest of interleaved repeats), each
@@ -25,10 +25,10 @@ from __future__ import annotations
 import argparse
 import time
 
+import benchlib
 import torch
 from torch.func import functional_call, jacrev, vmap
 
-import benchlib
 from landscape import problems
 from landscape.kernels import ntk
 

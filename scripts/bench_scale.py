@@ -4,7 +4,7 @@ Lanczos memory (the default part): the memory of Lanczos' basis options, in one 
   1. bytes kept against steps: for each ``basis`` option ("device", "cpu", "float32", "none")
      and m = 20, 50, 100, 200 steps, Lanczos (k = 5, eigenvectors included) on a diagonal
      n x n operator whose spectrum has no gap, so that every step runs; the peak of all
-     tensors alive at once, measured by ``landscape.memory.LiveTensors`` (on CUDA, per device:
+     tensors alive at once, measured by ``landscape.core.memory.LiveTensors`` (on CUDA, per device:
      the GPU and the host), beside the number of products;
   2. accuracy and time on a real Hessian: digits-mlp (n = 2410), top 5 and both ends (3 + 3),
      float64 and float32 objectives, each option's wall time (median of ``--repeats``),
@@ -35,10 +35,10 @@ import argparse
 import statistics
 import time
 
+import benchlib
 import numpy as np
 import torch
 
-import benchlib
 import landscape
 from landscape.core import memory
 from landscape.linalg.lanczos import lanczos

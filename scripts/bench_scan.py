@@ -30,12 +30,12 @@ import contextlib
 import copy
 import time
 
+import benchlib
 import numpy as np
 import torch
 from torch.nn import functional as F
 from torch.nn.utils import vector_to_parameters
 
-import benchlib
 import landscape
 from landscape.scans import directions as dirs
 from landscape.scans.grid import parse_axis

@@ -23,15 +23,14 @@ prints tables and writes DIR/bench_spectrum.json (default: out/).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
-import sys
-
+import benchlib
 import numpy as np
 import torch
 from pyhessian import hessian as PyHessian
 
-import benchlib
 import landscape
 from landscape.linalg.density import slq
 from landscape.linalg.trace import hutchinson, hutchpp
@@ -106,7 +105,7 @@ def trace_rows(problem, device, trace, seeds: int) -> list[dict]:
     rows = []
     for budget in (30, 99, 300):
         for name, estimator in (("Hutchinson", hutchinson), ("Hutch++", hutchpp)):
-            errors = [(estimator(H, budget=budget, seed=s).estimate - trace) / trace for s in range(seeds)]
+            errors = [(estimator(H, n_matvecs=budget, seed=s).estimate - trace) / trace for s in range(seeds)]
             rows.append({"budget": budget, "who": name, "rms_rel_error": float(np.sqrt(np.mean(np.square(errors))))})
     samples, hvps, seconds = CountedPyHessian(problem, device).run("trace")
     problem.model.zero_grad(set_to_none=True)

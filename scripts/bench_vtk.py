@@ -6,7 +6,7 @@ pip-installed and reads an HDF5 file, so ``peer_write_vtp`` below re-implements 
 file-writing part, from the arrays its h5 file holds, byte for byte the same layout.
 
 Same synthetic loss surface (a bowl plus ripples, float64, on -1:1 x -1:1) as a
-``landscape.scan.Scan`` with the one metric ``loss``, square grids 51x51, 201x201 and 501x501:
+``landscape.scans.scan.Scan`` with the one metric ``loss``, square grids 51x51, 201x201 and 501x501:
 
   - ours: ``viz.vtkio.write_vts`` (structured-grid height field, binary appended, zlib) and
     ``viz.vtkio.write_vti`` (image data, same encoding);
@@ -34,13 +34,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import benchlib
 import numpy as np
 import torch
 from vtkmodules.util.numpy_support import vtk_to_numpy
 from vtkmodules.vtkCommonCore import vtkOutputWindow, vtkStringOutputWindow
 from vtkmodules.vtkIOXML import vtkXMLImageDataReader, vtkXMLPolyDataReader, vtkXMLStructuredGridReader
 
-import benchlib
 from landscape.scans.directions import Directions
 from landscape.scans.grid import parse_axis
 from landscape.scans.scan import Scan

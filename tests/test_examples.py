@@ -56,13 +56,13 @@ def test_lyapunov_example(tmp_path):
 
 
 def test_mode_connectivity_example(tmp_path):
-    from landscape.paths import curves as connectivity
+    from landscape.paths import curves
 
     out = run_example("mode_connectivity.py", "--out", str(tmp_path), "--epochs", "10", "--points", "11")
     rows = {label.strip(): [float(v) for v in values.split()]
             for label, values in re.findall(r"^((?:line|bezier|polychain|cnn)[^\d]*?)\s+(-?\d\.\d{4}.*)$", out, re.M)}
     a, b = landscape.load("digits-mlp", seed=0), landscape.load("digits-mlp", seed=1)
-    line = connectivity.interpolate(a.objective(), a.model, b.model, metrics=a.metrics, progress=False)
+    line = curves.interpolate(a.objective(), a.model, b.model, metrics=a.metrics, progress=False)
     assert rows["line a -> b"] == pytest.approx([line.barrier_linear, line.barrier_mean, line.max_loss,
                                                  line.values["accuracy"].min(), line.length], abs=6e-3)
     assert rows["line a -> shuffled a, aligned"][0] == 0 and rows["line a -> shuffled a, aligned"][4] == 0

@@ -81,7 +81,7 @@ def _slice2d(scan: Scan, metric: str, what: str) -> tuple[np.ndarray, np.ndarray
     return scan.axes[0], scan.axes[1], v, note
 
 
-def curve(scan: Scan, metrics: Sequence[str] | None = None, *, log: bool = False, title: str | None = None,
+def cuts(scan: Scan, metrics: Sequence[str] | None = None, *, log: bool = False, title: str | None = None,
           path: str | Path | None = None) -> Figure:
     """One panel per metric (default: all) against the coordinate; ``log`` puts the loss on a log axis.
 
@@ -215,10 +215,10 @@ def spectral_density(rho: SpectralDensity, *, log: bool = True, sigma: float | N
     return _save(fig, path)
 
 
-def sharpness(histories, *, log: bool = True, title: str | None = None, path: str | Path | None = None) -> Figure:
+def sharpness_history(histories, *, log: bool = True, title: str | None = None, path: str | Path | None = None) -> Figure:
     """Top Hessian eigenvalue(s) over training, one run or several: each has ``steps [T]``,
     ``sharpness [T, k]`` (column 0 is lambda_max), ``loss [T]`` and ``lr`` (or None) — a
-    ``dynamics.stability.SharpnessHistory`` or anything with those attributes. GD's stability
+    ``dynamics.edge_of_stability.SharpnessHistory`` or anything with those attributes. GD's stability
     limit 2/lr is dashed in the run's colour; the loss goes in a second panel (log scale)."""
     runs = histories if isinstance(histories, (list, tuple)) else [histories]
     fig = Figure(figsize=(6.4, 6.2), layout="constrained")
@@ -246,7 +246,7 @@ def sharpness(histories, *, log: bool = True, title: str | None = None, path: st
     return _save(fig, path)
 
 
-def lyapunov(exponents, *, running=None, times=None, title: str | None = None,
+def lyapunov_spectrum(exponents, *, running=None, times=None, title: str | None = None,
              path: str | Path | None = None) -> Figure:
     """A Lyapunov spectrum ``[k]`` (largest first) as a stem plot with the zero line; with
     ``running [T, k]`` (the estimate after each interval, at ``times [T]``) a convergence panel."""
@@ -277,7 +277,7 @@ def lyapunov(exponents, *, running=None, times=None, title: str | None = None,
     return _save(fig, path)
 
 
-def paths(curves: Mapping[str, tuple], *, ylabel: str = "loss", log: bool = False, title: str | None = None,
+def path_losses(curves: Mapping[str, tuple], *, ylabel: str = "loss", log: bool = False, title: str | None = None,
           path: str | Path | None = None) -> Figure:
     """Loss along paths between two minima: ``{label: (t [m], values [m])}``, t = 0 at the first
     model and 1 at the second; the endpoints are marked."""
@@ -334,7 +334,7 @@ def scan_figures(scan: Scan, out: str | Path, *, log: bool = False, zmax: float 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / f"{stem}curve.png"]
-    curve(scan, log=log, path=written[0])
+    cuts(scan, log=log, path=written[0])
     if len(scan.axes) > 1:
         written += [out / f"{stem}contour.png", out / f"{stem}surface.png"]
         contour(scan, zmax=zmax, path=written[1])
@@ -342,7 +342,7 @@ def scan_figures(scan: Scan, out: str | Path, *, log: bool = False, zmax: float 
     return written
 
 
-def capacity(capacities: Mapping[str, object], *, theory: tuple | None = None, critical: float | None = None,
+def hopfield_capacity(capacities: Mapping[str, object], *, theory: tuple | None = None, critical: float | None = None,
              title: str | None = None, path: str | Path | None = None) -> Figure:
     """Storage capacity: ``{label: result}`` with ``alphas``, ``flipped_mean``, ``flipped_std`` and
     ``retrieved`` arrays (``dynamics.hopfield.Capacity``); ``theory``: ``(alphas, flipped)`` drawn as a

@@ -26,8 +26,15 @@ from vtkmodules.vtkFiltersGeometry import vtkDataSetSurfaceFilter
 from vtkmodules.vtkFiltersSources import vtkSphereSource
 from vtkmodules.vtkIOImage import vtkPNGWriter
 from vtkmodules.vtkRenderingAnnotation import vtkScalarBarActor
-from vtkmodules.vtkRenderingCore import (vtkLightKit, vtkActor, vtkPolyDataMapper, vtkRenderer,
-                                         vtkRenderWindow, vtkTextActor, vtkWindowToImageFilter)
+from vtkmodules.vtkRenderingCore import (
+    vtkActor,
+    vtkLightKit,
+    vtkPolyDataMapper,
+    vtkRenderer,
+    vtkRenderWindow,
+    vtkTextActor,
+    vtkWindowToImageFilter,
+)
 
 from landscape.scans.scan import Scan
 from viz import vtkio

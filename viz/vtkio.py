@@ -27,8 +27,7 @@ import numpy as np
 from vtkmodules.util.numpy_support import numpy_to_vtk
 from vtkmodules.vtkCommonCore import vtkPoints
 from vtkmodules.vtkCommonDataModel import vtkCellArray, vtkImageData, vtkPolyData, vtkStructuredGrid
-from vtkmodules.vtkIOXML import (vtkXMLImageDataWriter, vtkXMLPolyDataWriter, vtkXMLStructuredGridWriter,
-                                 vtkXMLWriter)
+from vtkmodules.vtkIOXML import vtkXMLImageDataWriter, vtkXMLPolyDataWriter, vtkXMLStructuredGridWriter, vtkXMLWriter
 
 from landscape.scans.scan import Scan
 from viz.plots import height

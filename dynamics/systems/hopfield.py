@@ -31,6 +31,8 @@ import numpy as np
 from scipy.optimize import brentq, minimize_scalar
 from scipy.special import erf, erfc
 
+from landscape.core.results import jsonable
+
 __all__ = ["store", "energy", "retrieve", "Retrieval", "capacity", "Capacity", "ags_flipped",
            "ags_critical_load", "modern_retrieve"]
 
@@ -97,11 +99,7 @@ class Retrieval:
     seconds: float
 
     def to_dict(self) -> dict:
-        return {"states": self.states.tolist(), "sweeps": self.sweeps.tolist(),
-                "converged": self.converged.tolist(), "cycle": self.cycle.tolist(),
-                "energies": None if self.energies is None else self.energies.tolist(),
-                "orders": None if self.orders is None else self.orders.tolist(), "mode": self.mode,
-                "max_sweeps": self.max_sweeps, "seed": self.seed, "seconds": self.seconds}
+        return jsonable(vars(self))
 
 
 def _sign_keep(h: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -232,13 +230,7 @@ class Capacity:
     seconds: float
 
     def to_dict(self) -> dict:
-        nan_null = lambda a: [v if math.isfinite(v) else None for v in a.tolist()]  # noqa: E731
-        return {"N": self.N, "alphas": self.alphas.tolist(), "patterns": self.patterns.tolist(),
-                "flipped_mean": self.flipped_mean.tolist(), "flipped_std": self.flipped_std.tolist(),
-                "flipped_max": self.flipped_max.tolist(), "retrieved": self.retrieved.tolist(),
-                "converged": self.converged.tolist(), "sweeps": self.sweeps.tolist(),
-                "theory": nan_null(self.theory), "trials": self.trials, "mode": self.mode,
-                "max_sweeps": self.max_sweeps, "seed": self.seed, "seconds": self.seconds}
+        return jsonable(vars(self))
 
 
 def capacity(N: int, alphas, *, trials: int = 1, seed: int = 0, mode: str = "async",

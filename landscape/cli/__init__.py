@@ -6,7 +6,7 @@ reported in one line on stderr with exit code 2.
 
 ``scan`` and ``spectrum`` also run under ``torchrun`` (``torchrun --nproc_per_node N -m landscape
 scan ...``), found from the environment it sets (WORLD_SIZE > 1): ``spectrum`` on the data-parallel
-objective, ``scan`` on a grid split over the processes (``landscape.distributed``). Rank 0 prints
+objective, ``scan`` on a grid split over the processes (``landscape.core.distributed``). Rank 0 prints
 and writes the JSON and figures; the other ranks print only their errors.
 """
 
@@ -25,18 +25,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from landscape.scans import directions as dirs
 from landscape import problems
 from landscape.core import distributed
-from landscape.scans import store as scan_store
-from landscape.linalg.trace import hutchpp
 from landscape.core.objective import Objective
+from landscape.core.results import fingerprint
 from landscape.curvature.operators import hessian
+from landscape.curvature.spectrum import density, eigenvalues
+from landscape.linalg.trace import hutchpp
+from landscape.scans import directions as dirs
+from landscape.scans import store as scan_store
 from landscape.scans.grid import parse_grid
 from landscape.scans.points import STRATEGIES
 from landscape.scans.scan import Scan, scan
 from landscape.scans.scan import load as load_scan
-from landscape.curvature.spectrum import density, eigenvalues
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -163,7 +164,7 @@ def _spectrum(args) -> int:
     summary = {"problem": problem.name, "parameters": obj.space.n, "dtype": str(obj.dtype).removeprefix("torch."),
                "eigenvalues": top.to_dict(), **({"processes": world.size} if world.active else {})}
     if args.trace:
-        trace = hutchpp(H, budget=args.trace_budget)
+        trace = hutchpp(H, n_matvecs=args.trace_budget)
         print(f"trace        {trace.estimate:.6g} +- {trace.stderr:.2g} (Hutch++, {trace.n_matvecs} HVPs)")
         summary["trace"] = trace.to_dict()
     if args.density or args.plot:
@@ -224,7 +225,7 @@ def _scan_directions(args, obj: Objective, k: int, trajectory, stored: dict | No
             raise ValueError("--directions pca needs --trajectory DIR (the checkpoints of a training run)")
         return dirs.pca(obj, trajectory[1], k=k, center=obj.theta0)
     wanted = {"kind": "hessian", "k": k, "which": "largest", "tol": args.tol, "seed": args.seed,
-              "center": dirs.fingerprint(obj.theta0)}
+              "center": fingerprint(obj.theta0)}
     recipe = stored and stored["key"]["recipe"]
     if recipe and all(recipe.get(key) == value for key, value in wanted.items()):
         print("directions   the stored Hessian eigenvectors (same recipe; not recomputed)", flush=True)
@@ -399,7 +400,7 @@ def _demo(args) -> int:
     top = eigenvalues(H, k=3)
     print(f"{'top of H':<12} {', '.join(f'{v:.6g}' for v in top.eigenvalues)} (Lanczos: {top.n_matvecs} HVPs, "
           f"residuals <= {top.residuals.max():.0e}, {'converged' if top.converged else 'NOT converged'})")
-    trace = hutchpp(H, budget=60, seed=0)
+    trace = hutchpp(H, n_matvecs=60, seed=0)
     print(f"{'trace':<12} {trace.estimate:.6g} +- {trace.stderr:.2g} (Hutch++, {trace.n_matvecs} HVPs)")
     rho = density(H, probes=8, steps=40, seed=0, progress=True)
     from viz import plots, vtkio
@@ -455,7 +456,8 @@ def _demo(args) -> int:
 
 
 def _eos(args) -> int:
-    from dynamics.stability import SharpnessTracker, gradient_descent
+    from dynamics.descent import gradient_descent
+    from dynamics.edge_of_stability import SharpnessTracker
 
     if not args.lr or any(not lr > 0 for lr in args.lr):
         raise ValueError(f"--lr must be positive, got {args.lr}")
@@ -480,11 +482,11 @@ def _eos(args) -> int:
         print(f"lr {lr:<9g} 2/lr {h.two_over_lr:.4g}: sharpness {h.sharpness[0, 0]:.4g} at step 0, "
               f"{h.sharpness[-1, 0]:.4g} at step {h.steps[-1]} ({edge:.2f} x 2/lr); loss {run.loss[0]:.4g} -> "
               f"{run.loss[run.steps_done]:.4g}" + (f"; DIVERGED after step {run.steps_done}" if run.diverged else "")
-              + f"; {h.hvps.mean():.1f} HVPs per estimate", flush=True)
+              + f"; {h.n_matvecs.mean():.1f} HVPs per estimate", flush=True)
         runs.append(run)
-    from viz.plots import sharpness
+    from viz.plots import sharpness_history
 
-    sharpness([r.sharpness for r in runs], title=f"{problem.name}: full-batch GD, sharpness and 2/lr",
+    sharpness_history([r.sharpness for r in runs], title=f"{problem.name}: full-batch GD, sharpness and 2/lr",
               path=out / "eos.png")
     summary = {"problem": problem.name, "problem_args": _problem_kwargs(pairs), "parameters": obj.space.n,
                "runs": [r.to_dict() for r in runs]}
@@ -524,15 +526,15 @@ def _lyapunov(args) -> int:
             result = lyapunov.gd_spectrum(obj, args.lr, args.k, **common)
             what, unit = f"gradient descent (lr {args.lr:g}) on {problem.name}", "per step"
     print(f"system       {what}", flush=True)
-    print(f"exponents    {unit}, {result.n_steps} steps ({result.n_products} tangent products) in "
+    print(f"exponents    {unit}, {result.n_steps} steps ({result.n_matvecs} tangent products) in "
           f"{result.seconds:.1f} s:")
     for i, value in enumerate(result.exponents, 1):
         print(f"  {i:>3}  {value: .6f}")
     print(f"sum          {result.exponents.sum():.6f}")
     print(f"Kaplan-Yorke {result.kaplan_yorke:.4f}")
-    from viz.plots import lyapunov as draw
+    from viz.plots import lyapunov_spectrum
 
-    draw(result.exponents, running=result.running, times=result.times, title=f"Lyapunov spectrum: {what}",
+    lyapunov_spectrum(result.exponents, running=result.running, times=result.times, title=f"Lyapunov spectrum: {what}",
          path=out / "lyapunov.png")
     (out / "lyapunov.json").write_text(json.dumps({"system": what, **result.to_dict()}, indent=2))
     print(f"wrote        {out / 'lyapunov.png'} and {out / 'lyapunov.json'}")
@@ -553,7 +555,7 @@ def _flow(args) -> int:
                         atol=args.atol)
     end = -1
     print(f"time         0 to {result.times[end]:g} ({args.steps} GD steps of lr {args.lr:g}); {args.method}, "
-          f"{result.flow.n_grad + result.modified.n_grad} gradients and {result.modified.n_hvp} HVPs for the flows")
+          f"{result.flow.n_gradients + result.modified.n_gradients} gradients and {result.modified.n_matvecs} HVPs for the flows")
     print(f"loss at end  gradient descent {result.gd_loss[end]:.6g}, gradient flow {result.flow.loss[end]:.6g}, "
           f"modified flow {result.modified.loss[end]:.6g}")
     print(f"distance     GD to gradient flow {result.to_flow[end]:.4g}, GD to the modified flow "
@@ -612,7 +614,7 @@ def _path_points(obj: Objective, path, t: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def _connect(args) -> int:
-    from landscape.paths import curves as connectivity
+    from landscape.paths import curves
 
     span = _range(args.range)
     for name in ("points", "bends", "epochs", "batch_size", "plane"):
@@ -657,11 +659,11 @@ def _connect(args) -> int:
         summary["paths"][label] = {**result.to_dict(), "vtp": str(file)}
         (out / "connect.json").write_text(json.dumps(summary, indent=2))
 
-    line = connectivity.curve(obj, model_a, model_b, kind="line")
+    line = curves.curve(obj, model_a, model_b, kind="line")
     if args.curve:
-        connectivity.curve(obj, model_a, model_b, kind=args.curve, bends=args.bends)  # refused now, not after the line
+        curves.curve(obj, model_a, model_b, kind=args.curve, bends=args.bends)  # refused now, not after the line
     t = None if span is None else np.linspace(span[0], span[1], args.points or 25)
-    result = connectivity.evaluate_curve(obj, line, args.points or 25, t=t, metrics=problem.metrics,
+    result = curves.evaluate_curve(obj, line, args.points or 25, t=t, metrics=problem.metrics,
                                          recompute_bn=recompute)
     print(f"ends         loss {result.values['loss'][result.t == 0][0]:.6g} (a), "
           f"{result.values['loss'][result.t == 1][0]:.6g} (b), BatchNorm statistics {result.statistics}; "
@@ -678,12 +680,12 @@ def _connect(args) -> int:
               f"{alignment.moved():.0%} of the hidden units moved; outputs unchanged to {gap:.1e} (relative)",
               flush=True)
         summary["alignment"] = {**alignment.to_dict(), "seed": args.seed, "output_difference": gap}
-        aligned = connectivity.curve(obj, model_a, target, kind="line")
-        report("aligned line", aligned, connectivity.evaluate_curve(obj, aligned, args.points or 25, t=t,
+        aligned = curves.curve(obj, model_a, target, kind="line")
+        report("aligned line", aligned, curves.evaluate_curve(obj, aligned, args.points or 25, t=t,
                                                                     metrics=problem.metrics, recompute_bn=recompute))
     if args.curve:
-        path = connectivity.curve(obj, model_a, target, kind=args.curve, bends=args.bends)
-        path = connectivity.train_curve(obj, path, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+        path = curves.curve(obj, model_a, target, kind=args.curve, bends=args.bends)
+        path = curves.train_curve(obj, path, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                                         seed=args.seed)
         training = path.training
         print(f"{args.curve:<12} {args.bends} bend(s) trained for {training['epochs']} epochs ({training['steps']} "
@@ -691,14 +693,14 @@ def _connect(args) -> int:
               f"{training['loss'][0]:.4g} -> {training['loss'][-1]:.4g}", flush=True)
         path.save(out / "curve.pt")
         summary["curve"] = {"kind": args.curve, "bends": args.bends, "file": str(out / "curve.pt"), **training}
-        result = connectivity.evaluate_curve(obj, path, args.points or 61, metrics=problem.metrics,
+        result = curves.evaluate_curve(obj, path, args.points or 61, metrics=problem.metrics,
                                              recompute_bn=recompute)
         report(args.curve + (", aligned" if args.align else ""), path, result)
         if args.plane:
             summary["plane"] = _curve_plane(args, problem, obj, path, result, out / "plane")
-    from viz.plots import paths
+    from viz.plots import path_losses
 
-    paths(drawn, log=args.log, title=f"{problem.name}: loss along paths from a to b", path=out / "paths.png")
+    path_losses(drawn, log=args.log, title=f"{problem.name}: loss along paths from a to b", path=out / "paths.png")
     (out / "connect.json").write_text(json.dumps(summary, indent=2))
     print(f"wrote        {out / 'paths.png'}, {out / 'connect.json'}, the paths as .vtp"
           + (f", {out / 'curve.pt'}" if args.curve else ""))
@@ -772,10 +774,10 @@ def _hopfield(args) -> int:
         print(f"{alpha:>8.4g} {result.patterns[i]:>6} {result.flipped_mean[i]:>9.3%} {result.flipped_std[i]:>9.3%} "
               f"{theory:>9} {result.retrieved[i]:>9.1%} {result.sweeps[i]:>6.1f}")
     print(f"theory       AGS: critical load {alpha_c:.4f} with {at_c:.2%} flipped; above it no retrieval state")
-    from viz.plots import capacity
+    from viz.plots import hopfield_capacity
 
     dense = np.linspace(0.01, alpha_c, 60)
-    capacity({f"N = {args.n}, {args.mode}": result}, theory=(dense, [hopfield.ags_flipped(a) for a in dense]),
+    hopfield_capacity({f"N = {args.n}, {args.mode}": result}, theory=(dense, [hopfield.ags_flipped(a) for a in dense]),
              critical=alpha_c, path=out / "hopfield.png")
     (out / "hopfield.json").write_text(json.dumps({**result.to_dict(), "alpha_c": alpha_c, "flipped_at_c": at_c},
                                                   indent=2))
@@ -813,7 +815,7 @@ def _infoplane(args) -> int:
 
     widths = _ints(args.widths)
     bin_range = _bin_range(args.range)
-    train, _ = problems._digits(images=False)
+    train, _ = problems.digits(images=False)
     available = len(train[1])
     for name, value, low in (("--epochs", args.epochs, 0), ("--every", args.every, 1),
                              ("--batch-size", args.batch_size, 0), ("--examples", args.examples, 2)):

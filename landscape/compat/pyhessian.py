@@ -26,11 +26,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from landscape.core.objective import Objective
+from landscape.curvature.operators import hessian as hessian_operator
 from landscape.linalg.density import slq
 from landscape.linalg.lanczos import lanczos
 from landscape.linalg.trace import hutchpp
-from landscape.core.objective import Objective
-from landscape.curvature.operators import hessian as hessian_operator
 
 
 class hessian:  # noqa: N801 - PyHessian's name
@@ -57,7 +57,7 @@ class hessian:  # noqa: N801 - PyHessian's name
 
     def trace(self, maxIter=100, tol=1e-3):  # noqa: N803
         """A list of per-probe values whose mean is the Hutch++ estimate of tr(H)."""
-        result = hutchpp(self.operator, budget=max(3, maxIter), rtol=tol)
+        result = hutchpp(self.operator, n_matvecs=max(3, maxIter), rtol=tol)
         return result.samples or [result.estimate]
 
     def density(self, iter=100, n_v=1):  # noqa: A002 - PyHessian's names

@@ -56,7 +56,7 @@ the same to the last bit because:
 tests/landscape/test_distributed.py checks it: the eigenvectors' sha256 is the same on both ranks
 (``World.identical``).
 
-Code that iterates ``obj.batches()`` itself (scans, connectivity's paths, curve training and
+Code that iterates ``obj.batches()`` itself (scans, the paths of landscape.paths.curves, curve training and
 BatchNorm statistics, the linearized model) would see only the local shard, so it refuses an
 active data-parallel objective (``Objective.require_whole_data``); give those a plain ``Objective`` over
 all the data.
@@ -156,7 +156,7 @@ class World:
         return self.min(int(bool(flag))) == 1
 
     def budget(self, device: str | torch.device | None = None, max_memory: int | str | None = None) -> int:
-        """The least over ranks of ``landscape.memory.budget(device, max_memory)``: a budget every rank agrees on,
+        """The least over ranks of ``landscape.core.memory.budget(device, max_memory)``: a budget every rank agrees on,
         so that choices made from it (Lanczos' basis, SLQ's reorthogonalization) are the same everywhere."""
         return self.min(memory.budget(torch.device(device or self.device), max_memory))
 
@@ -415,7 +415,7 @@ class DataParallelObjective(Objective):
         return self._least("device", self.device, self.max_memory)
 
     def host_budget(self) -> int:
-        """The least over ranks of the host's ``landscape.memory.budget``, found once: what Lanczos' ``basis="cpu"``
+        """The least over ranks of the host's ``landscape.core.memory.budget``, found once: what Lanczos' ``basis="cpu"``
         plans with for a CUDA objective."""
         return self._least("host", torch.device("cpu"), None)
 

@@ -14,15 +14,17 @@ The ascents are local searches: they give lower bounds of the maxima (the best l
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
+from landscape.core.objective import Objective
+from landscape.core.renamed import renamed
+from landscape.core.results import jsonable
+from landscape.curvature.operators import hessian
 from landscape.linalg.density import slq
 from landscape.linalg.lanczos import lanczos
 from landscape.linalg.trace import hutchpp
-from landscape.core.objective import Objective
-from landscape.curvature.operators import hessian
 
 Tensor = torch.Tensor
 
@@ -44,15 +46,16 @@ class Sharpness:
     settings: dict
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return jsonable(vars(self))
 
 
-def epsilon_sharpness(obj: Objective, theta: Tensor | None = None, epsilon: float = 1e-3, steps: int = 20,
+@renamed(steps="ascent_steps")
+def epsilon_sharpness(obj: Objective, theta: Tensor | None = None, epsilon: float = 1e-3, ascent_steps: int = 20,
                       seed: int = 0) -> float:
     """Keskar et al.'s sharpness in percent; the box's half-widths are epsilon (|theta_i| + 1).
 
-    Starts at a random point of the box (``seed``), takes ``steps`` sign-gradient steps of
-    2.5 / steps of the half-width, projecting back onto the box, and keeps the best loss.
+    Starts at a random point of the box (``seed``), takes ``ascent_steps`` sign-gradient steps of
+    2.5 / ascent_steps of the half-width, projecting back onto the box, and keeps the best loss.
     """
     theta = obj.point(theta)
     base = obj.loss(theta).item()
@@ -60,20 +63,22 @@ def epsilon_sharpness(obj: Objective, theta: Tensor | None = None, epsilon: floa
     generator = torch.Generator().manual_seed(seed)
     delta = radius * (torch.rand(theta.shape, generator=generator, dtype=torch.float64) * 2 - 1).to(radius)
     best = base
-    for _ in range(steps):
+    for _ in range(ascent_steps):
         value, g = obj.loss_and_grad(theta + delta)
         best = max(best, value.item())
-        delta = torch.clamp(delta + 2.5 / steps * radius * g.sign(), -radius, radius)
+        delta = torch.clamp(delta + 2.5 / ascent_steps * radius * g.sign(), -radius, radius)
     best = max(best, obj.loss(theta + delta).item())
     return 100 * (best - base) / (1 + base)
 
 
+@renamed(steps="ascent_steps")
 def adaptive_sharpness(obj: Objective, theta: Tensor | None = None, rho: float = 0.05, eta: float = 0.01,
-                       steps: int = 20, seed: int = 0) -> float:
+                       ascent_steps: int = 20, seed: int = 0) -> float:
     """Kwon et al.'s adaptive sharpness with T = diag(|theta| + eta) and an l2 ball of radius ``rho``.
 
     Ascent in u (delta = T u): u <- rho * normalize(u + rho * normalize(T g)), which for a
-    quadratic is the power iteration of T H T and reaches 1/2 rho^2 lambda_max(T H T).
+    quadratic is the power iteration of T H T and reaches 1/2 rho^2 lambda_max(T H T), in
+    ``ascent_steps`` steps.
     """
     theta = obj.point(theta)
     base = obj.loss(theta).item()
@@ -82,7 +87,7 @@ def adaptive_sharpness(obj: Objective, theta: Tensor | None = None, rho: float =
     u = torch.randn(theta.shape, generator=generator, dtype=torch.float64).to(theta)
     u = rho * u / u.norm()
     best = base
-    for _ in range(steps):
+    for _ in range(ascent_steps):
         value, g = obj.loss_and_grad(theta + scale * u)
         best = max(best, value.item())
         step = scale * g
@@ -92,10 +97,13 @@ def adaptive_sharpness(obj: Objective, theta: Tensor | None = None, rho: float =
     return best - base
 
 
-def sharpness(obj: Objective, theta: Tensor | None = None, *, tol: float = 1e-6, trace_budget: int = 99,
-              probes: int = 8, steps: int = 40, epsilon: float = 1e-3, rho: float = 0.05, eta: float = 0.01,
+@renamed(trace_budget="trace_matvecs", steps="density_steps")
+def sharpness(obj: Objective, theta: Tensor | None = None, *, tol: float = 1e-6, trace_matvecs: int = 99,
+              probes: int = 8, density_steps: int = 40, epsilon: float = 1e-3, rho: float = 0.05, eta: float = 0.01,
               ascent_steps: int = 20, seed: int = 0) -> Sharpness:
-    """All the measures of this module at ``theta`` (default ``obj.theta0``), with their costs."""
+    """All the measures of this module at ``theta`` (default ``obj.theta0``), with their costs: the trace
+    from ``trace_matvecs`` products, the density from ``probes`` SLQ probes of ``density_steps`` steps,
+    each ascent ``ascent_steps`` gradient steps."""
     theta = obj.point(theta)
     H = hessian(obj, theta)
     cost = {}
@@ -109,8 +117,8 @@ def sharpness(obj: Objective, theta: Tensor | None = None, *, tol: float = 1e-6,
 
     which = "both" if H.shape[0] > 1 else "largest"  # a 1 x 1 Hessian has one eigenvalue, both ends at once
     ends = timed("eigenvalues", lambda: lanczos(H, k=1, which=which, tol=tol, seed=seed), "n_matvecs")
-    trace = timed("trace", lambda: hutchpp(H, budget=trace_budget, seed=seed), "n_matvecs")
-    rho_density = timed("density", lambda: slq(H, probes=probes, steps=steps, seed=seed), "n_matvecs")
+    trace = timed("trace", lambda: hutchpp(H, n_matvecs=trace_matvecs, seed=seed), "n_matvecs")
+    rho_density = timed("density", lambda: slq(H, probes=probes, steps=density_steps, seed=seed), "n_matvecs")
     eps = timed("epsilon_sharpness", lambda: epsilon_sharpness(obj, theta, epsilon, ascent_steps, seed), "n_gradients")
     adaptive = timed("adaptive_sharpness", lambda: adaptive_sharpness(obj, theta, rho, eta, ascent_steps, seed),
                      "n_gradients")
@@ -119,6 +127,7 @@ def sharpness(obj: Objective, theta: Tensor | None = None, *, tol: float = 1e-6,
                      ratio=lam_min / lam_max if lam_max != 0 else float("nan"), trace=trace.estimate,
                      trace_stderr=trace.stderr, negative_mass=rho_density.mass_below(),
                      epsilon_sharpness=eps, adaptive_sharpness=adaptive, cost=cost,
-                     settings={"tol": tol, "trace_budget": trace_budget, "probes": probes, "steps": steps,
+                     settings={"tol": tol, "trace_matvecs": trace_matvecs, "probes": probes,
+                               "density_steps": density_steps,
                                "epsilon": epsilon, "rho": rho, "eta": eta, "ascent_steps": ascent_steps,
                                "seed": seed, "eigenvalues_converged": ends.converged})

@@ -4,7 +4,7 @@
     top = landscape.eigenvalues(H, k=5)                  # Lanczos, residual-checked
     both = landscape.eigenvalues(H, k=3, which="both")   # 3 largest and 3 smallest
     rho = landscape.density(H, probes=16, steps=80)      # stochastic Lanczos quadrature
-    tr = landscape.trace(H, budget=99)                   # Hutch++, with a standard error
+    tr = landscape.trace(H, n_matvecs=99)                # Hutch++, with a standard error
     grid, values = rho.curve()
     layers = landscape.per_layer(obj, k=2)               # each module's diagonal Hessian block
 
@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import torch
 
+from landscape.core.objective import Objective
+from landscape.core.renamed import renamed
+from landscape.curvature.operators import hessian
 from landscape.linalg.density import SpectralDensity, slq
 from landscape.linalg.lanczos import EigenResult, lanczos
 from landscape.linalg.trace import TraceEstimate, hutchinson, hutchpp
-from landscape.core.objective import Objective
-from landscape.curvature.operators import hessian
 
 Tensor = torch.Tensor
 
@@ -49,14 +50,15 @@ def density(op, probes: int = 16, steps: int = 80, seed: int = 0, progress: bool
     return slq(op, probes=probes, steps=steps, seed=seed, progress=progress)
 
 
-def trace(op, method: str = "hutch++", budget: int | None = None, rtol: float | None = None,
+@renamed(budget="n_matvecs")
+def trace(op, method: str = "hutch++", n_matvecs: int | None = None, rtol: float | None = None,
           seed: int = 0) -> TraceEstimate:
-    """tr(op) by Hutch++ (default) or Hutchinson, with a standard error: ``budget`` products
+    """tr(op) by Hutch++ (default) or Hutchinson, with a standard error: ``n_matvecs`` products
     (default 100), or until the standard error is at most ``rtol`` times the estimate."""
     estimators = {"hutch++": hutchpp, "hutchinson": hutchinson}
     if method not in estimators:
         raise ValueError(f"method must be one of {', '.join(estimators)}, got {method!r}")
-    return estimators[method](op, budget=budget, rtol=rtol, seed=seed)
+    return estimators[method](op, n_matvecs=n_matvecs, rtol=rtol, seed=seed)
 
 
 def per_layer(obj: Objective, k: int = 1, which: str = "largest", groups: dict[str, list[str]] | None = None,

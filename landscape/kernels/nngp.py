@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
+from landscape.core.results import jsonable
+
 Tensor = torch.Tensor
 
 # Draws are made this many weights at a time (a fixed count, not a share of free memory,
@@ -118,9 +120,7 @@ class EmpiricalKernel:
     seconds: float
 
     def to_dict(self) -> dict:
-        return {"covariance": self.covariance.tolist(), "stderr": self.stderr.tolist(), "draws": self.draws,
-                "width": self.width, "depth": self.depth, "activation": self.activation,
-                "sigma_w2": self.sigma_w2, "sigma_b2": self.sigma_b2, "seed": self.seed, "seconds": self.seconds}
+        return jsonable(vars(self))
 
 
 def empirical(X: Tensor, *, width: int, depth: int = 1, activation: str = "relu", sigma_w2: float = 1.0,

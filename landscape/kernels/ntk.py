@@ -29,8 +29,8 @@ from torch.func import jacrev, jvp, vjp, vmap
 from torch.utils._pytree import tree_flatten, tree_map
 
 from landscape.core import memory
-from landscape.core.hvp import autograd_on
 from landscape.core.data import move
+from landscape.core.hvp import autograd_on
 from landscape.core.objective import Objective
 from landscape.curvature.operators import CurvatureOperator
 

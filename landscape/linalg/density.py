@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from landscape.core import memory
+from landscape.core.results import jsonable
 
 Tensor = torch.Tensor
 
@@ -33,6 +34,7 @@ class SpectralDensity:
     """SLQ nodes and weights, ``[probes, steps]`` each (NaN-padded where a probe broke down early).
 
     Each probe's weights sum to 1. ``curve()`` gives the broadened density on a grid.
+    ``settings``: the seed, probes and steps that reproduce it.
     """
 
     nodes: np.ndarray
@@ -40,6 +42,7 @@ class SpectralDensity:
     n_matvecs: int
     reorthogonalized: bool
     seconds: float
+    settings: dict
 
     @property
     def probes(self) -> int:
@@ -84,10 +87,7 @@ class SpectralDensity:
         return float(self.weights[ok][self.nodes[ok] < threshold].sum() / self.probes)
 
     def to_dict(self) -> dict:
-        return {"nodes": np.where(np.isfinite(self.nodes), self.nodes, None).tolist(),
-                "weights": np.where(np.isfinite(self.weights), self.weights, None).tolist(),
-                "probes": self.probes, "n_matvecs": self.n_matvecs,
-                "reorthogonalized": self.reorthogonalized, "seconds": self.seconds}
+        return jsonable({**vars(self), "probes": self.probes})
 
 
 def slq(op, probes: int = 16, steps: int = 80, seed: int = 0, reorthogonalize: bool | None = None,
@@ -95,7 +95,7 @@ def slq(op, probes: int = 16, steps: int = 80, seed: int = 0, reorthogonalize: b
     """``probes`` Rademacher probes, ``steps`` Lanczos steps each, in lockstep (one ``[probes, n]`` product a step).
 
     ``reorthogonalize``: full reorthogonalization of each probe's basis (default: when
-    it fits ``max_memory``, see ``landscape.memory.budget``; by default, for an operator of an
+    it fits ``max_memory``, see ``landscape.core.memory.budget``; by default, for an operator of an
     ``Objective`` (``op.obj``), the objective's ``memory_budget()``, which the ranks of a data-parallel
     objective agree on, so that they all make the same choice).
     """
@@ -153,4 +153,5 @@ def slq(op, probes: int = 16, steps: int = 80, seed: int = 0, reorthogonalize: b
         theta, S = np.linalg.eigh(T)
         nodes[p, :m], weights[p, :m] = theta, S[0] ** 2
     return SpectralDensity(nodes=nodes, weights=weights, n_matvecs=n_matvecs,
-                           reorthogonalized=bool(reorthogonalize), seconds=time.perf_counter() - start_time)
+                           reorthogonalized=bool(reorthogonalize), seconds=time.perf_counter() - start_time,
+                           settings={"probes": probes, "steps": steps, "seed": seed})

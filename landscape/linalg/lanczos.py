@@ -26,7 +26,7 @@ of each eigenspace, so of an eigenvalue repeated exactly (or within tol * |lambd
 Lanczos may return one copy and let the next eigenvalues fill the remaining places.
 
 Memory (``basis``), for n parameters, a basis of m vectors (``basis_size``) and k pairs; "kept"
-counts vectors of n, the peak of all tensors alive at once as ``landscape.memory.LiveTensors``
+counts vectors of n, the peak of all tensors alive at once as ``landscape.core.memory.LiveTensors``
 measures it on the CPU (scripts/bench_scale.py prints it against m):
 
 - ``"device"``: 2 (m + 1) float64 on the operator's device (m + 1 when the products are not
@@ -65,7 +65,7 @@ measures it on the CPU (scripts/bench_scale.py prints it against m):
 products, 2 (m + 1) n float64, fit the device budget (``max_memory``); "device" without the
 products when the basis alone fits (the products are not worth moving the basis to the host:
 k more products cost less than the transfers); then "cpu" likewise, for a CUDA operator,
-against the host's budget (``landscape.memory.budget`` of the CPU, or a data-parallel objective's
+against the host's budget (``landscape.core.memory.budget`` of the CPU, or a data-parallel objective's
 ``host_budget()``, the least over ranks); else "none". On a CPU operator the host is the device, and
 ``max_memory`` is its budget. The ranks of a data-parallel objective must make the same choice (their
 products are collectives): an operator with an objective (``op.obj``) plans with the objective's
@@ -103,6 +103,7 @@ from scipy.linalg import eigh_tridiagonal, eigvalsh_tridiagonal
 from tqdm.auto import tqdm
 
 from landscape.core import memory
+from landscape.core.results import jsonable
 
 Tensor = torch.Tensor
 WHICH = ("largest", "smallest", "both")
@@ -134,9 +135,7 @@ class EigenResult:
 
     def to_dict(self) -> dict:
         """The numbers and the cost, without the eigenvectors (JSON-ready)."""
-        return {"eigenvalues": self.eigenvalues.tolist(), "residuals": self.residuals.tolist(),
-                "converged": self.converged, "n_matvecs": self.n_matvecs, "restarts": self.restarts,
-                "which": self.which, "tol": self.tol, "seconds": self.seconds, "settings": self.settings}
+        return jsonable({key: value for key, value in vars(self).items() if key != "eigenvectors"})
 
 
 def _wanted(theta: np.ndarray, k: int, which: str) -> np.ndarray:
@@ -169,7 +168,7 @@ def lanczos(op, k: int = 1, which: str = "largest", tol: float = 1e-6, max_steps
         max_memory: bytes the basis and the kept products may take on the operator's device
             (default: for an operator of an ``Objective``, ``op.obj``, the objective's
             ``memory_budget()``, which the ranks of a data-parallel objective agree on; else the
-            free-memory share of ``landscape.memory.budget``).
+            free-memory share of ``landscape.core.memory.budget``).
         basis: where and how the Krylov basis is kept: "auto" (default), "device", "cpu",
             "float32" or "none" (no basis: the three-term recurrence); the module docstring
             gives each one's memory, accuracy and cost.
@@ -248,7 +247,7 @@ def lanczos(op, k: int = 1, which: str = "largest", tol: float = 1e-6, max_steps
 def _plan(basis: str, device: torch.device, n: int, m: int, max_memory: int | str | None,
           host_memory: int | None = None) -> tuple[str, torch.device | None, torch.dtype | None, bool]:
     """(basis, where it is stored, its dtype, whether the products are kept beside it); ``host_memory``: the
-    host's budget for a CUDA operator (default ``landscape.memory.budget`` of the CPU)."""
+    host's budget for a CUDA operator (default ``landscape.core.memory.budget`` of the CPU)."""
     host = torch.device("cpu")
     device_budget = memory.budget(device, max_memory)
     host_budget = device_budget if device.type == "cpu" else memory.budget(host, host_memory)

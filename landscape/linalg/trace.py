@@ -5,24 +5,28 @@
 - Hutch++ (Meyer, Musco, Musco and Woodruff 2021): with a sketch S of s Rademacher
   columns, Q = orth(H S) captures the large eigenvalues; tr(H) = tr(Q^T H Q) (exact, s
   products) + the Hutchinson estimate of tr((I - QQ^T) H (I - QQ^T)) (the rest). For
-  a budget of m products, s = m / 3. Its error falls as 1/m instead of 1/sqrt(m) once
+  a total of m products, s = m / 3. Its error falls as 1/m instead of 1/sqrt(m) once
   the spectrum's tail is small, which is the case for network Hessians.
 - Diagonal: diag(H) ~ (1/m) sum_i z_i * (H z_i) (Bekas et al. 2007).
 - Frobenius: ||H||_F^2 = E ||H z||^2.
 
-Each takes a fixed ``budget`` of products or a target ``rtol`` (standard error at most
+Each takes a fixed number of products ``n_matvecs`` or a target ``rtol`` (standard error at most
 ``rtol * |estimate|``, checked after every chunk of probes once 10 samples are in).
-Probes are drawn on the CPU from ``seed``, so results do not depend on the device.
+Probes are drawn on the CPU from ``seed``, so results do not depend on the device. Each result
+records what it cost (``n_matvecs``, ``seconds``) and the ``settings`` that reproduce it.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from landscape.core.renamed import renamed
+from landscape.core.results import jsonable
 
 Tensor = torch.Tensor
 MIN_SAMPLES = 10
@@ -33,7 +37,8 @@ class TraceEstimate:
     """``estimate`` +- ``stderr`` (one standard error) after ``n_matvecs`` products.
 
     ``samples`` are per-probe values whose mean is the estimate (for Hutch++, the exact
-    low-rank part plus each residual probe's value).
+    low-rank part plus each residual probe's value); ``settings`` hold the seed, the products
+    asked for (``n_matvecs``, or None with ``rtol``) and the rest that reproduces it.
     """
 
     estimate: float
@@ -42,9 +47,10 @@ class TraceEstimate:
     method: str
     samples: list[float]
     seconds: float
+    settings: dict
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return jsonable(vars(self))
 
 
 @dataclass
@@ -55,10 +61,10 @@ class DiagonalEstimate:
     stderr: Tensor
     n_matvecs: int
     seconds: float
+    settings: dict
 
     def to_dict(self) -> dict:
-        return {"estimate": self.estimate.tolist(), "stderr": self.stderr.tolist(), "n_matvecs": self.n_matvecs,
-                "seconds": self.seconds}
+        return jsonable(vars(self))
 
 
 class _Probes:
@@ -77,14 +83,15 @@ class _Probes:
         return (self.op @ Z.to(self.op.dtype)).to(torch.float64)
 
 
-def _budget(budget: int | None, rtol: float | None, n: int, minimum: int = 1) -> int:
-    if budget is None and rtol is None:
+def _cap(n_matvecs: int | None, rtol: float | None, n: int, minimum: int = 1) -> int:
+    """The most products to spend: ``n_matvecs``, or with ``rtol`` alone max(10 n, 1000); default 100."""
+    if n_matvecs is None and rtol is None:
         return max(100, minimum)
-    if rtol is not None and rtol <= 0:
+    if rtol is not None and not rtol > 0:
         raise ValueError(f"rtol must be positive, got {rtol}")
-    if budget is not None and budget < minimum:
-        raise ValueError(f"budget must be at least {minimum} products, got {budget}")
-    return budget if budget is not None else max(10 * n, 1000)
+    if n_matvecs is not None and n_matvecs < minimum:
+        raise ValueError(f"n_matvecs must be at least {minimum} products, got {n_matvecs}")
+    return n_matvecs if n_matvecs is not None else max(10 * n, 1000)
 
 
 def _mean_and_error(samples: list[float]) -> tuple[float, float]:
@@ -107,26 +114,30 @@ def _hutchinson_samples(probes: _Probes, samples: list[float], cap: int, rtol: f
                 return
 
 
-def hutchinson(op, budget: int | None = None, rtol: float | None = None, seed: int = 0,
+@renamed(budget="n_matvecs")
+def hutchinson(op, n_matvecs: int | None = None, rtol: float | None = None, seed: int = 0,
                chunk: int = 16) -> TraceEstimate:
-    """tr(H) by Hutchinson's estimator: ``budget`` probes (default 100), or until the standard error is at most ``rtol`` |tr|."""
+    """tr(H) by Hutchinson's estimator: ``n_matvecs`` probes (default 100), or until the standard error is at most
+    ``rtol`` |tr|."""
     start = time.perf_counter()
-    cap = _budget(budget, rtol, op.shape[0])
+    cap = _cap(n_matvecs, rtol, op.shape[0])
     samples: list[float] = []
     _hutchinson_samples(_Probes(op, seed), samples, cap, rtol, chunk)
     mean, error = _mean_and_error(samples)
-    return TraceEstimate(mean, error, len(samples), "hutchinson", samples, time.perf_counter() - start)
+    return TraceEstimate(mean, error, len(samples), "hutchinson", samples, time.perf_counter() - start,
+                         {"n_matvecs": n_matvecs, "rtol": rtol, "seed": seed, "chunk": chunk})
 
 
-def hutchpp(op, budget: int | None = None, rtol: float | None = None, seed: int = 0,
+@renamed(budget="n_matvecs")
+def hutchpp(op, n_matvecs: int | None = None, rtol: float | None = None, seed: int = 0,
             sketch: int | None = None, chunk: int = 16) -> TraceEstimate:
-    """tr(H) by Hutch++: a sketch of ``sketch`` products (default budget // 3; with ``rtol``, min(n, 30);
-    at most n and (budget - 1) // 2), as many to apply H to its range, and Hutchinson on the
-    rest (the remaining budget, or until the standard error is at most ``rtol`` |tr|). A
+    """tr(H) by Hutch++: a sketch of ``sketch`` products (default n_matvecs // 3; with ``rtol``, min(n, 30);
+    at most n and (n_matvecs - 1) // 2), as many to apply H to its range, and Hutchinson on the
+    rest (the remaining products, or until the standard error is at most ``rtol`` |tr|). A
     sketch of n spans everything: the trace is then exact, at 2n products."""
     start = time.perf_counter()
     n = op.shape[0]
-    cap = _budget(budget, rtol, n, minimum=3)
+    cap = _cap(n_matvecs, rtol, n, minimum=3)
     s = sketch if sketch is not None else (cap // 3 if rtol is None else 30)
     s = min(s, n, (cap - 1) // 2)
     if s < 1:
@@ -141,38 +152,42 @@ def hutchpp(op, budget: int | None = None, rtol: float | None = None, seed: int 
     mean, error = _mean_and_error(samples) if samples else (low_rank, 0.0)
     if len(samples) == 1:
         error = math.inf
-    return TraceEstimate(mean, error, 2 * s + len(samples), "hutch++", samples, time.perf_counter() - start)
+    return TraceEstimate(mean, error, 2 * s + len(samples), "hutch++", samples, time.perf_counter() - start,
+                         {"n_matvecs": n_matvecs, "rtol": rtol, "seed": seed, "sketch": s, "chunk": chunk})
 
 
-def diagonal(op, budget: int = 100, seed: int = 0, chunk: int = 16) -> DiagonalEstimate:
-    """diag(H) ~ mean of z * (H z) over ``budget`` Rademacher probes, with a per-entry standard error."""
+@renamed(budget="n_matvecs")
+def diagonal(op, n_matvecs: int = 100, seed: int = 0, chunk: int = 16) -> DiagonalEstimate:
+    """diag(H) ~ mean of z * (H z) over ``n_matvecs`` Rademacher probes, with a per-entry standard error."""
     start = time.perf_counter()
-    if budget < 2:
-        raise ValueError(f"budget must be at least 2 products, got {budget}")
+    if n_matvecs < 2:
+        raise ValueError(f"n_matvecs must be at least 2 products, got {n_matvecs}")
     probes = _Probes(op, seed)
     total = torch.zeros(op.shape[0], dtype=torch.float64, device=op.device)
     squares = torch.zeros_like(total)
-    for done in range(0, budget, chunk):
-        Z = probes.draw(min(chunk, budget - done))
+    for done in range(0, n_matvecs, chunk):
+        Z = probes.draw(min(chunk, n_matvecs - done))
         values = Z * probes.apply(Z)
         total += values.sum(0)
         squares += (values**2).sum(0)
-    mean = total / budget
-    variance = (squares - budget * mean**2).clamp_min(0) / (budget - 1)
-    return DiagonalEstimate(mean, (variance / budget).sqrt(), budget, time.perf_counter() - start)
+    mean = total / n_matvecs
+    variance = (squares - n_matvecs * mean**2).clamp_min(0) / (n_matvecs - 1)
+    return DiagonalEstimate(mean, (variance / n_matvecs).sqrt(), n_matvecs, time.perf_counter() - start,
+                            {"n_matvecs": n_matvecs, "seed": seed, "chunk": chunk})
 
 
-def frobenius(op, budget: int = 100, seed: int = 0, chunk: int = 16) -> TraceEstimate:
-    """||H||_F = sqrt(E ||H z||^2) over ``budget`` Rademacher probes; the standard error by the delta method."""
+@renamed(budget="n_matvecs")
+def frobenius(op, n_matvecs: int = 100, seed: int = 0, chunk: int = 16) -> TraceEstimate:
+    """||H||_F = sqrt(E ||H z||^2) over ``n_matvecs`` Rademacher probes; the standard error by the delta method."""
     start = time.perf_counter()
-    if budget < 2:
-        raise ValueError(f"budget must be at least 2 products, got {budget}")
+    if n_matvecs < 2:
+        raise ValueError(f"n_matvecs must be at least 2 products, got {n_matvecs}")
     probes = _Probes(op, seed)
     samples: list[float] = []
-    while len(samples) < budget:
-        Z = probes.draw(min(chunk, budget - len(samples)))
+    while len(samples) < n_matvecs:
+        Z = probes.draw(min(chunk, n_matvecs - len(samples)))
         samples.extend((probes.apply(Z) ** 2).sum(1).tolist())
     mean, error = _mean_and_error(samples)
     norm = math.sqrt(max(mean, 0.0))
-    return TraceEstimate(norm, error / (2 * norm) if norm > 0 else math.inf, budget, "frobenius", samples,
-                         time.perf_counter() - start)
+    return TraceEstimate(norm, error / (2 * norm) if norm > 0 else math.inf, n_matvecs, "frobenius", samples,
+                         time.perf_counter() - start, {"n_matvecs": n_matvecs, "seed": seed, "chunk": chunk})

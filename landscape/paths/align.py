@@ -26,6 +26,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
+from landscape.core.results import jsonable
+
 Tensor = torch.Tensor
 Axes = tuple[str | None, str | None]  # the groups permuting a tensor's dim 0 (outputs) and dim 1 (inputs)
 
@@ -164,9 +166,8 @@ class Alignment:
         return changed / total if total else 0.0
 
     def to_dict(self) -> dict:
-        return {"iterations": self.iterations, "similarity": None if self.similarity is None else list(self.similarity),
-                "seconds": self.seconds, "moved": self.moved(),
-                "units": {g: len(p) for g, p in self.permutations.items()}}
+        return jsonable({"iterations": self.iterations, "similarity": self.similarity, "seconds": self.seconds,
+                         "moved": self.moved(), "units": {g: len(p) for g, p in self.permutations.items()}})
 
 
 def weight_matching(model_a: nn.Module, model_b: nn.Module, *, max_iter: int = 100, seed: int = 0) -> Alignment:

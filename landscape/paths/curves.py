@@ -47,6 +47,7 @@ from torch.utils._pytree import tree_map
 from tqdm.auto import tqdm
 
 from landscape.core.objective import Objective
+from landscape.core.results import jsonable
 from landscape.scans import points as evaluation
 
 Tensor = torch.Tensor
@@ -229,7 +230,7 @@ def batchnorm_statistics(obj: Objective, theta: Tensor) -> dict[str, Tensor]:
     computed with the BatchNorm layers in train mode and every other module in eval mode.
     Returns ``{buffer name: tensor}`` (empty for a model without BatchNorm).
     """
-    obj.require_whole_data("connectivity.batchnorm_statistics")
+    obj.require_whole_data("curves.batchnorm_statistics")
     norms = _norms(obj.model)
     if not norms:
         return {}
@@ -309,15 +310,7 @@ class LossPath:
     seconds: float
 
     def to_dict(self) -> dict:
-        def clean(x):
-            return None if isinstance(x, float) and not math.isfinite(x) else x
-
-        out = {name: clean(getattr(self, name)) for name in ("kind", "bends", "barrier_linear", "barrier_mean",
-                                                              "t_barrier", "t_barrier_mean", "max_loss", "length", "statistics",
-                                                              "n_forward", "seconds")}
-        out["t"] = self.t.tolist()
-        out["values"] = {k: [clean(float(x)) for x in v] for k, v in self.values.items()}
-        return out
+        return jsonable(vars(self))
 
 
 def evaluate_curve(obj: Objective, path: Curve, num: int = 61, *, t=None,
@@ -328,7 +321,7 @@ def evaluate_curve(obj: Objective, path: Curve, num: int = 61, *, t=None,
     ``recompute_bn``: recompute BatchNorm's running statistics at every point; None: along curves
     with bends, not along lines (module docstring).
     """
-    obj.require_whole_data("connectivity.evaluate_curve")
+    obj.require_whole_data("curves.evaluate_curve")
     if t is None:
         if isinstance(num, bool) or not isinstance(num, int) or num < 2:
             raise ValueError(f"num must be an integer of at least 2, got {num!r}")
@@ -398,7 +391,7 @@ def train_curve(obj: Objective, path: Curve, *, epochs: int = 50, lr: float = 0.
     Garipov et al.: the endpoints' running statistics mean nothing at the bends. Returns a new curve
     whose ``training`` records the settings, the steps, the seconds and the mean loss of each epoch.
     """
-    obj.require_whole_data("connectivity.train_curve")
+    obj.require_whole_data("curves.train_curve")
     if path.bends == 0:
         raise ValueError("a line has no bends to train")
     if optimizer not in OPTIMIZERS:

@@ -21,13 +21,13 @@ the same directions on any device.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from landscape.core.objective import Objective
+from landscape.core.results import fingerprint, jsonable
 from landscape.core.space import ParamSpace
 from landscape.curvature.operators import hessian as hessian_operator
 from landscape.curvature.spectrum import eigenvalues
@@ -54,15 +54,9 @@ class Directions:
         return self.vectors.shape[0]
 
     def to_dict(self) -> dict:
-        return {"recipe": self.recipe, "k": len(self), "n": self.vectors.shape[1],
-                "norms": self.vectors.double().norm(dim=1).tolist(), "explained_variance": self.explained_variance,
-                "sha256": fingerprint(self.vectors)}
-
-
-def fingerprint(t: Tensor) -> str:
-    """A short sha256 of a tensor's values (as float64 on the CPU), to recognise parameters and directions."""
-    data = np.ascontiguousarray(t.detach().to("cpu", torch.float64).numpy())
-    return hashlib.sha256(data.tobytes() + str(data.shape).encode()).hexdigest()[:16]
+        return jsonable({"recipe": self.recipe, "k": len(self), "n": self.vectors.shape[1],
+                         "norms": self.vectors.double().norm(dim=1), "explained_variance": self.explained_variance,
+                         "sha256": fingerprint(self.vectors)})
 
 
 def normalize(space: ParamSpace, D: Tensor, center: Tensor, norm: str = "filter", include_1d: bool = False) -> Tensor:
@@ -243,7 +237,7 @@ class Projection:
     relative: np.ndarray
 
     def to_dict(self) -> dict:
-        return {"coords": self.coords.tolist(), "residuals": self.residuals.tolist(), "relative": self.relative.tolist()}
+        return jsonable(vars(self))
 
 
 def project(directions: Directions, trajectory: Tensor, center: Tensor | None = None) -> Projection:

@@ -132,7 +132,7 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
         chunk: points per chunk (flushed to the store together); default 64 for the loop,
             the memory budget's share for batched (at most 1024). A resume uses the stored one.
         meta: extra JSON metadata for the store (the CLI puts the problem's name there).
-        world: a ``landscape.distributed.World`` of several processes: each rank (holding all
+        world: a ``landscape.core.distributed.World`` of several processes: each rank (holding all
             the data) computes its share of the chunks and writes ``store``'s per-rank file;
             every rank returns the merged scan (``points_computed`` and the rate count all
             ranks' points). Call it on every rank. Default: this process alone.

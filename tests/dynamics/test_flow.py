@@ -87,7 +87,7 @@ def test_dopri5_on_the_network_agrees_with_a_fine_fixed_step_rk4(mlp64):
     assert run.loss[-1] < 0.55 * run.loss[0] and np.all(np.diff(run.loss) < 0)  # the flow only descends
     # float32 at its defaults (1e-5 / 1e-7) reaches float32's floor (measured 5.7e-6) in 85 gradients, not 241
     run32 = gradient_flow(mlp64.to(dtype=torch.float32), times, snapshots=True, progress=False)
-    assert rel_dist(run32.snapshots.double(), reference).max() < 2e-5 and run32.n_grad < run.n_grad
+    assert rel_dist(run32.snapshots.double(), reference).max() < 2e-5 and run32.n_gradients < run.n_gradients
 
 
 def test_gd_is_closer_to_the_modified_flow_by_a_factor_lr_on_a_network(mlp64):
@@ -126,7 +126,7 @@ def test_compare_gd_matches_the_closed_forms_of_gd_and_both_flows_on_the_quadrat
     np.testing.assert_allclose(cmp.to_modified, np.linalg.norm(gd - modified, axis=1), rtol=1e-5, atol=1e-9)
     np.testing.assert_allclose(cmp.gd_loss, 0.5 * np.sum(w * ((gd - c) @ Q) ** 2, axis=1), rtol=1e-12)
     np.testing.assert_allclose(cmp.modified.loss, 0.5 * np.sum(w * ((modified - c) @ Q) ** 2, axis=1), rtol=1e-6)
-    assert cmp.modified.n_hvp == cmp.modified.n_grad - len(k) and cmp.flow.n_hvp == 0  # one HVP per evaluation
+    assert cmp.modified.n_matvecs == cmp.modified.n_gradients - len(k) and cmp.flow.n_matvecs == 0  # one HVP per evaluation
     assert json.loads(json.dumps(cmp.to_dict()))["modified"]["settings"]["modified_lr"] == lr
 
 
@@ -153,7 +153,7 @@ def test_stable_rk4_steps_alpha_over_lambda_max_and_matches_the_closed_form(stif
     np.testing.assert_allclose(run.snapshots.numpy(), np.array(rk), rtol=1e-12, atol=1e-14)
     # ... which at h lambda_max = 0.5 is 4e-4 per step off exp(-0.5) in the stiffest mode: 2.5e-5 at t = 0.33
     assert rel_dist(run.snapshots.numpy(), flow_closed_form(w, Q, c, d0, times)).max() < 5e-5
-    assert run.n_grad == 4 * len(run.step_sizes) + len(times) and run.n_hvp == history.hvps.sum()
+    assert run.n_gradients == 4 * len(run.step_sizes) + len(times) and run.n_matvecs == history.n_matvecs.sum()
 
 
 def test_stable_rk4_and_dopri5_follow_the_modified_flow_on_the_quadratic(stiff):
@@ -178,7 +178,7 @@ def test_snapshots_stream_through_the_callback_and_the_solver_runs_in_chunks_wit
     assert chunked.snapshots is None and [t for t, _ in seen] == times.tolist()
     np.testing.assert_allclose(torch.stack([x for _, x in seen]), whole.snapshots, rtol=1e-8)
     np.testing.assert_allclose(chunked.theta, whole.snapshots[-1], rtol=1e-8)
-    assert chunked.n_grad > whole.n_grad  # each of the 7 solver calls started afresh
+    assert chunked.n_gradients > whole.n_gradients  # each of the 7 solver calls started afresh
 
 
 def test_a_loss_that_overflows_is_a_recorded_nan_and_a_clear_stop():

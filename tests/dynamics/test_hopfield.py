@@ -5,8 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from dynamics.systems.hopfield import (ags_critical_load, ags_flipped, capacity, energy, modern_retrieve, retrieve,
-                               store)
+from dynamics.systems.hopfield import ags_critical_load, ags_flipped, capacity, energy, modern_retrieve, retrieve, store
 
 
 def random_patterns(P: int, N: int, seed: int) -> np.ndarray:

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 import landscape
-from dynamics.lyapunov import (flow_spectrum, gd_spectrum, gradient_flow_spectrum, kaplan_yorke,
-                               map_spectrum)
+from dynamics.lyapunov import flow_spectrum, gd_spectrum, gradient_flow_spectrum, kaplan_yorke, map_spectrum
 from dynamics.systems import Henon, Logistic, Lorenz, Rossler
 
 
@@ -40,7 +39,7 @@ def test_gd_exponents_are_log_of_one_minus_lr_times_the_eigenvalues(gd_quadratic
     assert np.abs(result.exponents - expected).max() < 1e-6
     top = gd_spectrum(gd_quadratic, GD_LR, 2, steps=200, transient=100, seed=7)
     assert np.abs(top.exponents - expected[:2]).max() < 1e-6
-    assert result.n_products == 300 * 5 and result.n_evaluations == 300
+    assert result.n_matvecs == 300 * 5 and result.n_evaluations == 300
     assert result.settings["lr"] == GD_LR and result.settings["method"] == "gd"
 
 
@@ -59,7 +58,7 @@ def test_gradient_flow_exponents_are_minus_the_eigenvalues():
     rk4 = np.log(np.abs(1 + z + z**2 / 2 + z**3 / 6 + z**4 / 24)) / dt
     assert np.abs(result.exponents - descending(rk4)).max() < 1e-9  # what RK4 itself gives
     assert result.times[-1] == pytest.approx(100 * dt)
-    assert result.n_products == 475 * 4 * 4 and result.settings["dt"] == dt
+    assert result.n_matvecs == 475 * 4 * 4 and result.settings["dt"] == dt
 
 
 def test_batched_and_one_at_a_time_tangents_agree(gd_quadratic):
@@ -174,7 +173,7 @@ def test_running_finite_time_and_times_fit_together():
     cumulative = np.cumsum(result.finite_time * lengths[:, None], axis=0) / result.times[:, None]
     assert np.allclose(result.running, -np.sort(-cumulative, axis=1), rtol=1e-13, atol=1e-14)
     assert np.all(np.diff(result.exponents) <= 0)
-    assert result.n_steps == 27 and result.n_products == 27 * 2
+    assert result.n_steps == 27 and result.n_matvecs == 27 * 2
 
     flow = flow_spectrum(Lorenz(), dt=0.01, steps=25, interval=10)
     assert np.allclose(flow.times, [0.1, 0.2, 0.25]) and np.array_equal(flow.running[-1], flow.exponents)
@@ -182,7 +181,7 @@ def test_running_finite_time_and_times_fit_together():
     assert data["exponents"] == flow.exponents.tolist() and data["kaplan_yorke"] == flow.kaplan_yorke
     assert len(data["running"]) == 3 and data["settings"]["x0"] == [1.0, 1.0, 1.0]
     assert data["settings"]["system"] == "Lorenz(sigma=10.0, rho=28.0, beta=2.6666666666666665)"
-    assert data["n_products"] == 25 * 4 * 3 and data["n_evaluations"] == 25 * 4
+    assert data["n_matvecs"] == 25 * 4 * 3 and data["n_evaluations"] == 25 * 4
 
 
 def test_directions_lost_to_rounding_are_flagged():

@@ -483,12 +483,13 @@ def test_eos_tracks_sharpness_to_two_over_lr(tmp_path, capsys):
     assert_drawn(tmp_path / "eos.png")
     # the same numbers from the API: the CLI adds nothing of its own
     import landscape
-    from dynamics.stability import SharpnessTracker, gradient_descent
+    from dynamics.descent import gradient_descent
+    from dynamics.edge_of_stability import SharpnessTracker
 
     obj = landscape.load("digits-mlp", steps=0, loss="mse", examples=256).objective()
     run = gradient_descent(obj, 0.1, 2500, tracker=SharpnessTracker(obj, lr=0.1, every=100), progress=False)
     assert np.allclose(run.sharpness.sharpness[:, 0], [row[0] for row in summary["runs"][0]["sharpness"]["sharpness"]])
-    assert f"loss {run.loss[0]:.4g} -> {run.loss[2500]:.4g}; {run.sharpness.hvps.mean():.1f} HVPs per estimate" in out
+    assert f"loss {run.loss[0]:.4g} -> {run.loss[2500]:.4g}; {run.sharpness.n_matvecs.mean():.1f} HVPs per estimate" in out
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -518,7 +519,7 @@ def test_lyapunov_of_lorenz_prints_its_spectrum(tmp_path, capsys):
     printed = [float(v) for v in re.findall(r"^\s+\d\s+(\S+)$", out, re.M)]
     api = flow_spectrum(Lorenz(), dt=0.01, steps=3000, transient=500)
     assert printed == pytest.approx(api.exponents, abs=1e-6)
-    assert f"{api.n_steps} steps ({api.n_products} tangent products)" in out
+    assert f"{api.n_steps} steps ({api.n_matvecs} tangent products)" in out
     assert float(field(out, "sum")) == pytest.approx(-(10 + 1 + 8 / 3), abs=1e-3)  # the trace of J, exactly
     summary = json.loads((tmp_path / "lyapunov.json").read_text())
     assert summary["kaplan_yorke"] == pytest.approx(float(field(out, "Kaplan-Yorke")), abs=1e-4)
@@ -565,7 +566,7 @@ def test_flow_compares_gd_with_both_flows(tmp_path, capsys):
     gf, mf = map(float, re.search(r"GD to gradient flow (\S+), GD to the modified flow (\S+) ", out).groups())
     assert gf == pytest.approx(api.to_flow[-1], rel=1e-3) and mf == pytest.approx(api.to_modified[-1], rel=1e-3)
     assert mf < gf / 10  # O(lr^2) against O(lr)
-    assert f"{api.flow.n_grad + api.modified.n_grad} gradients and {api.modified.n_hvp} HVPs" in out
+    assert f"{api.flow.n_gradients + api.modified.n_gradients} gradients and {api.modified.n_matvecs} HVPs" in out
     assert float(re.search(r"gradient descent (\S+),", out).group(1)) == pytest.approx(api.gd_loss[-1], rel=1e-5)
     from tests.viz.conftest import assert_drawn
 
@@ -589,9 +590,9 @@ def test_connect_reports_the_barriers_alignment_and_curve_of_the_api(mlp_checkpo
     import numpy as np
 
     import landscape
-    from landscape.paths import curves as connectivity
-    from landscape.paths.align import weight_matching
     from landscape.core.objective import Objective
+    from landscape.paths import curves
+    from landscape.paths.align import weight_matching
     from tests.viz.conftest import assert_drawn
 
     a, b = mlp_checkpoints
@@ -603,18 +604,18 @@ def test_connect_reports_the_barriers_alignment_and_curve_of_the_api(mlp_checkpo
     problem = landscape.load("digits-mlp", steps=0)
     model_a, model_b = (landscape.load_checkpoint(copy.deepcopy(problem.model), f) for f in (a, b))
     obj = Objective(model_a, problem.loss_fn, problem.data)
-    line = connectivity.interpolate(obj, model_a, model_b, progress=False)
+    line = curves.interpolate(obj, model_a, model_b, progress=False)
     aligned = weight_matching(model_a, model_b).apply(model_b)
-    straight = connectivity.interpolate(obj, model_a, aligned, progress=False)
+    straight = curves.interpolate(obj, model_a, aligned, progress=False)
     for label, api in (("line", line), ("aligned line", straight)):
         printed = re.search(rf"^{label}\s+barrier (\S+) \(linear, Entezari\) at t = \S+, (\S+) \(mean", out,
                             re.M).groups()
         assert [float(v) for v in printed] == pytest.approx([api.barrier_linear, api.barrier_mean], rel=1e-3)
         np.testing.assert_allclose(summary["paths"][label]["values"]["loss"], api.values["loss"], rtol=1e-6)
     assert straight.barrier_linear < 0.5 * line.barrier_linear  # alignment lowers the barrier
-    curve = connectivity.Curve.load(tmp_path / "curve.pt")
+    curve = curves.Curve.load(tmp_path / "curve.pt")
     assert curve.kind == "bezier" and torch.equal(curve.points[-1], obj.space.flatten(dict(aligned.named_parameters())))
-    api = connectivity.evaluate_curve(obj, curve, progress=False)
+    api = curves.evaluate_curve(obj, curve, progress=False)
     assert summary["paths"]["bezier, aligned"]["barrier_linear"] == pytest.approx(api.barrier_linear, rel=1e-9)
     assert float(re.search(r"outputs unchanged to (\S+) ", out).group(1)) < 1e-5
     for name in ("paths.png", "plane/contour.png", "plane/render.png"):
@@ -805,7 +806,7 @@ def test_ntk_prints_the_kernel_and_the_training_of_a_hand_written_reference(tmp_
     out = capsys.readouterr().out
     summary = json.loads((tmp_path / "ntk.json").read_text())
     model = problems.digits_mlp(hidden=8, steps=0, loss="mse", examples=16).model.double()
-    X, y = problems._digits(images=False)[0]
+    X, y = problems.digits(images=False)[0]
     X, y = X[:16].double(), y[:16]
     def kernel(net):
         J = torch.autograd.functional.jacobian(

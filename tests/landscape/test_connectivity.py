@@ -9,10 +9,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from landscape.paths import curves as C
 from landscape import problems
-from landscape.scans import directions
 from landscape.core.objective import Objective
+from landscape.paths import curves as C
+from landscape.scans import directions
 
 K = 0.3  # tilt of the double well: the two minima have different heights
 

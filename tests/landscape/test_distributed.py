@@ -22,15 +22,15 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorData
 
 import landscape
 from dynamics import linearized
-from dynamics.stability import SharpnessTracker, gradient_descent
+from dynamics.descent import gradient_descent
+from dynamics.edge_of_stability import SharpnessTracker
 from landscape import cli
-from landscape.paths import curves as connectivity
-from landscape.core import distributed
-from landscape.core import memory
+from landscape.core import distributed, memory
+from landscape.core.hvp import MODES
+from landscape.paths import curves
+from landscape.problems import accuracy
 from landscape.scans import directions as dirs
 from landscape.scans import store as scan_store
-from landscape.core.hvp import MODES
-from landscape.problems import accuracy
 from tests.landscape.test_scan import Interrupt, interrupting
 from tests.reference import make
 
@@ -64,8 +64,8 @@ def computations(obj, budget=None) -> dict:
     H = landscape.hessian(obj)
     top = landscape.eigenvalues(H, k=3, max_memory=budget)
     out["eigenvalues"], out["eigenvectors"] = torch.from_numpy(top.eigenvalues.copy()), top.eigenvectors
-    out["hutchinson"] = torch.tensor(landscape.trace(H, method="hutchinson", budget=20, seed=3).estimate)
-    out["hutch++"] = torch.tensor(landscape.trace(H, budget=30, seed=3).estimate)
+    out["hutchinson"] = torch.tensor(landscape.trace(H, method="hutchinson", n_matvecs=20, seed=3).estimate)
+    out["hutch++"] = torch.tensor(landscape.trace(H, n_matvecs=30, seed=3).estimate)
     run = gradient_descent(obj, lr=0.5, steps=4, tracker=SharpnessTracker(obj, every=2, tol=1e-8), progress=False)
     out["gd theta"], out["gd sharpness"] = run.theta, torch.from_numpy(run.sharpness.sharpness)
     return out
@@ -96,13 +96,13 @@ def worker(rank: int, rendezvous: str, out: str) -> None:
                              "n_examples": strided.n_examples}
 
         d = dirs.random(full, k=2, seed=5)
-        path = connectivity.curve(full, full.theta0, full.theta0 + 0.1 * vectors(full.space.n)[0])
+        path = curves.curve(full, full.theta0, full.theta0 + 0.1 * vectors(full.space.n)[0])
         refusals = {"landscape.scan": lambda: landscape.scan(obj, d, GRID, progress=False),
                     "linearized.linearize": lambda: linearized.linearize(obj),
                     "linearized.compare": lambda: linearized.compare(obj, steps=1),
-                    "connectivity.train_curve": lambda: connectivity.train_curve(obj, path, progress=False),
-                    "connectivity.batchnorm_statistics": lambda: connectivity.batchnorm_statistics(obj, obj.theta0),
-                    "connectivity.evaluate_curve": lambda: connectivity.evaluate_curve(obj, path, progress=False)}
+                    "curves.train_curve": lambda: curves.train_curve(obj, path, progress=False),
+                    "curves.batchnorm_statistics": lambda: curves.batchnorm_statistics(obj, obj.theta0),
+                    "curves.evaluate_curve": lambda: curves.evaluate_curve(obj, path, progress=False)}
         found["refusals"] = {}
         for name, call in refusals.items():  # each would see only this rank's shard
             try:
@@ -202,8 +202,8 @@ def test_data_parallel_evaluations_equal_one_process(ranks, single, name):
 
 def test_code_that_reads_the_batches_itself_refuses_a_data_parallel_objective(ranks):
     found, _ = ranks
-    names = ["landscape.scan", "linearized.linearize", "linearized.compare", "connectivity.train_curve",
-             "connectivity.batchnorm_statistics", "connectivity.evaluate_curve"]
+    names = ["landscape.scan", "linearized.linearize", "linearized.compare", "curves.train_curve",
+             "curves.batchnorm_statistics", "curves.evaluate_curve"]
     for rank, f in enumerate(found):
         assert f["refusals"] == {name: f"{name} needs all the data in one process; this data-parallel objective "
                                        f"holds rank {rank}'s shard of 2" for name in names}

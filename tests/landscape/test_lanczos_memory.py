@@ -14,8 +14,8 @@ import landscape.core.hvp as hvp_engine
 import landscape.curvature.operators as operators
 from landscape import Objective
 from landscape.core import memory
-from landscape.linalg import lanczos as L
 from landscape.curvature.operators import MatrixOperator
+from landscape.linalg import lanczos as L
 from tests.landscape.test_hvp import objective, vectors
 from tests.landscape.test_spectrum import check, ends, symmetric
 from tests.reference import dense_hessian, rel
@@ -327,9 +327,10 @@ def test_saved_bytes_counts_the_span_a_view_covers_not_its_whole_storage():
 
 
 def test_graph_bytes_of_a_sliced_batch_equal_those_of_the_batch_alone():
-    from landscape import Objective
     from torch import nn
     from torch.nn import functional as F
+
+    from landscape import Objective
 
     g = torch.Generator().manual_seed(0)
     X, y = torch.randn(8192, 64, generator=g), torch.randint(0, 10, (8192,), generator=g)

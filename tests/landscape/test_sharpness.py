@@ -6,8 +6,8 @@ import torch
 
 import landscape
 from landscape import Objective
-from landscape.problems import Quadratic
 from landscape.curvature.sharpness import adaptive_sharpness, epsilon_sharpness
+from landscape.problems import Quadratic
 from tests.reference import dense_hessian, make
 
 
@@ -31,7 +31,7 @@ def test_adaptive_sharpness_is_the_top_of_t_h_t():
     obj = diagonal_quadratic(a, seed=1)
     T = obj.theta0.abs().numpy() + 0.01
     expected = 0.5 * 0.05**2 * np.max(a * T**2)
-    assert adaptive_sharpness(obj, rho=0.05, eta=0.01, steps=40) == pytest.approx(expected, rel=1e-6)
+    assert adaptive_sharpness(obj, rho=0.05, eta=0.01, ascent_steps=40) == pytest.approx(expected, rel=1e-6)
 
 
 def test_sharpness_on_a_network_against_the_dense_hessian():
@@ -39,7 +39,7 @@ def test_sharpness_on_a_network_against_the_dense_hessian():
     H = dense_hessian(model, loss_fn, X, y).numpy()
     eig = np.linalg.eigvalsh((H + H.T) / 2)
     obj = Objective(model, loss_fn, (X, y))
-    result = landscape.sharpness(obj, tol=1e-10, probes=32, steps=40)
+    result = landscape.sharpness(obj, tol=1e-10, probes=32, density_steps=40)
     assert result.lambda_max == pytest.approx(eig[-1], rel=1e-8)
     assert result.lambda_min == pytest.approx(eig[0], rel=1e-8)
     assert result.ratio == pytest.approx(eig[0] / eig[-1], rel=1e-7)
@@ -82,7 +82,7 @@ def test_one_parameter_models_and_blocks():
     H = dense_hessian(model, torch.nn.functional.mse_loss, X, y, names=["1.weight"]).item()
     assert layers["1"].eigenvalues == pytest.approx([H], rel=1e-8)
     scalar = diagonal_quadratic([3.0])
-    result = landscape.sharpness(scalar, probes=2, steps=1, trace_budget=3)
+    result = landscape.sharpness(scalar, probes=2, density_steps=1, trace_matvecs=3)
     assert result.lambda_max == result.lambda_min == pytest.approx(3.0) and result.trace == pytest.approx(3.0)
 
 

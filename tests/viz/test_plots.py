@@ -35,7 +35,7 @@ def test_height_clips_then_takes_log10():
 def test_curve_draws_the_cuts_through_the_centre(shape, tmp_path):
     scan = synthetic_scan(shape, nan=((2, 2, 1), (1, 1, 1)))
     centre = tuple(int(np.argmin(np.abs(a))) for a in scan.axes)
-    fig = plots.curve(scan, log=True, path=tmp_path / "curve.png")
+    fig = plots.cuts(scan, log=True, path=tmp_path / "curve.png")
     loss_ax, accuracy_ax = fig.axes
     assert loss_ax.get_ylabel() == "loss" and loss_ax.get_yscale() == "log" and accuracy_ax.get_ylabel() == "accuracy"
     assert len(loss_ax.lines) == len(shape)
@@ -117,7 +117,7 @@ def test_sharpness_runs_with_their_two_over_lr_lines(tmp_path):
     lam[3, 0] = np.nan
     runs = [SimpleNamespace(steps=steps, sharpness=lam, loss=np.geomspace(2, 0.01, 10), lr=0.1),
             SimpleNamespace(steps=steps, sharpness=lam[:, 0] * 0.7, loss=np.geomspace(2, 0.05, 10), lr=0.15)]
-    fig = plots.sharpness(runs, path=tmp_path / "sharpness.png")
+    fig = plots.sharpness_history(runs, path=tmp_path / "sharpness.png")
     top, bottom = fig.axes
     np.testing.assert_array_equal(top.lines[0].get_ydata().mask, np.isnan(lam[:, 0]))
     np.testing.assert_array_equal(top.lines[1].get_ydata(), lam[:, 1])
@@ -125,7 +125,7 @@ def test_sharpness_runs_with_their_two_over_lr_lines(tmp_path):
     assert limits == pytest.approx([20.0, 2 / 0.15])
     assert bottom.get_yscale() == "log" and len(bottom.lines) == 2
     assert_drawn(tmp_path / "sharpness.png")
-    one = plots.sharpness(runs[1], log=False).axes
+    one = plots.sharpness_history(runs[1], log=False).axes
     assert len(one[0].lines) == 2 and one[1].get_yscale() == "linear"
 
 
@@ -133,7 +133,7 @@ def test_lyapunov_spectrum_and_convergence(tmp_path):
     exponents = np.array([0.9056, 0.0, -14.5723])
     running = exponents + np.outer(1 / np.arange(1, 51), [1.0, -0.5, 2.0])
     running[0, 1] = np.nan
-    fig = plots.lyapunov(exponents, running=running, times=np.arange(1, 51) * 0.5, path=tmp_path / "lyapunov.png")
+    fig = plots.lyapunov_spectrum(exponents, running=running, times=np.arange(1, 51) * 0.5, path=tmp_path / "lyapunov.png")
     stem, convergence = fig.axes
     markers = stem.containers[0].markerline
     np.testing.assert_array_equal(markers.get_xdata(), [1, 2, 3])
@@ -147,7 +147,7 @@ def test_paths_between_minima_mark_the_endpoints(tmp_path):
     t = np.linspace(0, 1, 11)
     line = 0.1 + np.sin(np.pi * t)
     line[5] = np.nan
-    fig = plots.paths({"line": (t, line), "bezier": (t, 0.1 + 0.2 * np.sin(np.pi * t))}, path=tmp_path / "paths.png")
+    fig = plots.path_losses({"line": (t, line), "bezier": (t, 0.1 + 0.2 * np.sin(np.pi * t))}, path=tmp_path / "paths.png")
     ax = fig.axes[0]
     assert ax.lines[0].get_ydata().mask[5]
     np.testing.assert_array_equal(ax.lines[1].get_xdata(), [0.0, 1.0])

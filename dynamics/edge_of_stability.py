@@ -12,7 +12,7 @@ non-monotonically.
         tracker(step, theta)                  # computes on every 100th step, else returns None
     tracker.history().sharpness               # [T, k]
 
-``gradient_descent(obj, lr, steps, tracker=...)`` is the full-batch GD loop with it built in.
+``dynamics.descent.gradient_descent(obj, lr, steps, tracker=...)`` is the full-batch GD loop with it built in.
 Each estimate is thick-restart Lanczos on the exact Hessian (``landscape.eigenvalues``,
 algebraically largest, so a large negative eigenvalue is never reported as sharpness),
 warm-started from the previous estimate's eigenvectors: the Hessian moves little between
@@ -24,36 +24,31 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from landscape.core.objective import Objective
+from landscape.core.results import jsonable
 from landscape.curvature.operators import hessian
 from landscape.curvature.spectrum import eigenvalues
 
 Tensor = torch.Tensor
 
 
-def _json(values: np.ndarray) -> list:
-    """Floats for JSON, non-finite ones as null."""
-    return [v if math.isfinite(v) else None for v in values.tolist()]
-
-
 @dataclass
 class SharpnessHistory:
     """What a ``SharpnessTracker`` recorded: at ``steps [T]``, the ``loss [T]`` (NaN where not given),
     the top eigenvalues ``sharpness [T, k]`` (descending; column 0 is lambda_max), the Lanczos
-    ``residuals [T, k]``, the ``hvps [T]`` each estimate cost and whether it ``converged [T]``;
+    ``residuals [T, k]``, the ``n_matvecs [T]`` each estimate cost and whether it ``converged [T]``;
     ``two_over_lr`` is GD's stability limit (None without a learning rate)."""
 
     steps: np.ndarray
     loss: np.ndarray
     sharpness: np.ndarray
     residuals: np.ndarray
-    hvps: np.ndarray
+    n_matvecs: np.ndarray
     converged: np.ndarray
     lr: float | None
     warm: bool
@@ -65,10 +60,7 @@ class SharpnessHistory:
         return None if self.lr is None else 2.0 / self.lr
 
     def to_dict(self) -> dict:
-        return {"steps": self.steps.tolist(), "loss": _json(self.loss),
-                "sharpness": self.sharpness.tolist(), "residuals": self.residuals.tolist(),
-                "hvps": self.hvps.tolist(), "converged": self.converged.tolist(), "lr": self.lr,
-                "two_over_lr": self.two_over_lr, "warm": self.warm, "tol": self.tol, "seconds": self.seconds}
+        return jsonable({**vars(self), "two_over_lr": self.two_over_lr})
 
 
 class SharpnessTracker:
@@ -123,64 +115,5 @@ class SharpnessTracker:
             steps=np.array([r[0] for r in rows], dtype=np.int64), loss=np.array([r[1] for r in rows]),
             sharpness=np.array([r[2] for r in rows]).reshape(len(rows), self.k),
             residuals=np.array([r[3] for r in rows]).reshape(len(rows), self.k),
-            hvps=np.array([r[4] for r in rows], dtype=np.int64), converged=np.array([r[5] for r in rows], dtype=bool),
+            n_matvecs=np.array([r[4] for r in rows], dtype=np.int64), converged=np.array([r[5] for r in rows], dtype=bool),
             lr=self.lr, warm=self.warm, tol=self.tol, seconds=self._seconds)
-
-
-@dataclass
-class GDRun:
-    """Full-batch gradient descent: ``loss [steps + 1]`` at every iterate (NaN after a divergence),
-    ``grad_norm [steps + 1]``, the final ``theta [n]``, ``diverged`` (the loss stopped being
-    finite at ``steps_done``), the tracker's ``sharpness`` history, and the cost."""
-
-    lr: float
-    loss: np.ndarray
-    grad_norm: np.ndarray
-    theta: Tensor
-    steps_done: int
-    diverged: bool
-    sharpness: SharpnessHistory | None
-    seconds: float
-    settings: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {"lr": self.lr, "loss": _json(self.loss), "grad_norm": _json(self.grad_norm),
-                "steps_done": self.steps_done, "diverged": self.diverged,
-                "sharpness": None if self.sharpness is None else self.sharpness.to_dict(),
-                "seconds": self.seconds, "settings": self.settings}
-
-
-def gradient_descent(obj: Objective, lr: float, steps: int, *, theta: Tensor | None = None,
-                     tracker: SharpnessTracker | None = None, progress: bool = True) -> GDRun:
-    """theta_{t+1} = theta_t - lr grad L(theta_t) on the full data, from ``theta`` (default ``obj.theta0``),
-    with ``tracker`` (if given) called at every step. A loss that stops being finite ends the run
-    (recorded, not raised)."""
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr}")
-    if steps < 0:
-        raise ValueError(f"steps must be at least 0, got {steps}")
-    start = time.perf_counter()
-    theta = obj.point(theta).clone()
-    losses = np.full(steps + 1, np.nan)
-    norms = np.full(steps + 1, np.nan)
-    diverged, done = False, 0
-    bar = tqdm(total=steps, desc=f"GD lr={lr:g}", unit="step", disable=not progress, dynamic_ncols=True)
-    for step in range(steps + 1):
-        loss, grad = obj.loss_and_grad(theta)
-        losses[step], norms[step] = loss.item(), grad.norm().item()
-        if not (math.isfinite(losses[step]) and math.isfinite(norms[step])):
-            diverged = True
-            break
-        if tracker is not None:
-            sharp = tracker(step, theta, losses[step])
-            if sharp is not None:
-                bar.set_postfix(loss=f"{losses[step]:.4g}", sharpness=f"{sharp:.4g}", refresh=False)
-        done = step
-        if step == steps:
-            break
-        theta = theta - lr * grad
-        bar.update(1)
-    bar.close()
-    return GDRun(lr=lr, loss=losses, grad_norm=norms, theta=theta, steps_done=done, diverged=diverged,
-                 sharpness=None if tracker is None else tracker.history(), seconds=time.perf_counter() - start,
-                 settings={"steps": steps})
