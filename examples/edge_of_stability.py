@@ -17,7 +17,7 @@ from pathlib import Path
 import landscape
 from dynamics.descent import gradient_descent
 from dynamics.edge_of_stability import SharpnessTracker
-from viz.plots import sharpness_history
+from viz.training import sharpness_history
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from dynamics.systems import hopfield
-from viz.plots import hopfield_capacity
+from viz.training import hopfield_capacity
 
 
 def main() -> None:

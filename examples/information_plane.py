@@ -30,7 +30,7 @@ import torch
 
 import landscape
 from dynamics.information import mlp, track
-from viz.plots import information_plane
+from viz.training import information_plane
 
 WIDTHS = (10, 7, 5, 4, 3)
 DROP = 0.5  # bits: a fall from the peak smaller than this is not called compression

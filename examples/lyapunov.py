@@ -24,7 +24,7 @@ import numpy as np
 import landscape
 from dynamics.lyapunov import flow_spectrum, gd_spectrum
 from dynamics.systems import Lorenz
-from viz.plots import lyapunov_spectrum
+from viz.training import lyapunov_spectrum
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ import landscape
 from dynamics import linearized
 from landscape import problems
 from landscape.kernels import nngp, ntk
-from viz.plots import kernel_regime, width_scaling
+from viz.training import kernel_regime, width_scaling
 
 EXAMPLES = 64
 

@@ -5,16 +5,14 @@ Scans are ``landscape.Scan`` objects: ``values[name]`` has shape ``(nx[, ny[, nz
 ``values[i, j]`` at ``(axes[0][i], axes[1][j])``. Points that are not finite (a NaN loss, a
 point a partial scan has not reached) are masked: left blank, never drawn as zero.
 
-- ``curve``: 1D scans, or the cuts through the centre of a 2D or 3D scan, one panel per metric;
+- ``cuts``: 1D scans, or the cuts through the centre of a 2D or 3D scan, one panel per metric;
 - ``contour``: filled contours with log-spaced levels, the trajectory on top (start and end marked);
   a 3D scan shows its slice nearest z = 0;
 - ``surface``: a 3D surface of a 2D scan (or that slice), optionally log10 and clipped at ``zmax``;
-- ``spectral_density``, ``sharpness`` (runs over training, with their 2/lr lines), ``lyapunov``, ``paths``,
-  ``over_time`` (runs of one quantity against time, with the distances between them), ``capacity``
-  (a Hopfield network's flipped bits against its load, with the theory), ``information_plane``
-  (each layer's I(X;T), I(T;Y) over training, coloured by epoch, with the loss), ``kernel_regime``
-  (training against its linearization, with the NTK spectrum) and ``width_scaling`` (the gap and
-  the kernel's change against width, with the fitted power law).
+- ``spectral_density`` (the SLQ density, the eigenvalues marked) and ``path_losses`` (the loss
+  along paths between two models).
+
+Figures of training as a dynamical system are in :mod:`viz.training`; both share ``save``.
 """
 
 from __future__ import annotations
@@ -23,9 +21,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from matplotlib.colors import LogNorm, Normalize
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 from matplotlib.ticker import LogLocator
 
 from landscape.linalg.density import SpectralDensity
@@ -34,13 +31,13 @@ from landscape.scans.scan import Scan
 AXIS_NAMES = ("x", "y", "z")
 
 
-def _save(fig: Figure, path: str | Path | None) -> Figure:
+def save(fig: Figure, path: str | Path | None) -> Figure:
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
 
 
-def _masked(values) -> np.ma.MaskedArray:
+def masked(values) -> np.ma.MaskedArray:
     return np.ma.masked_invalid(np.asarray(values, dtype=np.float64))
 
 
@@ -98,7 +95,7 @@ def cuts(scan: Scan, metrics: Sequence[str] | None = None, *, log: bool = False,
             index = list(centre)
             index[a] = slice(None)
             label = "along d1" if len(scan.axes) == 1 else f"along {AXIS_NAMES[a]} (others at the centre)"
-            ax.plot(coords, _masked(v[tuple(index)]), marker="." if len(coords) <= 30 else None, label=label)
+            ax.plot(coords, masked(v[tuple(index)]), marker="." if len(coords) <= 30 else None, label=label)
         if log and name == "loss":
             ax.set_yscale("log")
         ax.set_ylabel(name)
@@ -107,7 +104,7 @@ def cuts(scan: Scan, metrics: Sequence[str] | None = None, *, log: bool = False,
         axs[0].legend(frameon=False, fontsize="small")
     axs[-1].set_xlabel("coordinate along the direction")
     axs[0].set_title(title or ("1D scan" if len(scan.axes) == 1 else "cuts through the centre"))
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _levels(v: np.ma.MaskedArray, n: int, log: bool) -> tuple[np.ndarray, LogNorm | None]:
@@ -140,16 +137,16 @@ def contour(scan: Scan, metric: str = "loss", *, log: bool = True, levels: int =
     x, y, v, note = _slice2d(scan, metric, "contour")
     if zmax is not None:
         v = np.minimum(v, zmax)
-    masked = _masked(v)
+    shown = masked(v)
     fig = Figure(figsize=(6.4, 5.2), layout="constrained")
     ax = fig.subplots()
-    if masked.count() == 0:
+    if shown.count() == 0:
         ax.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=ax.transAxes)
     else:
-        lv, norm = _levels(masked, levels, log)
+        lv, norm = _levels(shown, levels, log)
         X, Y = np.meshgrid(x, y, indexing="ij")  # values[i, j] at (x[i], y[j])
-        filled = ax.contourf(X, Y, masked, levels=lv, norm=norm, cmap="viridis")
-        ax.contour(X, Y, masked, levels=lv[::3], norm=norm, colors="white", linewidths=0.4, alpha=0.6)
+        filled = ax.contourf(X, Y, shown, levels=lv, norm=norm, cmap="viridis")
+        ax.contour(X, Y, shown, levels=lv[::3], norm=norm, colors="white", linewidths=0.4, alpha=0.6)
         bar = fig.colorbar(filled, ax=ax, ticks=LogLocator(subs=(1, 2, 5)) if norm is not None else None,
                            format="%.3g" if norm is not None else None)
         bar.set_label(metric + (" (log-spaced levels)" if norm is not None else ""))
@@ -167,7 +164,7 @@ def contour(scan: Scan, metric: str = "loss", *, log: bool = True, levels: int =
     ax.set_xlabel("x (along d1)")
     ax.set_ylabel("y (along d2)")
     ax.set_title(title or f"{metric}{note}")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def surface(scan: Scan, metric: str = "loss", *, log: bool = False, zmax: float | None = None,
@@ -178,11 +175,11 @@ def surface(scan: Scan, metric: str = "loss", *, log: bool = False, zmax: float 
     fig = Figure(figsize=(7.0, 5.6), layout="constrained")
     ax = fig.add_subplot(projection="3d")
     X, Y = np.meshgrid(x, y, indexing="ij")
-    masked = _masked(z)
+    shown = masked(z)
     label = ("log10 " if log else "") + metric
-    if masked.count():
-        drawn = ax.plot_surface(X, Y, masked, cmap="viridis", rstride=1, cstride=1, linewidth=0,
-                                antialiased=False, vmin=masked.min(), vmax=masked.max())
+    if shown.count():
+        drawn = ax.plot_surface(X, Y, shown, cmap="viridis", rstride=1, cstride=1, linewidth=0,
+                                antialiased=False, vmin=shown.min(), vmax=shown.max())
         fig.colorbar(drawn, ax=ax, shrink=0.6, pad=0.1).set_label(label)
     ax.set_xlabel("x (along d1)")
     ax.set_ylabel("y (along d2)")
@@ -190,7 +187,7 @@ def surface(scan: Scan, metric: str = "loss", *, log: bool = False, zmax: float 
     ax.view_init(elev=35, azim=-60)
     clip = f", clipped at {zmax:g}" if zmax is not None else ""
     ax.set_title(title or f"{label}{note}{clip}")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def spectral_density(rho: SpectralDensity, *, log: bool = True, sigma: float | None = None,
@@ -212,69 +209,7 @@ def spectral_density(rho: SpectralDensity, *, log: bool = True, sigma: float | N
     ax.set_ylabel("density" + (" (log scale)" if log else ""))
     ax.set_title(title or "Hessian spectral density")
     ax.legend(loc="upper right", frameon=False)
-    return _save(fig, path)
-
-
-def sharpness_history(histories, *, log: bool = True, title: str | None = None, path: str | Path | None = None) -> Figure:
-    """Top Hessian eigenvalue(s) over training, one run or several: each has ``steps [T]``,
-    ``sharpness [T, k]`` (column 0 is lambda_max), ``loss [T]`` and ``lr`` (or None) — a
-    ``dynamics.edge_of_stability.SharpnessHistory`` or anything with those attributes. GD's stability
-    limit 2/lr is dashed in the run's colour; the loss goes in a second panel (log scale)."""
-    runs = histories if isinstance(histories, (list, tuple)) else [histories]
-    fig = Figure(figsize=(6.4, 6.2), layout="constrained")
-    top, bottom = fig.subplots(2, 1, sharex=True)
-    for i, run in enumerate(runs):
-        color = f"C{i}"
-        lam = np.asarray(run.sharpness, dtype=np.float64).reshape(len(run.steps), -1)
-        name = f"lr = {run.lr:g}" if run.lr is not None else f"run {i + 1}"
-        top.plot(run.steps, _masked(lam[:, 0]), color=color, lw=1.4, label=f"{name}: lambda_max")
-        for j in range(1, lam.shape[1]):
-            top.plot(run.steps, _masked(lam[:, j]), color=color, lw=0.7, alpha=0.5)
-        if run.lr is not None:
-            top.axhline(2 / run.lr, color=color, ls="--", lw=1, label=f"2/lr = {2 / run.lr:.4g}")
-        bottom.plot(run.steps, _masked(run.loss), color=color, label=name)
-    top.set_ylabel("top Hessian eigenvalue" + (" (thin: the next ones)" if any(
-        np.asarray(r.sharpness).reshape(len(r.steps), -1).shape[1] > 1 for r in runs) else ""))
-    top.legend(frameon=False, fontsize="small")
-    top.set_title(title or "sharpness over training")
-    bottom.set_ylabel("loss")
-    if log:
-        bottom.set_yscale("log")
-    for ax in (top, bottom):
-        ax.grid(alpha=0.3)
-    bottom.set_xlabel("step")
-    return _save(fig, path)
-
-
-def lyapunov_spectrum(exponents, *, running=None, times=None, title: str | None = None,
-             path: str | Path | None = None) -> Figure:
-    """A Lyapunov spectrum ``[k]`` (largest first) as a stem plot with the zero line; with
-    ``running [T, k]`` (the estimate after each interval, at ``times [T]``) a convergence panel."""
-    lam = np.asarray(exponents, dtype=np.float64).reshape(-1)
-    panels = 2 if running is not None else 1
-    fig = Figure(figsize=(6.4 * panels, 4.0), layout="constrained")
-    axs = np.atleast_1d(fig.subplots(1, panels))
-    index = np.arange(1, len(lam) + 1)
-    axs[0].axhline(0, color="black", lw=0.8)
-    axs[0].stem(index, _masked(lam))
-    axs[0].set_xlabel("index i")
-    axs[0].set_ylabel("exponent lambda_i")
-    axs[0].set_xticks(index if len(lam) <= 20 else index[:: max(1, len(lam) // 10)])
-    axs[0].set_title(title or "Lyapunov spectrum")
-    if running is not None:
-        R = np.asarray(running, dtype=np.float64).reshape(-1, len(lam))
-        t = np.arange(1, len(R) + 1) if times is None else np.asarray(times, dtype=np.float64)
-        for i in range(len(lam)):
-            axs[1].plot(t, _masked(R[:, i]), lw=1, label=f"lambda_{i + 1}" if len(lam) <= 8 else None)
-        axs[1].axhline(0, color="black", lw=0.8)
-        axs[1].set_xlabel("time")
-        axs[1].set_ylabel("running estimate")
-        axs[1].set_title("convergence")
-        if len(lam) <= 8:
-            axs[1].legend(frameon=False, fontsize="small")
-    for ax in axs:
-        ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def path_losses(curves: Mapping[str, tuple], *, ylabel: str = "loss", log: bool = False, title: str | None = None,
@@ -285,7 +220,7 @@ def path_losses(curves: Mapping[str, tuple], *, ylabel: str = "loss", log: bool 
     ax = fig.subplots()
     for label, (t, v) in curves.items():
         t, v = np.asarray(t, dtype=np.float64), np.asarray(v, dtype=np.float64)
-        line, = ax.plot(t, _masked(v), lw=1.5, label=label)
+        line, = ax.plot(t, masked(v), lw=1.5, label=label)
         ends = np.isin(t, (0.0, 1.0)) & np.isfinite(v)
         ax.plot(t[ends], v[ends], "o", color=line.get_color())
     if log:
@@ -295,36 +230,7 @@ def path_losses(curves: Mapping[str, tuple], *, ylabel: str = "loss", log: bool 
     ax.grid(alpha=0.3)
     ax.legend(frameon=False)
     ax.set_title(title or f"{ylabel} along paths between minima")
-    return _save(fig, path)
-
-
-def over_time(times, series: Mapping[str, Sequence], *, gaps: Mapping[str, Sequence] | None = None,
-              ylabel: str = "loss", log: bool = True, title: str | None = None,
-              path: str | Path | None = None) -> Figure:
-    """Several runs of one quantity at the same ``times [T]`` (``{label: values [T]}``, e.g. the loss of
-    gradient descent and of two flows), and, in a second panel, ``gaps`` between them (log scale)."""
-    t = np.asarray(times, dtype=np.float64)
-    fig = Figure(figsize=(6.4, 6.2 if gaps else 4.0), layout="constrained")
-    axs = np.atleast_1d(fig.subplots(2 if gaps else 1, 1, sharex=True))
-    styles = ("-", "--", ":", "-.")
-    for i, (label, values) in enumerate(series.items()):
-        axs[0].plot(t, _masked(values), ls=styles[i % 4], lw=1.5, label=label)
-    axs[0].set_ylabel(ylabel)
-    if log:
-        axs[0].set_yscale("log")
-    axs[0].legend(frameon=False, fontsize="small")
-    axs[0].set_title(title or f"{ylabel} over time")
-    if gaps:
-        for label, values in gaps.items():
-            v = np.asarray(values, dtype=np.float64)
-            axs[1].plot(t, _masked(np.where(v > 0, v, np.nan)), lw=1.2, label=label)
-        axs[1].set_yscale("log")
-        axs[1].set_ylabel("distance")
-        axs[1].legend(frameon=False, fontsize="small")
-    for ax in axs:
-        ax.grid(alpha=0.3)
-    axs[-1].set_xlabel("time (GD step k at t = k lr)")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def scan_figures(scan: Scan, out: str | Path, *, log: bool = False, zmax: float | None = None,
@@ -340,167 +246,3 @@ def scan_figures(scan: Scan, out: str | Path, *, log: bool = False, zmax: float 
         contour(scan, zmax=zmax, path=written[1])
         surface(scan, log=log, zmax=zmax, path=written[2])
     return written
-
-
-def hopfield_capacity(capacities: Mapping[str, object], *, theory: tuple | None = None, critical: float | None = None,
-             title: str | None = None, path: str | Path | None = None) -> Figure:
-    """Storage capacity: ``{label: result}`` with ``alphas``, ``flipped_mean``, ``flipped_std`` and
-    ``retrieved`` arrays (``dynamics.hopfield.Capacity``); ``theory``: ``(alphas, flipped)`` drawn as a
-    line, ``critical``: the critical load, a dashed vertical line. Flipped bits on a log axis (zeros at
-    its floor), the share of patterns retrieved exactly below."""
-    fig = Figure(figsize=(6.4, 5.6), layout="constrained")
-    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(2, 1))
-    floor = 1e-5
-    for label, c in capacities.items():
-        a, m = np.asarray(c.alphas), np.asarray(c.flipped_mean)
-        line, = top.plot(a, np.maximum(m, floor), "o-", ms=4, label=label)
-        top.fill_between(a, np.maximum(m - np.asarray(c.flipped_std), floor), m + np.asarray(c.flipped_std),
-                         color=line.get_color(), alpha=0.15, lw=0)
-        bottom.plot(a, c.retrieved, "o-", ms=4, color=line.get_color())
-    if theory is not None:
-        top.plot(theory[0], np.maximum(theory[1], floor), "k-", lw=1, label="AGS theory (N -> infinity)")
-    for ax in (top, bottom):
-        if critical is not None:
-            ax.axvline(critical, color="gray", ls="--", lw=1)
-        ax.grid(alpha=0.3)
-    if critical is not None:
-        top.text(critical, 0.5, f" alpha_c = {critical:.3f}", transform=top.get_xaxis_transform(), color="gray")
-    top.set_yscale("log")
-    top.set_ylim(floor / 2, 1)
-    top.set_ylabel("flipped bits at the fixed point")
-    top.legend(frameon=False, fontsize="small", loc="lower right")
-    bottom.set_ylabel("retrieved exactly")
-    bottom.set_xlabel("load alpha = P / N")
-    top.set_title(title or "Hopfield network: storage capacity")
-    return _save(fig, path)
-
-
-def _estimator_note(method: str, settings: Mapping) -> str:
-    """"binning, 30 bins over (-1, 1)" / "KDE, noise variance 0.1": what the bits rest on."""
-    if method == "binning":
-        lo_hi = settings.get("range_")
-        where = "the observed range" if lo_hi is None else f"({lo_hi[0]:g}, {lo_hi[1]:g})"
-        return f"binning, {settings.get('bins')} bins over {where}"
-    if method == "kde":
-        return f"KDE, noise variance {settings.get('noise_variance'):g}"
-    return str(method)
-
-
-def information_plane(plane, *, loss: bool = True, title: str | None = None,
-                      path: str | Path | None = None) -> Figure:
-    """The information plane (Shwartz-Ziv & Tishby 2017) of one training run: ``plane`` has ``epochs [E]``,
-    ``layers [L]``, ``I_XT [E, L]`` and ``I_TY [E, L]`` (bits), ``loss [E]``, ``H_Y``, ``method`` and
-    ``settings`` (``dynamics.information.InformationPlane``).
-
-    Left: one trajectory per layer, x = I(X;T), y = I(T;Y), the points coloured by epoch (one shared
-    colour bar), each layer named at its first point (ringed) and its last; H(Y), the most I(T;Y)
-    can be, dashed; the estimator and its settings title the legend. Right, with ``loss``: the
-    training loss against the epoch (log scale). Points that are not finite are left out, never
-    drawn as zero."""
-    epochs = np.asarray(plane.epochs, dtype=np.float64)
-    I_XT = np.asarray(plane.I_XT, dtype=np.float64).reshape(len(epochs), -1)
-    I_TY = np.asarray(plane.I_TY, dtype=np.float64).reshape(len(epochs), -1)
-    fig = Figure(figsize=(10.4 if loss else 7.2, 4.6), layout="constrained")
-    ax, loss_ax = fig.subplots(1, 2, width_ratios=(2.2, 1)) if loss else (fig.subplots(), None)
-    norm = Normalize(epochs.min(), max(epochs.max(), epochs.min() + 1))
-    points = None
-    for j, name in enumerate(plane.layers):
-        x, y = I_XT[:, j], I_TY[:, j]
-        ok = np.isfinite(x) & np.isfinite(y)
-        if not ok.any():
-            continue
-        color = f"C{j % 10}"
-        ax.plot(x[ok], y[ok], "-", color=color, lw=1.0, alpha=0.7, zorder=1, label=str(name))
-        points = ax.scatter(x[ok], y[ok], c=epochs[ok], cmap="viridis", norm=norm, s=22, zorder=2,
-                            edgecolors="none", label=f"_{name} points")
-        ax.plot(x[ok][:1], y[ok][:1], "o", ms=10, mfc="none", mec=color, mew=1.2, zorder=3, label=f"_{name} start")
-        for at, offset in ((-1, (0, 6)), (0, (7, -3))):
-            ax.annotate(str(name), (x[ok][at], y[ok][at]), xytext=offset, textcoords="offset points", color=color,
-                        fontsize="small", fontweight="bold", ha="center" if at else "left", va="bottom" if at else "top")
-    if points is not None:
-        fig.colorbar(points, ax=ax, label="epoch", pad=0.01)
-    ax.axhline(plane.H_Y, color="gray", ls="--", lw=1, zorder=0, label=f"H(Y) = {plane.H_Y:.3g} bits")
-    handles = ax.get_legend_handles_labels()[0] + [Line2D([], [], marker="o", ms=8, mfc="none", mec="0.3", ls="none",
-                                                          label="epoch 0")]
-    ax.legend(handles=handles, title=_estimator_note(plane.method, plane.settings), loc="best", ncols=2,
-              fontsize="small", title_fontsize="small", framealpha=0.8)
-    highest = max([plane.H_Y, *I_TY[np.isfinite(I_TY)]])
-    ax.set_ylim(top=highest * 1.1 if highest > 0 else 0.1)  # room for the names above the last points
-    ax.set_xmargin(0.08)  # room for the names beside the points at either end
-    ax.set_xlabel("I(X;T) (bits)")
-    ax.set_ylabel("I(T;Y) (bits)")
-    ax.grid(alpha=0.3)
-    ax.set_title(title or "information plane")
-    if loss_ax is None:
-        return _save(fig, path)
-    loss_ax.plot(epochs, _masked(plane.loss), "o-", ms=3, color="black", lw=1)
-    if np.any(np.asarray(plane.loss, dtype=np.float64) > 0):
-        loss_ax.set_yscale("log")
-    loss_ax.set_xlabel("epoch")
-    loss_ax.set_ylabel("training loss")
-    loss_ax.grid(alpha=0.3)
-    loss_ax.set_title("loss")
-    return _save(fig, path)
-
-
-def kernel_regime(runs: Mapping[str, object], *, eigenvalues=None, title: str | None = None,
-                  path: str | Path | None = None) -> Figure:
-    """Real training against its linearization: ``{label: run}`` with ``dynamics.linearized.KernelRegime``'s
-    ``times``, ``loss``, ``linear_loss`` and ``gap``. Left: the loss of each run (solid) and of its
-    linearization (dashed); middle: the relative output gap ||f - f_lin|| / ||f_0 - y|| (log);
-    right, with ``eigenvalues`` (the NTK's, any order): its spectrum, largest first (log)."""
-    panels = 3 if eigenvalues is not None else 2
-    fig = Figure(figsize=(4.2 * panels, 3.8), layout="constrained")
-    axs = fig.subplots(1, panels)
-    for label, run in runs.items():
-        t = np.asarray(run.times, dtype=np.float64)
-        line, = axs[0].plot(t, _masked(run.loss), lw=1.5, label=label)
-        axs[0].plot(t, _masked(run.linear_loss), ls="--", lw=1.2, color=line.get_color())
-        gap = np.asarray(run.gap, dtype=np.float64)
-        axs[1].plot(t[1:], _masked(np.where(gap[1:] > 0, gap[1:], np.nan)), lw=1.5, color=line.get_color(),
-                    label=label)
-    axs[0].plot([], [], "k--", lw=1.2, label="linearized")
-    axs[0].set_yscale("log")
-    axs[0].set_ylabel("training loss")
-    axs[0].legend(frameon=False, fontsize="small")
-    axs[1].set_yscale("log")
-    axs[1].set_ylabel("||f - f_lin|| / ||f_0 - y||")
-    for ax in axs[:2]:
-        ax.set_xlabel("time (GD step k at t = k lr)")
-        ax.grid(alpha=0.3)
-    if eigenvalues is not None:
-        lam = np.sort(np.asarray(eigenvalues, dtype=np.float64))[::-1]
-        shown = lam > lam[0] * 1e-12
-        axs[2].plot(np.arange(1, shown.sum() + 1), lam[shown], ".", ms=3)
-        axs[2].set_xscale("log")
-        axs[2].set_yscale("log")
-        axs[2].set_xlabel("index")
-        axs[2].set_ylabel("NTK eigenvalue")
-        axs[2].grid(alpha=0.3)
-    fig.suptitle(title or "training against its linearization (the kernel regime)")
-    return _save(fig, path)
-
-
-def width_scaling(sweep, *, title: str | None = None, path: str | Path | None = None) -> Figure:
-    """How far training leaves the kernel regime against width (``dynamics.linearized.WidthSweep``):
-    the largest relative output gap and the kernel's relative change, each seed a small point, the
-    seed means joined, and the fitted power law of the gap dashed with its rate. Log-log."""
-    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
-    ax = fig.subplots()
-    w = np.asarray(sweep.widths, dtype=np.float64)
-    for values, label, marker in ((sweep.max_gap, "max_t ||f - f_lin|| / ||f_0 - y||", "o"),
-                                  (sweep.kernel_change, "||Theta_T - Theta_0||_F / ||Theta_0||_F", "s")):
-        v = np.asarray(values, dtype=np.float64)
-        line, = ax.plot(w, v.mean(1), marker + "-", ms=5, label=label)
-        ax.plot(np.repeat(w, v.shape[1]), v.reshape(-1), marker, ms=2.5, alpha=0.5, color=line.get_color())
-    dense = np.geomspace(w.min(), w.max(), 50)
-    ax.plot(dense, sweep.prefactor * dense ** -sweep.rate, "k--", lw=1,
-            label=f"fit: gap ~ width^-{sweep.rate:.2f} (kernel: width^-{sweep.kernel_rate:.2f})")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("width")
-    ax.set_ylabel("relative change")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(frameon=False, fontsize="small")
-    ax.set_title(title or "leaving the kernel regime as width shrinks")
-    return _save(fig, path)

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from landscape import problems
-from landscape.core import distributed
+from landscape.core import data_parallel, distributed
+from landscape.core.data_parallel import DataParallelObjective
 from landscape.core.objective import Objective
 from landscape.core.results import fingerprint
 from landscape.curvature.operators import hessian
@@ -123,7 +124,7 @@ def _objective(args, problem: problems.Problem, data_parallel: bool = False) -> 
     kwargs = {"params": args.params, "device": _device(args.device),
               "dtype": DTYPES[args.dtype] if args.dtype else None}
     if data_parallel and args.world.active:
-        return distributed.DataParallelObjective(problem.model, problem.loss_fn, problem.data, world=args.world,
+        return DataParallelObjective(problem.model, problem.loss_fn, problem.data, world=args.world,
                                                  batch_size=problem.batch_size, **kwargs)
     return problem.objective(**kwargs)
 
@@ -230,7 +231,7 @@ def _scan_directions(args, obj: Objective, k: int, trajectory, stored: dict | No
     if recipe and all(recipe.get(key) == value for key, value in wanted.items()):
         print("directions   the stored Hessian eigenvectors (same recipe; not recomputed)", flush=True)
         return dirs.Directions(torch.from_numpy(stored["directions"]).to(obj.device, obj.dtype), recipe)
-    found = dirs.hessian(distributed.data_parallel(obj, args.world) if args.world.active else obj, k=k, tol=args.tol,
+    found = dirs.hessian(data_parallel.data_parallel(obj, args.world) if args.world.active else obj, k=k, tol=args.tol,
                          seed=args.seed)
     print(f"directions   top {k} Hessian eigenvectors, eigenvalues "
           f"{', '.join(f'{v:.6g}' for v in found.recipe['eigenvalues'])}", flush=True)
@@ -484,7 +485,7 @@ def _eos(args) -> int:
               f"{run.loss[run.steps_done]:.4g}" + (f"; DIVERGED after step {run.steps_done}" if run.diverged else "")
               + f"; {h.n_matvecs.mean():.1f} HVPs per estimate", flush=True)
         runs.append(run)
-    from viz.plots import sharpness_history
+    from viz.training import sharpness_history
 
     sharpness_history([r.sharpness for r in runs], title=f"{problem.name}: full-batch GD, sharpness and 2/lr",
               path=out / "eos.png")
@@ -532,7 +533,7 @@ def _lyapunov(args) -> int:
         print(f"  {i:>3}  {value: .6f}")
     print(f"sum          {result.exponents.sum():.6f}")
     print(f"Kaplan-Yorke {result.kaplan_yorke:.4f}")
-    from viz.plots import lyapunov_spectrum
+    from viz.training import lyapunov_spectrum
 
     lyapunov_spectrum(result.exponents, running=result.running, times=result.times, title=f"Lyapunov spectrum: {what}",
          path=out / "lyapunov.png")
@@ -563,7 +564,7 @@ def _flow(args) -> int:
     for run, name in ((result.flow, "gradient flow"), (result.modified, "modified flow")):
         if run.message:
             print(f"note         {name}: {run.message}")
-    from viz.plots import over_time
+    from viz.training import over_time
 
     over_time(result.times, {"gradient descent": result.gd_loss, "gradient flow": result.flow.loss,
                              "modified flow (L + lr/4 |grad L|^2)": result.modified.loss},
@@ -774,7 +775,7 @@ def _hopfield(args) -> int:
         print(f"{alpha:>8.4g} {result.patterns[i]:>6} {result.flipped_mean[i]:>9.3%} {result.flipped_std[i]:>9.3%} "
               f"{theory:>9} {result.retrieved[i]:>9.1%} {result.sweeps[i]:>6.1f}")
     print(f"theory       AGS: critical load {alpha_c:.4f} with {at_c:.2%} flipped; above it no retrieval state")
-    from viz.plots import hopfield_capacity
+    from viz.training import hopfield_capacity
 
     dense = np.linspace(0.01, alpha_c, 60)
     hopfield_capacity({f"N = {args.n}, {args.mode}": result}, theory=(dense, [hopfield.ags_flipped(a) for a in dense]),
@@ -866,7 +867,7 @@ def _infoplane(args) -> int:
         print(f"{name:<6} {width:>5} {plane.I_XT[0, j]:>12.3f} {column[peak]:>7.3f} {plane.epochs[peak]:>7} "
               f"{plane.I_XT[last, j]:>7.3f} {plane.I_TY[0, j]:>12.3f} {plane.I_TY[last, j]:>7.3f}")
     print(f"loss         {plane.loss[0]:.4f} at epoch 0, {plane.loss[last]:.4f} at epoch {plane.epochs[last]}")
-    from viz.plots import information_plane
+    from viz.training import information_plane
 
     information_plane(plane, title=f"digits, {architecture} {args.activation}: information plane",
                       path=out / "infoplane.png")
@@ -902,7 +903,7 @@ def _ntk_problem(args, **overrides) -> problems.Problem:
 
 def _ntk(args) -> int:
     from dynamics import linearized
-    from viz.plots import kernel_regime, width_scaling
+    from viz.training import kernel_regime, width_scaling
 
     if args.steps < 1 or args.every < 1:
         raise ValueError(f"--steps and --every must be at least 1, got {args.steps} and {args.every}")

@@ -1,5 +1,9 @@
-"""Algorithms over the operator protocol: ``shape (n, n)``, ``dtype``, ``device`` and ``op @ V [k, n]``."""
+"""Algorithms over the operator protocol: ``shape (n, n)``, ``dtype``, ``device`` and ``op @ V [k, n]``.
 
-from landscape.linalg import density, lanczos
+``lanczos`` (extreme eigenpairs; ``three_term`` is its basis-free variant), ``trace`` (Hutchinson,
+Hutch++, diagonal, Frobenius norm) and ``density`` (stochastic Lanczos quadrature).
+"""
 
-__all__ = ["density", "lanczos"]
+from landscape.linalg import density, lanczos, three_term, trace
+
+__all__ = ["density", "lanczos", "three_term", "trace"]

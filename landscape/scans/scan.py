@@ -139,7 +139,7 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
     """
     world = world if world is not None and world.active else None
     if world is not None:
-        from landscape.core.distributed import DataParallelObjective
+        from landscape.core.data_parallel import DataParallelObjective
 
         if isinstance(obj, DataParallelObjective):
             raise ValueError("a distributed scan splits the grid, not the data: give every rank a plain Objective "

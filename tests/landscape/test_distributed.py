@@ -25,7 +25,7 @@ from dynamics import linearized
 from dynamics.descent import gradient_descent
 from dynamics.edge_of_stability import SharpnessTracker
 from landscape import cli
-from landscape.core import distributed, memory
+from landscape.core import data_parallel, distributed, memory
 from landscape.core.hvp import MODES
 from landscape.paths import curves
 from landscape.problems import accuracy
@@ -79,9 +79,9 @@ def worker(rank: int, rendezvous: str, out: str) -> None:
     found, ok = {"world": world.to_dict()}, False
     try:
         full = objective()
-        obj = distributed.data_parallel(full, world)
+        obj = data_parallel.data_parallel(full, world)
         found["n_examples"] = obj.n_examples
-        found["float32 stays data-parallel"] = isinstance(obj.to(torch.float32), distributed.DataParallelObjective)
+        found["float32 stays data-parallel"] = isinstance(obj.to(torch.float32), data_parallel.DataParallelObjective)
         found["auto mode"] = obj.resolve_mode()
         values = computations(obj, budget=world.budget())
         found["values"] = values
@@ -90,7 +90,7 @@ def worker(rank: int, rendezvous: str, out: str) -> None:
         found["a difference is seen"] = not world.identical(torch.tensor(1.0 + 2.0**-52 * rank, dtype=torch.float64))
         model, loss_fn, X, y = make("cnn-bn", n_examples=EXAMPLES)
         batches = [(X[i:i + BATCH], y[i:i + BATCH]) for i in range(0, EXAMPLES, BATCH)]  # 8, the last of 21
-        strided = distributed.DataParallelObjective(model, loss_fn, batches, world=world)  # batches 0, 2, 4, 6 or 1, 3, 5, 7
+        strided = data_parallel.DataParallelObjective(model, loss_fn, batches, world=world)  # batches 0, 2, 4, 6 or 1, 3, 5, 7
         V = vectors(strided.space.n)
         found["iterable"] = {"loss": strided.loss(), "grad": strided.grad(), "batched hvp": strided.hvp(V),
                              "n_examples": strided.n_examples}
@@ -151,7 +151,7 @@ def worker(rank: int, rendezvous: str, out: str) -> None:
         real = memory.budget
         memory.budget = lambda device, max_memory=None: free if max_memory is None else memory.parse_bytes(max_memory)
         try:
-            fresh = distributed.data_parallel(objective(), world)
+            fresh = data_parallel.data_parallel(objective(), world)
             top = landscape.eigenvalues(landscape.hessian(fresh), k=2, tol=1e-10)
             found["budgets"] = {"device": fresh.memory_budget(), "host": fresh.host_budget(), "rows": rows}
         finally:
@@ -308,16 +308,16 @@ def test_ranks_with_different_data_refuse_to_scan(ranks):
 def test_a_data_parallel_objective_is_refused_by_a_scan_and_a_single_process_world_is_a_no_op():
     world = distributed.init()
     assert world.size == 1 and world.rank == 0 and not world.active and world.backend is None
-    obj = distributed.data_parallel(objective(), world)
+    obj = data_parallel.data_parallel(objective(), world)
     plain = objective()
     assert obj.n_examples == EXAMPLES
     assert torch.equal(obj.loss(), plain.loss())
-    assert distributed.shard_range(301, 0, 2) == (0, 151) and distributed.shard_range(301, 1, 2) == (151, 301)
-    assert [distributed.shard_range(10, r, 4) for r in range(4)] == [(0, 3), (3, 6), (6, 8), (8, 10)]
+    assert data_parallel.shard_range(301, 0, 2) == (0, 151) and data_parallel.shard_range(301, 1, 2) == (151, 301)
+    assert [data_parallel.shard_range(10, r, 4) for r in range(4)] == [(0, 3), (3, 6), (6, 8), (8, 10)]
     batches = [(torch.zeros(1), torch.zeros(1)) for _ in range(5)]
-    assert len(distributed.shard(batches, distributed.World(rank=1, size=2))) == 2
+    assert len(data_parallel.shard(batches, distributed.World(rank=1, size=2))) == 2
     with pytest.raises(ValueError, match="cannot be shared by 3 processes"):
-        distributed.shard(batches[:2], distributed.World(rank=0, size=3))
+        data_parallel.shard(batches[:2], distributed.World(rank=0, size=3))
     with pytest.raises(ValueError, match="splits the grid, not the data"):
         landscape.scan(obj, dirs.random(plain, k=1), "-1:1:3", world=distributed.World(rank=0, size=2),
                        progress=False)
@@ -329,9 +329,9 @@ def test_a_shuffled_data_loader_is_refused_by_shard():
     for loader in (DataLoader(TensorDataset(X, y), batch_size=4, shuffle=True),
                    DataLoader(TensorDataset(X, y), batch_sampler=BatchSampler(RandomSampler(X), 4, False))):
         with pytest.raises(ValueError, match="shuffled DataLoader.*DistributedSampler and pass sharded=True"):
-            distributed.shard(loader, two)
-        assert distributed.shard(loader, distributed.World()) is loader  # one process reads every batch
-    in_order = distributed.shard(DataLoader(TensorDataset(X, y), batch_size=4), two)
+            data_parallel.shard(loader, two)
+        assert data_parallel.shard(loader, distributed.World()) is loader  # one process reads every batch
+    in_order = data_parallel.shard(DataLoader(TensorDataset(X, y), batch_size=4), two)
     assert [len(b[1]) for b in in_order] == [4, 4, 4, 4]  # batches 0, 2, 4, 6 of 8
 
 

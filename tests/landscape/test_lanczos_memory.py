@@ -16,6 +16,7 @@ from landscape import Objective
 from landscape.core import memory
 from landscape.curvature.operators import MatrixOperator
 from landscape.linalg import lanczos as L
+from landscape.linalg import three_term
 from tests.landscape.test_hvp import objective, vectors
 from tests.landscape.test_spectrum import check, ends, symmetric
 from tests.reference import dense_hessian, rel
@@ -119,11 +120,11 @@ def test_ghost_test_leaves_exactly_the_true_distinct_eigenvalues():
     A = symmetric(np.r_[top, np.linspace(0, 1, 295)])
     start = torch.randn(300, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     alphas, betas = [], []
-    for _ in zip(range(201), L._krylov(MatrixOperator(A), start / start.norm(), alphas, betas)):
+    for _ in zip(range(201), three_term.krylov(MatrixOperator(A), start / start.norm(), alphas, betas)):
         pass
     raw = eigvalsh_tridiagonal(np.array(alphas), np.array(betas[:-1]))
     assert np.sum(raw > 1.5) > 3 * len(top)  # 200 steps without reorthogonalization: many ghost copies
-    good, bounds, _, dropped = L._good_ritz(alphas, betas, tol=1e-10)
+    good, bounds, _, dropped = three_term.good_ritz(alphas, betas, tol=1e-10)
     assert np.allclose(np.sort(good[good > 1.5])[::-1], top, rtol=0, atol=1e-12 * 10)
     assert dropped >= np.sum(raw > 1.5) - len(top)
     result = L.lanczos(MatrixOperator(A), k=5, tol=1e-12, basis="none")  # through the public path
@@ -198,17 +199,17 @@ def test_auto_takes_the_first_option_that_fits(monkeypatch):
             (rows - 1, rows, ("cpu", cpu, torch.float64, False)),
             (rows - 1, rows - 1, ("none", None, None, False))]:
         budgets.update(cuda=device_budget, cpu=host_budget)
-        assert L._plan("auto", cuda, n, m, None) == expected
+        assert L.plan_basis("auto", cuda, n, m, None) == expected
     budgets.update(cuda=rows, cpu=0)
-    assert L._plan("float32", cuda, n, m, None) == ("float32", cuda, torch.float32, True)
+    assert L.plan_basis("float32", cuda, n, m, None) == ("float32", cuda, torch.float32, True)
     budgets.update(cuda=rows // 2, cpu=rows)
-    assert L._plan("float32", cuda, n, m, None) == ("float32", cuda, torch.float32, False)
+    assert L.plan_basis("float32", cuda, n, m, None) == ("float32", cuda, torch.float32, False)
     budgets.update(cuda=rows // 2 - 1, cpu=rows)
-    assert L._plan("float32", cuda, n, m, None) == ("float32", cpu, torch.float32, True)
+    assert L.plan_basis("float32", cuda, n, m, None) == ("float32", cpu, torch.float32, True)
     budgets.update(cpu=rows)  # on a CPU operator the host is the device: no "cpu" step
-    assert L._plan("auto", cpu, n, m, rows)[:2] == ("device", cpu)
+    assert L.plan_basis("auto", cpu, n, m, rows)[:2] == ("device", cpu)
     budgets.update(cpu=rows - 1)
-    assert L._plan("auto", cpu, n, m, rows - 1)[0] == "none"
+    assert L.plan_basis("auto", cpu, n, m, rows - 1)[0] == "none"
 
 
 def test_products_not_kept_cost_k_more_and_change_nothing_else():
