@@ -8,7 +8,7 @@ import landscape
 from landscape import Objective
 from landscape.curvature.operators import MatrixOperator
 from landscape.linalg.trace import diagonal, frobenius, hutchinson, hutchpp
-from tests.landscape.test_spectrum import symmetric
+from tests.landscape.curvature.test_spectrum import symmetric
 from tests.reference import dense_hessian, make
 
 

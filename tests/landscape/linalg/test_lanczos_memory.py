@@ -17,8 +17,8 @@ from landscape.core import memory
 from landscape.curvature.operators import MatrixOperator
 from landscape.linalg import lanczos as L
 from landscape.linalg import three_term
-from tests.landscape.test_hvp import objective, vectors
-from tests.landscape.test_spectrum import check, ends, symmetric
+from tests.landscape.core.test_hvp import objective, vectors
+from tests.landscape.curvature.test_spectrum import check, ends, symmetric
 from tests.reference import dense_hessian, rel
 
 STORED = ("device", "cpu", "float32")

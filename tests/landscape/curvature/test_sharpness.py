@@ -88,7 +88,7 @@ def test_one_parameter_models_and_blocks():
 
 def test_negative_mass_ignores_rounding_around_a_null_space():
     from landscape.curvature.operators import MatrixOperator
-    from tests.landscape.test_spectrum import symmetric
+    from tests.landscape.curvature.test_spectrum import symmetric
 
     A = symmetric(np.r_[np.zeros(95), 1.0, 2.0, 3.0, 4.0, 50.0])
     assert landscape.density(MatrixOperator(A), probes=4).mass_below() == 0.0
