@@ -40,6 +40,7 @@ import torch
 from torch.utils._pytree import tree_map
 from tqdm.auto import tqdm
 
+from landscape.core.data import examples
 from landscape.core.objective import Objective
 from landscape.core.results import jsonable
 from landscape.kernels import ntk
@@ -197,7 +198,7 @@ def linearize(obj: Objective, *, theta: Tensor | None = None, X_test=None, seed:
     result = Linearized(theta, kernel, eigenvalues.clamp_min(0), eigenvectors, torch.cat(f0), torch.cat(targets),
                         float(np.mean(scales)), inputs=X)
     if X_test is not None:
-        result.test_inputs, m_test = ntk._examples(obj, X_test, "X_test")
+        result.test_inputs, m_test = examples(X_test, obj.device, obj.dtype, "X_test")
         result.test_kernel = _flat_kernel(ntk.kernel(obj, result.test_inputs, X, theta=theta))
         with obj.configured(), torch.no_grad():
             result.f0_test = obj.forward(theta, result.test_inputs).reshape(m_test, -1)

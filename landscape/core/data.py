@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import torch
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_flatten, tree_map
 
 Tensor = torch.Tensor
 
@@ -33,6 +33,20 @@ def move(x, device: torch.device, dtype: torch.dtype):
     if isinstance(x, (tuple, list)):
         return type(x)(move(v, device, dtype) for v in x)
     return x
+
+
+def examples(X, device: torch.device, dtype: torch.dtype, name: str = "X") -> tuple[object, int]:
+    """Inputs ``X`` (a tensor ``[m, ...]``, or a tuple or dict of them) checked and moved to ``device``
+    (floating ones in ``dtype``), and their number m; a bad ``X`` is refused naming it ``name``."""
+    X = move(X, device, dtype)
+    leaves = tree_flatten(X)[0]
+    if not leaves or not all(isinstance(t, Tensor) and t.ndim >= 1 for t in leaves):
+        raise ValueError(f"{name} must be a tensor [m, ...] of inputs, or a tuple or dict of such tensors")
+    m = leaves[0].shape[0]
+    if m == 0 or any(t.shape[0] != m for t in leaves):
+        raise ValueError(f"{name} must hold m >= 1 examples along the first dimension of every tensor, got "
+                         f"shapes {[tuple(t.shape) for t in leaves]}")
+    return X, m
 
 
 def inputs(X) -> tuple[tuple, dict]:

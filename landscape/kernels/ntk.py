@@ -29,7 +29,7 @@ from torch.func import jacrev, jvp, vjp, vmap
 from torch.utils._pytree import tree_flatten, tree_map
 
 from landscape.core import memory
-from landscape.core.data import move
+from landscape.core.data import examples
 from landscape.core.hvp import autograd_on
 from landscape.core.objective import Objective
 from landscape.curvature.operators import CurvatureOperator
@@ -47,19 +47,6 @@ def _check(obj: Objective, method: str | None = None, outputs: str | None = None
     if obj.train:
         raise ValueError("the NTK needs an output per example, which train mode (batch statistics) does not "
                          "define; build the objective with train=False")
-
-
-def _examples(obj: Objective, X, name: str) -> tuple[object, int]:
-    """``X`` (a tensor ``[m, ...]``, or a tuple or dict of them) on the objective's device and dtype, and m."""
-    X = move(X, obj.device, obj.dtype)
-    leaves = tree_flatten(X)[0]
-    if not leaves or not all(isinstance(t, Tensor) and t.ndim >= 1 for t in leaves):
-        raise ValueError(f"{name} must be a tensor [m, ...] of inputs, or a tuple or dict of such tensors")
-    m = leaves[0].shape[0]
-    if m == 0 or any(t.shape[0] != m for t in leaves):
-        raise ValueError(f"{name} must hold m >= 1 examples along the first dimension of every tensor, got "
-                         f"shapes {[tuple(t.shape) for t in leaves]}")
-    return X, m
 
 
 def _feature_shapes(X) -> tuple:
@@ -124,9 +111,9 @@ def kernel(obj: Objective, X1, X2=None, *, theta: Tensor | None = None, method: 
     """
     _check(obj, method, outputs)
     theta = obj.point(theta)
-    X1, m1 = _examples(obj, X1, "X1")
+    X1, m1 = examples(X1, obj.device, obj.dtype, "X1")
     symmetric = X2 is None
-    X2, m2 = (X1, m1) if symmetric else _examples(obj, X2, "X2")
+    X2, m2 = (X1, m1) if symmetric else examples(X2, obj.device, obj.dtype, "X2")
     if not symmetric and _feature_shapes(X2) != _feature_shapes(X1):
         raise ValueError(f"X2's examples have shapes {_feature_shapes(X2)[1]}, X1's {_feature_shapes(X1)[1]}: "
                          f"they must match")
@@ -170,7 +157,7 @@ def diagonal(obj: Objective, X, *, theta: Tensor | None = None, outputs: str = "
     """
     _check(obj, outputs=outputs)
     theta = obj.point(theta)
-    X, m = _examples(obj, X, "X")
+    X, m = examples(X, obj.device, obj.dtype, "X")
     C = _n_outputs(obj, theta, X)
     size = memory.chunk_size(m, _jacobian_bytes(obj, C), _budget(obj, max_memory))
     with obj.configured(), autograd_on():
@@ -197,7 +184,7 @@ class NTKOperator(CurvatureOperator):
                  max_memory: int | str | None = None):
         _check(obj, outputs=outputs)
         super().__init__(obj, theta)
-        self.X, self.m = _examples(obj, X, "X")
+        self.X, self.m = examples(X, obj.device, obj.dtype, "X")
         self.outputs, self.max_memory = outputs, max_memory
         self.C = _n_outputs(obj, self.theta, self.X)
 
