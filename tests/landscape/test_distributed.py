@@ -25,6 +25,7 @@ from dynamics import linearized
 from dynamics.descent import gradient_descent
 from dynamics.edge_of_stability import SharpnessTracker
 from landscape import cli
+from landscape.cli import common
 from landscape.core import data_parallel, distributed, memory
 from landscape.core.hvp import MODES
 from landscape.paths import curves
@@ -112,7 +113,7 @@ def worker(rank: int, rendezvous: str, out: str) -> None:
         args = cli.parser().parse_args(["spectrum", "--problem", "digits-mlp", "--problem-arg", "steps=0",
                                         "--problem-arg", "examples=301", "--out", str(out / "unused")])
         args.world = world
-        sharded = cli._objective(args, cli._problem(args), data_parallel=True)
+        sharded = common.objective(args, common.load_problem(args.problem, args.problem_arg), data_parallel=True)
         found["cli objective"] = {"type": type(sharded).__name__, "n_examples": sharded.n_examples,
                                   "on the device": sum(size for _, _, size in sharded.batches())}
         for strategy in ("loop", "batched"):

@@ -1,0 +1,198 @@
+"""``landscape scan``: the loss on a 1D, 2D or 3D grid around the model, resumable (also under torchrun,
+point-parallel); a training run's checkpoints placed on the scan's plane (shared with demo)."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from landscape import problems
+from landscape.cli.common import (check_scale, headline, load_problem, objective, output_folder,
+                                  problem_arguments, scale_arguments, write_json)
+from landscape.cli.render import draw
+from landscape.core import data_parallel
+from landscape.core.objective import Objective
+from landscape.core.results import fingerprint
+from landscape.scans import directions as dirs
+from landscape.scans import store as scan_store
+from landscape.scans.grid import parse_grid
+from landscape.scans.points import STRATEGIES
+from landscape.scans.scan import Scan, scan
+from landscape.scans.scan import load as load_scan
+
+
+def add_parser(subparsers) -> None:
+    sub = subparsers.add_parser(
+        "scan", help="evaluate the loss on a 1D, 2D or 3D grid around the model (HDF5, resumable)",
+        description="Evaluate the loss and the problem's metrics at center + x d1 (+ y d2 (+ z d3)) on a grid, "
+                    "writing DIR/scan.h5 as it goes (a killed scan continues with the same command and --resume) "
+                    "and DIR/scan.json (centre loss, minimum found, cost). values[i, j] is at (x[i], y[j]). The "
+                    "centre is the model (--checkpoint, or the last checkpoint of --trajectory). x = 1 is one "
+                    "direction vector: for filter-normalized random directions a step as large as the model's own"
+                    " filters, for Hessian and PCA directions a unit vector.")
+    problem_arguments(sub)
+    sub.add_argument("--grid", action="append", required=True, metavar="START:STOP:NUM",
+                     help="one axis per --grid, 1 to 3 of them, e.g. --grid -1:1:51 --grid -1:1:51; "
+                          "a symmetric range with odd NUM puts the model exactly at the centre")
+    sub.add_argument("--directions", choices=["random", "hessian", "pca"], default="random",
+                     help="random Gaussian (normalized by --norm), the top Hessian eigenvectors, or the "
+                          "principal directions of --trajectory (default random)")
+    sub.add_argument("--norm", choices=list(dirs.NORMS), default="filter",
+                     help="normalization of random directions (default filter, Li et al. 2018; random only)")
+    sub.add_argument("--include-1d", action="store_true",
+                     help="also move 1-D parameters (biases, BatchNorm) along random directions (random only)")
+    sub.add_argument("--seed", type=int, default=0,
+                     help="seed of the random directions, or of Lanczos' start for hessian (default 0)")
+    sub.add_argument("--tol", type=float, default=1e-6,
+                     help="Lanczos tolerance for --directions hessian (default 1e-6)")
+    sub.add_argument("--trajectory", metavar="DIR",
+                     help="a folder of checkpoints (*.pt) of a training run: PCA directions come from it, "
+                          "and each checkpoint is projected onto the scan's plane")
+    sub.add_argument("--strategy", choices=list(STRATEGIES), default="auto",
+                     help="loop (one point at a time), batched (vmapped chunks of points) or auto (default: "
+                          "batched on CUDA, loop on the CPU)")
+    sub.add_argument("--chunk", type=int, metavar="N",
+                     help="points per chunk written to the file together (default 64 for loop, what fits in "
+                          "memory for batched; a resumed scan keeps its own)")
+    sub.add_argument("--out", required=True, metavar="DIR", help="directory for scan.h5 and scan.json")
+    sub.add_argument("--resume", action="store_true", help="continue the scan in DIR/scan.h5")
+    sub.add_argument("--plot", action="store_true",
+                     help="also draw PNGs in DIR: curve, contour (with the trajectory) and surface, and a VTK "
+                          "rendering of a 2D scan")
+    scale_arguments(sub)
+    sub.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    axes = parse_grid(args.grid)  # bad grids and scales fail before any work
+    check_scale(args.log, args.zmax)
+    if args.chunk is not None and args.chunk < 1:
+        raise ValueError(f"--chunk must be at least 1, got {args.chunk}")
+    out = output_folder(args.out)
+    path = out / "scan.h5"
+    world = args.world
+    if (path.exists() or scan_store.parts(path)) and not args.resume:
+        what = (f"{path} exists" if path.exists()
+                else f"{path}'s per-rank files ({scan_store.parts(path)[0].name}, ...) exist")
+        raise ValueError(f"{what}: pass --resume to continue that scan, or choose another --out")
+    stored = scan_store.read(path) if path.exists() else None
+    saved = scan_store.progress(path)[1]  # with the per-rank files of an interrupted distributed scan
+    if args.resume and saved is None:
+        print(f"resume       nothing to resume in {out}: starting the scan", flush=True)
+    files = checkpoints(args.trajectory) if args.trajectory else None
+    # the centre: --checkpoint, else the end of the run, buffers included
+    checkpoint = str(files[-1]) if files and not args.checkpoint else args.checkpoint
+    problem = load_problem(args.problem, args.problem_arg, checkpoint)
+    obj = objective(args, problem)
+    trajectory = load_trajectory(files, problem, obj) if files else None
+    headline(problem, obj, f"point-parallel over {world.size} processes ({world.backend})" if world.active else "")
+    d = _directions(args, obj, len(axes), trajectory, stored)
+    if saved is not None:
+        print(f"resuming     {path}: {int(saved.sum())} of {saved.size} points done", flush=True)
+    meta = {"problem": problem.name, "checkpoint": checkpoint, "trajectory": args.trajectory}
+    try:
+        result = scan(obj, d, args.grid, metrics=problem.metrics, store=path, strategy=args.strategy,
+                      chunk=args.chunk, meta=meta, world=world)
+    except KeyboardInterrupt:
+        try:
+            done = scan_store.progress(path)[1]
+            count = f"{int(done.sum())} of {done.size} points are"
+        except ValueError:  # another rank's file still open
+            count = "the points done are"
+        print(f"landscape scan: interrupted; {count} saved in {path}" + (" and its per-rank files" if world.active
+                                                                          else "")
+              + ": the same command with --resume continues", file=sys.stderr)
+        return 130
+    if not world.main:
+        return 0  # rank 0 reports and writes
+    summary = {"problem": problem.name, "parameters": obj.space.n, "dtype": str(obj.dtype).removeprefix("torch."),
+               "device": str(obj.device), **({"processes": world.size} if world.active else {}), **result.to_dict()}
+    shape = " x ".join(str(len(a)) for a in result.axes)
+    rate = f", {summary['points_per_second']:.1f} points/s" if result.points_computed else ""
+    print(f"scan         {shape} points along {args.directions} directions: {result.points_computed} computed in "
+          f"{result.seconds:.2f} s{rate} ({result.strategy})")
+    print("centre       " + ", ".join(f"{k} {v:.6g}" for k, v in result.center_values.items()))
+    found = summary["minimum"]
+    print("minimum      " + ("none finite" if found is None else
+                             f"loss {found['loss']:.6g} at ({', '.join(f'{c:.4g}' for c in found['coords'])})"))
+    non_finite = summary["non_finite"]
+    if non_finite:
+        print(f"non-finite   {non_finite} points have a NaN or infinite loss (recorded as such)")
+    if trajectory is not None:
+        summary["trajectory"] = place(path, d, result, trajectory)
+    write_json(out / "scan.json", summary)
+    print(f"wrote        {path} and {out / 'scan.json'}")
+    if args.plot:
+        draw(load_scan(path), out, png=True, vtk=False, log=args.log, zmax=args.zmax)
+    return 0
+
+
+def _directions(args, obj: Objective, k: int, trajectory, stored: dict | None) -> dirs.Directions:
+    if args.directions == "random":
+        return dirs.random(obj, k=k, norm=args.norm, seed=args.seed, include_1d=args.include_1d)
+    if args.directions == "pca":
+        if trajectory is None:
+            raise ValueError("--directions pca needs --trajectory DIR (the checkpoints of a training run)")
+        return dirs.pca(obj, trajectory[1], k=k, center=obj.theta0)
+    wanted = {"kind": "hessian", "k": k, "which": "largest", "tol": args.tol, "seed": args.seed,
+              "center": fingerprint(obj.theta0)}
+    recipe = stored and stored["key"]["recipe"]
+    if recipe and all(recipe.get(key) == value for key, value in wanted.items()):
+        print("directions   the stored Hessian eigenvectors (same recipe; not recomputed)", flush=True)
+        return dirs.Directions(torch.from_numpy(stored["directions"]).to(obj.device, obj.dtype), recipe)
+    found = dirs.hessian(data_parallel.data_parallel(obj, args.world) if args.world.active else obj, k=k, tol=args.tol,
+                         seed=args.seed)
+    print(f"directions   top {k} Hessian eigenvectors, eigenvalues "
+          f"{', '.join(f'{v:.6g}' for v in found.recipe['eigenvalues'])}", flush=True)
+    return found
+
+
+def checkpoints(folder: str) -> list[Path]:
+    """The checkpoints ``*.pt``/``*.pth`` in ``folder``, in natural order (step2 before step10)."""
+    path = Path(folder)
+    if not path.is_dir():
+        raise FileNotFoundError(f"--trajectory {folder} is not a directory")
+    files = sorted((f for f in path.iterdir() if f.suffix in (".pt", ".pth")),
+                   key=lambda f: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", f.name)])
+    if not files:
+        raise ValueError(f"--trajectory {folder} holds no checkpoints (*.pt or *.pth files)")
+    return files
+
+
+def load_trajectory(files: list[Path], problem: problems.Problem,
+                    obj: Objective) -> tuple[list[str], torch.Tensor, list]:
+    """The checkpoints as flat parameter vectors ``[m, n]`` of ``obj``'s space, and each one's own
+    loss (its parameters and its buffers, such as BatchNorm's running statistics)."""
+    model = copy.deepcopy(problem.model)
+    rows, losses = [], []
+    for f in files:
+        problems.load_checkpoint(model, f)
+        rows.append(obj.space.flatten(dict(model.named_parameters())).detach().to(obj.device, obj.dtype))
+        own = Objective(model, problem.loss_fn, problem.data, batch_size=problem.batch_size, device=obj.device,
+                        dtype=obj.dtype)  # a snapshot of this checkpoint, buffers included
+        losses.append(own.loss().item())
+    return [f.name for f in files], torch.stack(rows), losses
+
+
+def place(path: Path, d: dirs.Directions, result: Scan, trajectory) -> dict:
+    """Project the checkpoints onto the scan's plane and store them (with their own loss) in the scan file;
+    say how far off the plane they are and whether the grid holds them."""
+    names, T, losses = trajectory
+    placed = dirs.project(d, T, center=result.center)
+    scan_store.add_trajectory(path, placed.coords, placed.residuals, names, losses)
+    off = placed.relative[placed.residuals > 0] if (placed.residuals > 0).any() else np.zeros(1)
+    print(f"trajectory   {len(names)} checkpoints projected; off-plane distance median {np.median(off):.1%}, "
+          f"up to {off.max():.1%} of their distance from the centre", flush=True)
+    low, high = placed.coords.min(axis=0), placed.coords.max(axis=0)
+    outside = [f"{'xyz'[a]} from {low[a]:.3g} to {high[a]:.3g}" for a, axis in enumerate(result.axes)
+               if low[a] < axis[0] or high[a] > axis[-1]]
+    if outside:
+        print(f"             the run reaches beyond the grid ({', '.join(outside)}): figures show the part "
+              f"inside; widen --grid to see all of it", flush=True)
+    return {"names": names, "loss": losses, **placed.to_dict()}
