@@ -65,6 +65,11 @@ def height(values, log: bool = False, zmax: float | None = None) -> np.ndarray:
     return v
 
 
+def height_title(log: bool, zmax: float | None, metric: str = "loss") -> str:
+    """What ``height`` shows: ``"loss"``, ``"log10 loss"``, ``"loss clipped at 5"``, ``"log10 loss clipped at 5"``."""
+    return ("log10 " if log else "") + metric + (f" clipped at {zmax:g}" if zmax is not None else "")
+
+
 def _slice2d(scan: Scan, metric: str, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """(x, y, values (nx, ny), note) of a 2D scan, or of a 3D scan's slice nearest z = 0."""
     if len(scan.axes) == 1:

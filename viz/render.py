@@ -38,6 +38,7 @@ from vtkmodules.vtkRenderingCore import (
 
 from landscape.scans.scan import Scan
 from viz import vtkio
+from viz.plots import height_title
 
 for _backend in ("vtkRenderingOpenGL2", "vtkRenderingFreeType"):  # the render window and text; imported to register
     importlib.import_module(f"vtkmodules.{_backend}")
@@ -142,7 +143,7 @@ def render(scan: Scan, path: str | Path, *, log: bool = False, zmax: float | Non
     renderer.AddActor(surface)
     bar = vtkScalarBarActor()
     bar.SetLookupTable(mapper.GetLookupTable())
-    bar.SetTitle(("log10 loss" if log else "loss") + (f" (clipped at {zmax:g})" if zmax is not None else ""))
+    bar.SetTitle(height_title(log, zmax))
     bar.UnconstrainedFontSizeOn()  # the title's size should not depend on its length
     bar.SetNumberOfLabels(5)
     bar.SetLabelFormat("%.3g")

@@ -6,8 +6,9 @@
   3D scan is a volume (contours, slices, volume rendering);
 - ``write_polyline``: a trajectory or a path as one polyline with arrays per point
   (``write_trajectory`` for a scan's own);
-- ``write_pvd``: a time series (``.pvd`` collection) of any of these files;
-- ``paraview_script``: a small pvpython script that opens them with a first view.
+- ``write_pvd``: a time series (``.pvd`` collection) of any of these files.
+
+:mod:`viz.scenes` writes the ParaView scripts that open them (and ``export`` writes a scan's files and its script).
 
 Every point array of a scan is there as it is (``loss``, ``accuracy``, ...; NaN kept), plus
 ``valid`` (1 where the loss is finite, 0 where it is NaN or not computed: threshold on it
@@ -112,8 +113,12 @@ def write_vti(scan: Scan, path: str | Path, *, log: bool = False, zmax: float | 
     return _write(vtkXMLImageDataWriter(), image, path)
 
 
-def polyline(points, arrays: Mapping[str, Sequence] | None = None) -> vtkPolyData:
-    """Points ``[m, 3]`` (or ``[m, 2]``, z = 0) joined in order as one polyline, with ``arrays`` ``{name: [m]}``."""
+def polyline(points, arrays: Mapping[str, Sequence] | None = None, pieces: Sequence[int] | None = None) -> vtkPolyData:
+    """Points ``[m, 3]`` (or ``[m, 2]``, z = 0) joined in order as one polyline, with ``arrays`` ``{name: [m]}``.
+
+    ``pieces`` (one label per point) cuts it into one polyline cell per run of equal labels, so that a
+    threshold on the label keeps whole runs (a polyline cell goes when any of its points fails).
+    """
     P = np.asarray(points, dtype=np.float64)
     if P.ndim != 2 or P.shape[1] not in (2, 3) or len(P) == 0:
         raise ValueError(f"polyline points must be [m, 3] or [m, 2] with m >= 1, got {P.shape}")
@@ -121,10 +126,14 @@ def polyline(points, arrays: Mapping[str, Sequence] | None = None) -> vtkPolyDat
         P = np.c_[P, np.zeros(len(P))]
     vtk_points = vtkPoints()
     vtk_points.SetData(numpy_to_vtk(np.ascontiguousarray(P), deep=True))
+    labels = np.zeros(len(P), dtype=np.int64) if pieces is None else np.asarray(pieces)
+    if labels.shape != (len(P),):
+        raise ValueError(f"pieces has {labels.shape[:1]} labels for {len(P)} points")
     line = vtkCellArray()
-    line.InsertNextCell(len(P))
-    for i in range(len(P)):
-        line.InsertCellPoint(i)
+    for run in np.split(np.arange(len(P)), np.flatnonzero(np.diff(labels)) + 1):
+        line.InsertNextCell(len(run))
+        for i in run:
+            line.InsertCellPoint(int(i))
     poly = vtkPolyData()
     poly.SetPoints(vtk_points)
     poly.SetLines(line)
@@ -136,9 +145,10 @@ def polyline(points, arrays: Mapping[str, Sequence] | None = None) -> vtkPolyDat
     return poly
 
 
-def write_polyline(path: str | Path, points, arrays: Mapping[str, Sequence] | None = None) -> Path:
+def write_polyline(path: str | Path, points, arrays: Mapping[str, Sequence] | None = None,
+                   pieces: Sequence[int] | None = None) -> Path:
     """A ``polyline`` written as a ``.vtp`` file (a trajectory, a path between minima)."""
-    return _write(vtkXMLPolyDataWriter(), polyline(points, arrays), path)
+    return _write(vtkXMLPolyDataWriter(), polyline(points, arrays, pieces), path)
 
 
 def inside(scan: Scan, coords) -> np.ndarray:
@@ -180,7 +190,9 @@ def _bilinear(x: np.ndarray, y: np.ndarray, v: np.ndarray, px: np.ndarray, py: n
 def write_trajectory(scan: Scan, path: str | Path, *, log: bool = False, zmax: float | None = None) -> Path:
     """The scan's trajectory as a polyline with ``step`` (checkpoint index), ``loss`` (each checkpoint's
     own, NaN when unknown), ``residual`` (distance off the plane), ``height`` (of the surface under it)
-    and ``inside`` (1 on the grid; a point beyond it is drawn at the top of the surface's range, flagged 0)."""
+    and ``inside`` (1 on the grid; a point beyond it is drawn at the top of the surface's range, flagged 0).
+    Each run of points on the grid, and each beyond it, is its own cell: a threshold on ``inside`` keeps
+    the runs over the grid."""
     P = trajectory_points(scan, log, zmax)
     t = scan.trajectory
     own = t.get("loss")
@@ -191,7 +203,7 @@ def write_trajectory(scan: Scan, path: str | Path, *, log: bool = False, zmax: f
               "inside": on_grid.astype(np.uint8)}
     if len(scan.axes) < 3:
         P[~on_grid, 2] = surface_height(scan, log, zmax).max()
-    return write_polyline(path, P, arrays)
+    return write_polyline(path, P, arrays, pieces=on_grid)
 
 
 def write_pvd(path: str | Path, entries: Sequence[tuple[float, str | Path]]) -> Path:
@@ -206,96 +218,3 @@ def write_pvd(path: str | Path, entries: Sequence[tuple[float, str | Path]]) -> 
     path.write_text('<?xml version="1.0"?>\n<VTKFile type="Collection" version="1.0" byte_order="LittleEndian">\n'
                     "  <Collection>\n" + "\n".join(rows) + "\n  </Collection>\n</VTKFile>\n")
     return path
-
-
-_SCRIPT = '''"""Open this scan in ParaView: `pvpython {name}`, or Tools > Python Shell > Run Script.
-`pvbatch {name} --screenshot` writes paraview.png next to it instead.
-
-Written by landscape-dynamics for ParaView 5.10+. The image data {image} holds every metric,
-`valid` (0 at NaN points, dropped here by a threshold) and `height` ({height_note}); a 1D or
-2D scan is warped by `height` into its curve or surface, scaled by Z_SCALE so the relief is
-visible, and coloured by `height`; a 3D scan is shown as three contour surfaces. Edit freely.
-"""
-import os
-import sys
-
-from paraview.simple import *  # noqa: F401,F403
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-Z_SCALE = {z_scale!r}  # height units per unit of x and y in this view
-
-image = XMLImageDataReader(FileName=[os.path.join(HERE, {image!r})])
-valid = Threshold(Input=image, Scalars=["POINTS", "valid"])
-valid.LowerThreshold, valid.UpperThreshold = 1, 1
-view = GetActiveViewOrCreate("RenderView")
-if {dims} <= 2:
-    shown = WarpByScalar(Input=valid, Scalars=["POINTS", "height"], ScaleFactor=Z_SCALE)
-else:
-    shown = Contour(Input=image, ContourBy=["POINTS", "height"], Isosurfaces={levels!r})
-    Show(Outline(Input=image), view)
-display = Show(shown, view)
-ColorBy(display, ("POINTS", "height"))
-display.LookupTable = GetColorTransferFunction("height")
-display.LookupTable.ApplyPreset("Viridis (matplotlib)", True)
-display.SetScalarBarVisibility(view, True)
-{trajectory}
-view.CameraPosition = [1, -1.6, 1.2]
-view.CameraViewUp = [0, 0, 1]
-view.ResetCamera()
-Render()
-if "--screenshot" in sys.argv:
-    SaveScreenshot(os.path.join(HERE, "paraview.png"), view, ImageResolution=[1200, 900])
-'''
-
-_TRAJECTORY = '''path = XMLPolyDataReader(FileName=[os.path.join(HERE, {file!r})])
-path = Threshold(Input=path, Scalars=["POINTS", "inside"])  # the part of the run over the grid
-path.LowerThreshold, path.UpperThreshold = 1, 1
-if {dims} <= 2:
-    path = Transform(Input=path)
-    path.Transform.Scale = [1, 1, Z_SCALE]
-tube = Tube(Input=ExtractSurface(Input=path), Radius={radius!r})
-tube_display = Show(tube, view)
-ColorBy(tube_display, None)
-tube_display.AmbientColor = tube_display.DiffuseColor = [0.85, 0.1, 0.1]'''
-
-
-def extent(scan: Scan) -> float:
-    """The widest side of the grid (1 for a single point)."""
-    return max(float(a[-1] - a[0]) for a in scan.axes) or 1.0
-
-
-def z_scale(scan: Scan, log: bool = False, zmax: float | None = None) -> float:
-    """A height scale that makes the surface's relief half as tall as its widest side."""
-    h = surface_height(scan, log, zmax)
-    relief = float(h.max() - h.min())
-    return 0.5 * extent(scan) / relief if relief > 0 else 1.0
-
-
-def paraview_script(path: str | Path, scan: Scan, image: str, trajectory: str | None = None, *,
-                    log: bool = False, zmax: float | None = None) -> Path:
-    """Write ``view.py`` for pvpython: the scan's ``image`` (.vti) warped by height (1D, 2D) or contoured
-    (3D), coloured by height, and the part of ``trajectory`` (.vtp) over the grid as a red tube."""
-    path = Path(path)
-    dims = len(scan.axes)
-    h = surface_height(scan, log, zmax)
-    trace = "" if trajectory is None else _TRAJECTORY.format(file=trajectory, dims=dims, radius=0.006 * extent(scan))
-    note = ("log10 of the loss" if log else "the loss") + (f", clipped at {zmax:g}" if zmax is not None else "")
-    path.write_text(_SCRIPT.format(name=path.name, image=image, height_note=note, z_scale=z_scale(scan, log, zmax),
-                                   dims=dims, levels=np.quantile(h, [0.1, 0.3, 0.5]).tolist(), trajectory=trace))
-    return path
-
-
-def export(scan: Scan, out: str | Path, *, log: bool = False, zmax: float | None = None,
-           stem: str = "scan") -> list[Path]:
-    """Everything ParaView needs for a scan, in ``out``: ``{stem}.vti``, ``{stem}.vts`` (2D),
-    ``trajectory.vtp`` (when the scan has one) and ``view.py``. Returns the paths written."""
-    out = Path(out)
-    written = [write_vti(scan, out / f"{stem}.vti", log=log, zmax=zmax)]
-    if len(scan.axes) == 2:
-        written.append(write_vts(scan, out / f"{stem}.vts", log=log, zmax=zmax))
-    trajectory = None
-    if scan.trajectory is not None:
-        written.append(write_trajectory(scan, out / "trajectory.vtp", log=log, zmax=zmax))
-        trajectory = written[-1].name
-    written.append(paraview_script(out / "view.py", scan, written[0].name, trajectory, log=log, zmax=zmax))
-    return written

@@ -31,8 +31,8 @@ def add_parser(subparsers) -> None:
                     "--align permutes b's hidden units to match a's (weight matching, Ainsworth et al. 2022) and "
                     "measures the line again; --curve trains a Bezier curve or polygonal chain between them "
                     "(Garipov et al. 2018). Writes connect.json, paths.png, a .vtp per path for ParaView (x, y: "
-                    "the path in the plane of its ends and first bend, in units of ||b - a||; z: the loss) and "
-                    "curve.pt.")
+                    "the path in the plane of its ends and first bend, in units of ||b - a||; z: the loss), "
+                    "view_paths.py (the ParaView scene of them all) and curve.pt.")
     problem_arguments(sub, checkpoint=False)
     sub.add_argument("--a", required=True, metavar="CKPT_A", help="the first model's state dict (t = 0)")
     sub.add_argument("--b", required=True, metavar="CKPT_B", help="the second model's state dict (t = 1)")
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     recompute = {"auto": None, "interpolate": False, "recompute": True}[args.bn]
     summary = {"problem": problem.name, "problem_args": problem_kwargs(args.problem_arg), "a": args.a, "b": args.b,
                "parameters": obj.space.n, "dtype": str(obj.dtype).removeprefix("torch."), "paths": {}}
-    drawn = {}
+    drawn, scenes_paths = {}, {}
 
     def record(label: str, path, result) -> None:
         """Print a path's barriers, keep it for the figure, write its .vtp and the summary so far."""
@@ -105,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
 
         write_polyline(file, np.c_[coords, np.where(valid, loss, 0.0)],
                        {"t": result.t, **result.values, "valid": valid.astype(np.uint8), "off_plane": off})
+        scenes_paths[file.name] = (coords, loss)
         summary["paths"][label] = {**result.to_dict(), "vtp": str(file)}
         write_json(out / "connect.json", summary)
 
@@ -148,9 +149,13 @@ def run(args: argparse.Namespace) -> int:
             summary["plane"] = _curve_plane(args, problem, obj, path, result, out / "plane")
     from viz.plots import path_losses
 
+    from viz.scenes import paths_script
+
     path_losses(drawn, log=args.log, title=f"{problem.name}: loss along paths from a to b", path=out / "paths.png")
+    ends = drawn["line"][1][drawn["line"][0] == 0][0], drawn["line"][1][drawn["line"][0] == 1][0]
+    paths_script(out / "view_paths.py", scenes_paths, ends=ends)
     write_json(out / "connect.json", summary)
-    print(f"wrote        {out / 'paths.png'}, {out / 'connect.json'}, the paths as .vtp"
+    print(f"wrote        {out / 'paths.png'}, {out / 'connect.json'}, the paths as .vtp and view_paths.py for ParaView"
           + (f", {out / 'curve.pt'}" if args.curve else ""))
     return 0
 

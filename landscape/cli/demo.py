@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     trace = hutchpp(H, n_matvecs=60, seed=0)
     print(f"{'trace':<12} {trace.estimate:.6g} +- {trace.stderr:.2g} (Hutch++, {trace.n_matvecs} HVPs)")
     rho = density(H, probes=8, steps=40, seed=0, progress=True)
-    from viz import plots, vtkio
+    from viz import plots, scenes, vtkio
 
     written = [out / "density.png"]
     plots.spectral_density(rho, eigenvalues=top.eigenvalues, path=written[0], title="digits-mlp: Hessian spectral density")
@@ -100,18 +100,20 @@ def run(args: argparse.Namespace) -> int:
     steps = [int(f.stem.split("_")[1]) for f in files]
     picks = sorted({round(i * (len(files) - 1) / 4) for i in range(5)})
     m = max(3, n // 2) | 1
-    entries = []
+    entries, around = [], []
     for i in picks:
         center = trajectory[1][i]
         d = dirs.random(obj, k=2, norm="filter", seed=0, center=center)
-        around = scan(obj, d, [f"-1:1:{m}"] * 2, progress=False)
-        entries.append((steps[i], vtkio.write_vts(around, out / "series" / f"step_{steps[i]:03d}.vts", log=True)))
+        around.append(scan(obj, d, [f"-1:1:{m}"] * 2, progress=False))
+        entries.append((steps[i], vtkio.write_vts(around[-1], out / "series" / f"step_{steps[i]:03d}.vts", log=True)))
     written += [f for _, f in entries] + [vtkio.write_pvd(out / "series.pvd", entries)]
+    written.append(scenes.series_script(out / "view_series.py", "series.pvd", around, [t for t, _ in entries],
+                                        log=True))
     print(f"{'series':<12} the landscape ({m} x {m}, filter-normalized at each) around the checkpoints at steps "
           f"{', '.join(str(steps[i]) for i in picks)}: {out / 'series.pvd'}")
     print(f"\n{'done':<12} {time.perf_counter() - began:.0f} s; {len(written)} files in {out}:")
     for f in written:
         print(f"  {f}")
     print(f"{'next':<12} open {out / 'pca' / 'render.png'}; in ParaView, `pvpython {out / 'pca' / 'view.py'}` "
-          f"or File > Open {out / 'series.pvd'}")
+          f"or `pvpython {out / 'view_series.py'}` (the time slider); `pvbatch ... --screenshot` writes a PNG")
     return 0

@@ -69,9 +69,9 @@ def draw(result: Scan, out: Path, *, png: bool, vtk: bool, log: bool, zmax: floa
             except RuntimeError as error:
                 print(f"render       skipped: {error}", flush=True)
     if vtk:
-        from viz import vtkio
+        from viz import scenes
 
-        written += vtkio.export(result, out, log=log, zmax=zmax)
+        written += scenes.export(result, out, log=log, zmax=zmax)
     for f in written if announce else []:
         print(f"wrote        {f}", flush=True)
     return written

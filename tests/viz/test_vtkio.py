@@ -133,18 +133,6 @@ def test_pvd_collection_lists_time_steps_relative_to_itself(tmp_path):
         assert dimensions(read(vtkXMLStructuredGridReader, tmp_path / row.get("file"))) == (4, 3, 1)
 
 
-def test_export_writes_every_file_and_a_valid_paraview_script(scan2d, tmp_path):
-    written = vtkio.export(scan2d, tmp_path, log=True)
-    assert [f.name for f in written] == ["scan.vti", "scan.vts", "trajectory.vtp", "view.py"]
-    script = (tmp_path / "view.py").read_text()
-    compile(script, "view.py", "exec")  # ParaView is not here to run it; it must at least be Python
-    assert "'scan.vti'" in script and "'trajectory.vtp'" in script and "WarpByScalar" in script and "Tube(" in script
-    assert 'ColorBy(display, ("POINTS", "height"))' in script and '"--screenshot" in sys.argv' in script
-    no_trajectory = synthetic_scan((3, 3, 3))
-    assert [f.name for f in vtkio.export(no_trajectory, tmp_path / "3d")] == ["scan.vti", "view.py"]
-    compile((tmp_path / "3d" / "view.py").read_text(), "view.py", "exec")
-
-
 def test_pvd_paths_given_relative_to_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     vtkio.write_vts(synthetic_scan((4, 3)), "run/series/a.vts")
