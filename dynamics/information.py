@@ -35,7 +35,7 @@ from scipy.special import logsumexp
 from torch import nn
 from torch.nn import functional as F
 
-from landscape.core.results import jsonable
+from landscape.core.results import Result
 
 Tensor = torch.Tensor
 
@@ -43,7 +43,7 @@ _KDE_ROWS_BUDGET = 2**22  # float64 entries of one chunk of the [m, m] distance 
 
 
 @dataclass
-class MutualInformation:
+class MutualInformation(Result):
     """One layer's ``I_XT`` and ``I_TY`` (bits), the labels' entropy ``H_Y`` (bits), the ``method``
     ("binning" or "kde") and the ``settings`` it used (for binning the range actually used)."""
 
@@ -53,12 +53,9 @@ class MutualInformation:
     method: str
     settings: dict
 
-    def to_dict(self) -> dict:
-        return jsonable(vars(self))
-
 
 @dataclass
-class InformationPlane:
+class InformationPlane(Result):
     """What ``track`` recorded at ``epochs [E]`` (0 is before training): for the ``layers [L]``,
     ``I_XT [E, L]`` and ``I_TY [E, L]`` in bits (NaN where the activations were not finite), the
     training ``loss [E]`` on all of (X, y), the labels' entropy ``H_Y``, the ``method`` and its
@@ -74,9 +71,6 @@ class InformationPlane:
     settings: dict
     ranges: np.ndarray | None
     seconds: float
-
-    def to_dict(self) -> dict:
-        return jsonable(vars(self))
 
 
 def _entropy(counts: np.ndarray) -> float:

@@ -31,7 +31,7 @@ import numpy as np
 from scipy.optimize import brentq, minimize_scalar
 from scipy.special import erf, erfc
 
-from landscape.core.results import jsonable
+from landscape.core.results import Result
 
 __all__ = ["store", "energy", "retrieve", "Retrieval", "capacity", "Capacity", "ags_flipped",
            "ags_critical_load", "modern_retrieve"]
@@ -80,7 +80,7 @@ def energy(W, S) -> np.ndarray:
 
 
 @dataclass
-class Retrieval:
+class Retrieval(Result):
     """Where ``retrieve`` ended, per run: ``states [R, N]`` (int8, +-1), ``sweeps [R]`` (sweeps or
     synchronous steps run, counting the one that found the fixed point or closed the cycle),
     ``converged [R]`` (a fixed point), ``cycle [R]`` (synchronous only: s(t) = s(t-2) != s(t-1)),
@@ -97,9 +97,6 @@ class Retrieval:
     max_sweeps: int
     seed: int
     seconds: float
-
-    def to_dict(self) -> dict:
-        return jsonable(vars(self))
 
 
 def _sign_keep(h: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -206,7 +203,7 @@ def ags_flipped(alpha: float) -> float:
 # -- capacity experiment ----------------------------------------------------------------------
 
 @dataclass
-class Capacity:
+class Capacity(Result):
     """The capacity experiment at loads ``alphas [K]`` (``patterns [K]`` = round(alpha N)): over all
     patterns and trials, the mean and standard deviation of the flipped-bit fraction at the fixed
     point reached from each stored pattern, its maximum, the fraction of patterns ``retrieved``
@@ -228,9 +225,6 @@ class Capacity:
     max_sweeps: int
     seed: int
     seconds: float
-
-    def to_dict(self) -> dict:
-        return jsonable(vars(self))
 
 
 def capacity(N: int, alphas, *, trials: int = 1, seed: int = 0, mode: str = "async",

@@ -26,14 +26,14 @@ from torch.func import functional_call, vmap
 from landscape.core import data as batching
 from landscape.core import memory
 from landscape.core.hvp import MODES, HVPEngine, autograd_on
-from landscape.core.results import jsonable
+from landscape.core.results import Result
 from landscape.core.space import ParamSpace
 
 Tensor = torch.Tensor
 
 
 @dataclass
-class HVPCheck:
+class HVPCheck(Result):
     """Exact HVPs against central finite differences of the gradient (see ``Objective.check_hvp``)."""
 
     rel_error: float  # max over vectors of ||Hv - FD|| / ||FD||
@@ -45,9 +45,6 @@ class HVPCheck:
     steps: list[float]  # the finite-difference step that agreed best, per vector
     seed: int
     seconds: float
-
-    def to_dict(self) -> dict:
-        return jsonable(vars(self))
 
 
 def measure(fns: Mapping[str, Callable], outputs, y: Tensor) -> Tensor:

@@ -37,3 +37,11 @@ def fingerprint(t: torch.Tensor) -> str:
     values. It recognises parameters, directions and data across files and processes."""
     data = np.ascontiguousarray(t.detach().to("cpu", torch.float64).numpy())
     return hashlib.sha256(data.tobytes() + str(data.shape).encode()).hexdigest()[:16]
+
+
+class Result:
+    """The base of the result dataclasses: ``to_dict()`` is every field, as strict JSON (a subclass that
+    holds tensors not worth writing, such as eigenvectors, overrides it)."""
+
+    def to_dict(self) -> dict:
+        return jsonable(vars(self))

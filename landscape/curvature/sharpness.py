@@ -20,7 +20,7 @@ import torch
 
 from landscape.core.objective import Objective
 from landscape.core.renamed import renamed
-from landscape.core.results import jsonable
+from landscape.core.results import Result
 from landscape.curvature.operators import hessian
 from landscape.linalg.density import slq
 from landscape.linalg.lanczos import lanczos
@@ -30,7 +30,7 @@ Tensor = torch.Tensor
 
 
 @dataclass
-class Sharpness:
+class Sharpness(Result):
     """Every measure of ``sharpness()``; ``cost[name]`` holds the products or gradients and seconds it took."""
 
     loss: float
@@ -44,9 +44,6 @@ class Sharpness:
     adaptive_sharpness: float
     cost: dict
     settings: dict
-
-    def to_dict(self) -> dict:
-        return jsonable(vars(self))
 
 
 @renamed(steps="ascent_steps")

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from landscape.core.results import jsonable
+from landscape.core.results import Result
 
 Tensor = torch.Tensor
 
@@ -100,7 +100,7 @@ def kernel(X1: Tensor, X2: Tensor | None = None, *, depth: int = 1, activation: 
 
 
 @dataclass
-class EmpiricalKernel:
+class EmpiricalKernel(Result):
     """The output covariance of ``draws`` random networks on inputs ``[m, d]``.
 
     ``covariance [m, m]`` = (1/draws) sum_s f_s f_s^T (the mean is zero by symmetry, so it is
@@ -118,9 +118,6 @@ class EmpiricalKernel:
     sigma_b2: float
     seed: int
     seconds: float
-
-    def to_dict(self) -> dict:
-        return jsonable(vars(self))
 
 
 def empirical(X: Tensor, *, width: int, depth: int = 1, activation: str = "relu", sigma_w2: float = 1.0,

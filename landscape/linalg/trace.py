@@ -26,14 +26,14 @@ import numpy as np
 import torch
 
 from landscape.core.renamed import renamed
-from landscape.core.results import jsonable
+from landscape.core.results import Result
 
 Tensor = torch.Tensor
 MIN_SAMPLES = 10
 
 
 @dataclass
-class TraceEstimate:
+class TraceEstimate(Result):
     """``estimate`` +- ``stderr`` (one standard error) after ``n_matvecs`` products.
 
     ``samples`` are per-probe values whose mean is the estimate (for Hutch++, the exact
@@ -49,12 +49,9 @@ class TraceEstimate:
     seconds: float
     settings: dict
 
-    def to_dict(self) -> dict:
-        return jsonable(vars(self))
-
 
 @dataclass
-class DiagonalEstimate:
+class DiagonalEstimate(Result):
     """``estimate [n]`` and ``stderr [n]`` (float64, on the operator's device) after ``n_matvecs`` products."""
 
     estimate: Tensor
@@ -62,9 +59,6 @@ class DiagonalEstimate:
     n_matvecs: int
     seconds: float
     settings: dict
-
-    def to_dict(self) -> dict:
-        return jsonable(vars(self))
 
 
 class _Probes:

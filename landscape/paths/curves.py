@@ -47,7 +47,7 @@ from torch.utils._pytree import tree_map
 from tqdm.auto import tqdm
 
 from landscape.core.objective import Objective
-from landscape.core.results import jsonable
+from landscape.core.results import Result
 from landscape.scans import points as evaluation
 
 Tensor = torch.Tensor
@@ -286,7 +286,7 @@ def barriers(t, loss) -> dict[str, float]:
 
 
 @dataclass
-class LossPath:
+class LossPath(Result):
     """The loss (and metrics) along a path at ``t [T]`` (0 and 1 included), its barriers and cost.
 
     ``values[name] [T]``; ``barrier_linear`` and ``barrier_mean`` as in the module docstring,
@@ -308,9 +308,6 @@ class LossPath:
     statistics: str
     n_forward: int
     seconds: float
-
-    def to_dict(self) -> dict:
-        return jsonable(vars(self))
 
 
 def evaluate_curve(obj: Objective, path: Curve, num: int = 61, *, t=None,

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from landscape.core.objective import Objective
-from landscape.core.results import fingerprint, jsonable
+from landscape.core.results import Result, fingerprint, jsonable
 from landscape.core.space import ParamSpace
 from landscape.curvature.operators import hessian as hessian_operator
 from landscape.curvature.spectrum import eigenvalues
@@ -227,7 +227,7 @@ def given(obj: Objective, vectors: Tensor, norm: str = "none", include_1d: bool 
 
 
 @dataclass
-class Projection:
+class Projection(Result):
     """Checkpoints placed in a scan's coordinates: ``coords [m, k]`` (least squares in the direction basis)
     and ``residuals [m]``, the distance of each checkpoint from the span (0: exactly on the plane);
     ``relative [m]`` is that distance over ||theta_i - center||."""
@@ -235,9 +235,6 @@ class Projection:
     coords: np.ndarray
     residuals: np.ndarray
     relative: np.ndarray
-
-    def to_dict(self) -> dict:
-        return jsonable(vars(self))
 
 
 def project(directions: Directions, trajectory: Tensor, center: Tensor | None = None) -> Projection:
