@@ -159,14 +159,14 @@ def kde_information(T, y, *, noise_variance: float = 0.1) -> MutualInformation:
                               "I_TY": "H_upper(T) - sum_y p(y) H_upper(T|y), not a bound"})
 
 
-_ESTIMATORS = {"binning": binning_information, "kde": kde_information}
+ESTIMATORS = {"binning": binning_information, "kde": kde_information}
 
 
 def _settings(method: str, settings: Mapping[str, object]) -> dict:
     """The estimator's keyword defaults updated by ``settings``; unknown methods or keys refused."""
-    if method not in _ESTIMATORS:
+    if method not in ESTIMATORS:
         raise ValueError(f"method must be 'binning' or 'kde', got {method!r}")
-    defaults = {name: p.default for name, p in inspect.signature(_ESTIMATORS[method]).parameters.items()
+    defaults = {name: p.default for name, p in inspect.signature(ESTIMATORS[method]).parameters.items()
                 if p.kind is p.KEYWORD_ONLY}
     unknown = sorted(set(settings) - set(defaults))
     if unknown:
@@ -179,7 +179,7 @@ def layer_information(activations: Mapping[str, object], y, *, method: str = "bi
     """``{name: MutualInformation}`` for each layer's activations ``[m, d]`` (arrays or tensors) and
     labels ``y [m]``, by ``method`` "binning" (``bins``, ``range_``) or "kde" (``noise_variance``)."""
     _settings(method, settings)
-    return {name: _ESTIMATORS[method](T, y, **settings) for name, T in activations.items()}
+    return {name: ESTIMATORS[method](T, y, **settings) for name, T in activations.items()}
 
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
@@ -276,7 +276,7 @@ def track(model: nn.Module, X: Tensor, y: Tensor, optimizer: torch.optim.Optimiz
                                  "record modules that run once (one activation module per layer)")
             T = outputs[0].numpy()
             if np.isfinite(T).all():
-                info = _ESTIMATORS[method](T, labels, **settings)
+                info = ESTIMATORS[method](T, labels, **settings)
                 I_XT[row, col], I_TY[row, col] = info.I_XT, info.I_TY
                 if info.settings.get("range_observed"):
                     ranges[row, col] = info.settings["range"]

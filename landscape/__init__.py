@@ -20,12 +20,13 @@ import importlib
 import warnings
 
 from landscape import linalg
+from landscape.checkpoints import load_checkpoint
 from landscape.core.objective import HVPCheck, Objective
 from landscape.core.space import ParamSpace
 from landscape.curvature.operators import fisher, ggn, hessian
 from landscape.curvature.sharpness import Sharpness, sharpness
 from landscape.curvature.spectrum import density, eigenvalues, per_layer, trace
-from landscape.problems import Problem, load, load_checkpoint
+from landscape.problems import Problem, load
 from landscape.scans import directions
 from landscape.scans.scan import Scan, scan
 from landscape.scans.scan import load as load_scan

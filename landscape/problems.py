@@ -3,8 +3,8 @@
 ``load("digits-mlp")`` builds a built-in problem; ``load("path/to/file.py:factory")``
 imports that file and calls ``factory()``, which returns a ``Problem`` or a tuple
 ``(model, loss_fn, data)``. A problem file is Python code and runs as such: load
-only files you trust. ``load_checkpoint`` reads a state dict with
-``torch.load(..., weights_only=True)``, which executes nothing.
+only files you trust. ``load_checkpoint`` (:mod:`landscape.checkpoints`) reads weights without
+running anything.
 
 Built-in problems (all deterministic for a given ``seed``, trained on the CPU in seconds):
 
@@ -15,16 +15,18 @@ Built-in problems (all deterministic for a given ``seed``, trained on the CPU in
   parametrization, or the NTK parametrization (``NTKLinear``).
 - ``digits-cnn``: conv-BatchNorm-ReLU x2, average pooling, linear, on the same digits
   as 1x8x8 images, trained by mini-batch Adam; evaluated in eval mode.
+- ``tiny-gpt``: a small causal transformer (character level) on the Python documentation that ships
+  with Python (``pydoc_data``), dict batches of token windows, the mean loss over label tokens
+  (``landscape.language``).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import pickle
-import re
+import math
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from landscape import language
 from landscape.core.objective import Objective
 
 Tensor = torch.Tensor
@@ -241,10 +244,46 @@ def digits_cnn(channels: int = 8, steps: int = 300, seed: int = 0,
                                f"{time.perf_counter() - start:.1f} s, eval mode")
 
 
+def tiny_gpt(examples: int = 256, context: int = 64, width: int = 64, heads: int = 4, layers: int = 2,
+             steps: int = 600, batch_size: int = 32, lr: float = 3e-3, seed: int = 0) -> Problem:
+    """``tiny-gpt``: a causal transformer (``landscape.language.TinyGPT``) on Python's documentation, trained by Adam
+    for ``steps`` steps on batches of random windows of the training text. The problem's data are ``examples``
+    windows of ``context`` characters of it as dict batches of 64, its test data as many of the held-out text."""
+    for name, value, least in (("examples", examples, 1), ("context", context, 2), ("steps", steps, 0),
+                               ("batch_size", batch_size, 1), ("layers", layers, 1), ("heads", heads, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"tiny-gpt: {name} must be an integer of at least {least}, got {value!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"tiny-gpt: lr must be a positive number, got {lr!r}")
+    ids = language.encode(language.corpus())
+    cut = int(0.9 * len(ids))
+    train, held_out = ids[:cut], ids[cut:]
+    model = seeded(lambda: language.TinyGPT(context, width, heads, layers), seed)
+    start = time.perf_counter()
+    if steps:
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        generator = torch.Generator().manual_seed(seed)
+        for _ in range(steps):
+            starts = torch.randint(0, len(train) - context, (batch_size,), generator=generator)
+            X = torch.stack([train[s:s + context] for s in starts.tolist()])
+            optimizer.zero_grad(set_to_none=True)
+            model(X, labels=X).loss.backward()
+            optimizer.step()
+    model.eval()
+    return Problem("tiny-gpt", model, language.causal_lm_loss, language.windows(train, context, examples), batch_size=64,
+                   metrics={"token accuracy": language.token_accuracy},
+                   test_data=language.windows(held_out, context, examples),
+                   description=f"causal transformer ({layers} layers, width {width}, {heads} heads, context {context}) "
+                               f"on Python's documentation topics (pydoc_data, {len(ids):,} characters), "
+                               f"{steps} Adam steps in {time.perf_counter() - start:.1f} s; "
+                               f"unigram baseline {language.unigram_loss(train):.3f} nats")
+
+
 BUILTIN: dict[str, Callable[..., Problem]] = {
     "quadratic": quadratic,
     "digits-mlp": digits_mlp,
     "digits-cnn": digits_cnn,
+    "tiny-gpt": tiny_gpt,
 }
 
 
@@ -291,49 +330,3 @@ def load(spec: str, **kwargs) -> Problem:
         return Problem(f"{file.name}:{factory}", *made)
     raise ValueError(f"{path}:{factory}() must return a landscape Problem or a tuple (model, loss_fn, data), "
                      f"got {type(made).__name__}")
-
-
-def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load a state dict saved with ``torch.save`` into ``model`` (``weights_only=True``), or say why it does not fit.
-
-    Accepts a bare state dict or one under ``"state_dict"``, ``"model_state_dict"`` or
-    ``"model"``; a ``"module."`` prefix (from ``DataParallel``) is stripped.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-        if refused:
-            raise ValueError(f"checkpoint {path} holds a {refused.group(1)} object, which torch.load(weights_only=True) "
-                             f"refuses to unpickle; save model.state_dict() instead") from error
-        reason = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", str(error), re.S)
-        raise ValueError(f"checkpoint {path} is not a file torch.load can read"
-                         + (f" ({reason.group(1)})" if reason else "")) from error
-    except Exception as error:
-        first = (str(error).strip().splitlines() or [""])[0]
-        raise ValueError(f"checkpoint {path} is not a file torch.load can read ({type(error).__name__}: {first})") from error
-    for key in ("state_dict", "model_state_dict", "model"):
-        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
-            state = state[key]
-            break
-    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"checkpoint {path} is not a state dict of tensors")
-    if state and all(k.startswith("module.") for k in state):
-        state = {k.removeprefix("module."): v for k, v in state.items()}
-    expected = model.state_dict()
-    problems = []
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing:
-        problems.append("missing " + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
-    if unexpected:
-        problems.append("unexpected " + ", ".join(unexpected[:5]) + (" ..." if len(unexpected) > 5 else ""))
-    problems += [f"{k} has shape {tuple(state[k].shape)} in the checkpoint but {tuple(v.shape)} in the model"
-                 for k, v in expected.items() if k in state and state[k].shape != v.shape][:5]
-    if problems:
-        raise ValueError(f"checkpoint {path} does not fit the model: " + "; ".join(problems))
-    model.load_state_dict(state)
-    return model

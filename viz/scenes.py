@@ -89,15 +89,22 @@ def axes(display, titles):
     grid.AxesToLabel = 10  # labels on the faces min-y and max-x: x in front, y and z at the right, not all twelve
 
 
+def keep(source, array):
+    """The cells of ``source`` whose points all have ``array`` = 1 (valid, or over the grid)."""
+    kept = Threshold(Input=source, Scalars=["POINTS", array])
+    kept.LowerThreshold, kept.UpperThreshold = 1, 1
+    return kept
+
+
+def tube_of(source, radius):
+    return Tube(Input=ExtractSurface(Input=source), Radius=radius, NumberofSides=16)
+
+
 def solid(source, view, rgb):
     display = Show(source, view)
     display.ColorArrayName = ["POINTS", ""]  # a solid colour: no array (ColorBy(display, None) fails in 5.11)
     display.AmbientColor = display.DiffuseColor = rgb
     return display
-
-
-def tube(source, view, radius, rgb):
-    return solid(Tube(Input=ExtractSurface(Input=source), Radius=radius, NumberofSides=16), view, rgb)
 
 
 def marker(view, center, radius, rgb):
@@ -125,26 +132,21 @@ style(view)
 image = XMLImageDataReader(FileName=[here(SCENE["image"])])
 lo, hi = SCENE["height_range"]
 if SCENE["dims"] <= 2:
-    valid = Threshold(Input=image, Scalars=["POINTS", "valid"])
-    valid.LowerThreshold, valid.UpperThreshold = 1, 1
-    shown = WarpByScalar(Input=valid, Scalars=["POINTS", "height"], ScaleFactor=SCENE["z_scale"])
+    shown = WarpByScalar(Input=keep(image, "valid"), Scalars=["POINTS", "height"], ScaleFactor=SCENE["z_scale"])
     if SCENE["dims"] == 1:
-        shown = Tube(Input=ExtractSurface(Input=shown), Radius=SCENE["radius"], NumberofSides=16)
+        shown = tube_of(shown, SCENE["radius"])
 else:
-    shown = Contour(Input=image, ContourBy=["POINTS", "height"], Isosurfaces=SCENE["levels"])
+    shown = Contour(Input=image, ContourBy=["POINTS", "height"], Isosurfaces=SCENE["levels"], ComputeScalars=1)
 display = Show(shown, view)
 if SCENE["dims"] == 3:
     display.Opacity = 0.8  # the contours in front let the ones behind and the run show through
 colour(display, view, "height", SCENE["height_title"], lo, hi)
 axes(display, SCENE["axis_titles"])
 if SCENE["trajectory"]:
-    path = XMLPolyDataReader(FileName=[here(SCENE["trajectory"])])
-    path = Threshold(Input=path, Scalars=["POINTS", "inside"])  # the part of the run over the grid
-    path.LowerThreshold, path.UpperThreshold = 1, 1
-    path = Transform(Input=path)
+    path = Transform(Input=keep(XMLPolyDataReader(FileName=[here(SCENE["trajectory"])]), "inside"))  # over the grid
     path.Transform.Scale = [1, 1, SCENE["z_scale"] if SCENE["dims"] <= 2 else 1]
     path.Transform.Translate = [0, 0, 1.5 * SCENE["radius"] if SCENE["dims"] <= 2 else 0]  # on the surface
-    tube(path, view, 1.4 * SCENE["radius"], [0.85, 0.1, 0.1])  # over a 1D scan's curve, a sleeve around it
+    solid(tube_of(path, 1.4 * SCENE["radius"]), view, [0.85, 0.1, 0.1])  # over a 1D scan's curve, a sleeve
     marker(view, SCENE["start"], 2.5 * SCENE["radius"], [1, 1, 1])
     marker(view, SCENE["end"], 2.5 * SCENE["radius"], [0.85, 0.1, 0.1])
 frame(view, SCENE["camera"])
@@ -156,9 +158,7 @@ view = GetActiveViewOrCreate("RenderView")
 style(view)
 series = PVDReader(FileName=here(SCENE["pvd"]))
 lo, hi = SCENE["height_range"]
-valid = Threshold(Input=series, Scalars=["POINTS", "valid"])
-valid.LowerThreshold, valid.UpperThreshold = 1, 1
-shown = Transform(Input=valid)
+shown = Transform(Input=keep(series, "valid"))
 shown.Transform.Scale = [1, 1, SCENE["z_scale"]]
 display = Show(shown, view)
 colour(display, view, "height", SCENE["height_title"], lo, hi)
@@ -177,12 +177,9 @@ view = GetActiveViewOrCreate("RenderView")
 style(view)
 lo, hi = SCENE["loss_range"]
 for name in SCENE["paths"]:
-    path = XMLPolyDataReader(FileName=[here(name)])
-    path = Threshold(Input=path, Scalars=["POINTS", "valid"])
-    path.LowerThreshold, path.UpperThreshold = 1, 1
-    path = Transform(Input=path)
+    path = Transform(Input=keep(XMLPolyDataReader(FileName=[here(name)]), "valid"))
     path.Transform.Scale = [1, 1, SCENE["z_scale"]]
-    display = Show(Tube(Input=ExtractSurface(Input=path), Radius=SCENE["radius"], NumberofSides=16), view)
+    display = Show(tube_of(path, SCENE["radius"]), view)
     colour(display, view, "loss", "loss", lo, hi)
     axes(display, SCENE["axis_titles"])
 marker(view, SCENE["a"], 2.5 * SCENE["radius"], [1, 1, 1])

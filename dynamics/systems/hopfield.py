@@ -37,6 +37,9 @@ __all__ = ["store", "energy", "retrieve", "Retrieval", "capacity", "Capacity", "
            "ags_critical_load", "modern_retrieve"]
 
 
+MODES = ("async", "sync")  # one unit at a time in a random order, or all at once
+
+
 def _pm1(x, name: str) -> np.ndarray:
     """x as a float64 array, checked to hold only -1 and +1."""
     x = np.asarray(x, dtype=np.float64)
@@ -119,7 +122,7 @@ def retrieve(W, S0, *, mode: str = "async", max_sweeps: int = 100, seed: int = 0
     W = _weights(W)
     N = W.shape[0]
     S = _states(S0, N, "S0").T.copy()  # [N, R]: unit i of all runs is the contiguous row S[i]
-    if mode not in ("async", "sync"):
+    if mode not in MODES:
         raise ValueError(f"mode must be 'async' or 'sync', got {mode!r}")
     if int(max_sweeps) != max_sweeps or max_sweeps < 1:
         raise ValueError(f"max_sweeps must be a positive integer, got {max_sweeps}")

@@ -12,9 +12,18 @@ import numpy as np
 import torch
 
 from landscape import problems
-from landscape.cli.common import (headline, load_problem, objective, output_folder, problem_arguments,
-                                  problem_kwargs, write_json)
-from landscape.cli.render import draw
+from landscape.checkpoints import load_checkpoint
+from landscape.paths.curves import KINDS
+from landscape.cli.common import (
+    headline,
+    load_problem,
+    objective,
+    output_folder,
+    problem_arguments,
+    problem_kwargs,
+    write_json,
+)
+from landscape.cli.common import draw
 from landscape.core.objective import Objective
 from landscape.scans import directions as dirs
 from landscape.scans import store as scan_store
@@ -38,7 +47,7 @@ def add_parser(subparsers) -> None:
     sub.add_argument("--b", required=True, metavar="CKPT_B", help="the second model's state dict (t = 1)")
     sub.add_argument("--align", action="store_true",
                      help="permute b's hidden units to match a's (weight matching) and connect a to the result")
-    sub.add_argument("--curve", choices=["bezier", "polychain"],
+    sub.add_argument("--curve", choices=[kind for kind in KINDS if kind != "line"],
                      help="also train a curve from a to b (to the aligned b with --align)")
     sub.add_argument("--bends", type=int, default=1, help="control points between the ends (default 1)")
     sub.add_argument("--epochs", type=int, default=50, help="passes over the data to train the curve (default 50)")
@@ -148,7 +157,6 @@ def run(args: argparse.Namespace) -> int:
         if args.plane:
             summary["plane"] = _curve_plane(args, problem, obj, path, result, out / "plane")
     from viz.plots import path_losses
-
     from viz.scenes import paths_script
 
     path_losses(drawn, log=args.log, title=f"{problem.name}: loss along paths from a to b", path=out / "paths.png")
@@ -180,7 +188,7 @@ def _endpoints(args, problem: problems.Problem) -> tuple[torch.nn.Module, torch.
     for flag, file in (("--a", args.a), ("--b", args.b)):
         model = copy.deepcopy(problem.model)
         try:
-            problems.load_checkpoint(model, file)
+            load_checkpoint(model, file)
         except (ValueError, FileNotFoundError) as error:
             raise ValueError(f"{flag}: {error}") from None
         bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]

@@ -10,9 +10,9 @@ import torch
 
 from landscape import problems
 from landscape.cli.common import output_folder, parse_device, report
-from landscape.cli.render import draw
-from landscape.cli.scan import checkpoints, load_trajectory, place
-from landscape.cli.spectrum import negative_mass
+from landscape.cli.common import draw
+from landscape.cli.common import checkpoints, load_trajectory, place
+from landscape.cli.common import negative_mass
 from landscape.curvature.operators import hessian
 from landscape.curvature.spectrum import density, eigenvalues
 from landscape.linalg.trace import hutchpp

@@ -22,7 +22,9 @@ def add_parser(subparsers) -> None:
     sub.add_argument("--alpha", type=float, nargs="+", default=[0.05, 0.1, 0.12, 0.138, 0.16, 0.2],
                      help="loads P/N (default 0.05 0.1 0.12 0.138 0.16 0.2)")
     sub.add_argument("--trials", type=int, default=1, help="pattern sets per load (default 1)")
-    sub.add_argument("--mode", choices=["async", "sync"], default="async",
+    from dynamics.systems.hopfield import MODES
+
+    sub.add_argument("--mode", choices=MODES, default="async",
                      help="one unit at a time in a random order (default), or all at once (can end in 2-cycles)")
     sub.add_argument("--seed", type=int, default=0, help="seed of the patterns and the update order (default 0)")
     sub.add_argument("--out", required=True, metavar="DIR", help="directory for hopfield.json and hopfield.png")

@@ -13,7 +13,7 @@ from landscape.cli.common import ints, output_folder, write_json
 
 
 def add_parser(subparsers) -> None:
-    from dynamics.information import ACTIVATIONS
+    from dynamics.information import ACTIVATIONS, ESTIMATORS
 
     sub = subparsers.add_parser(
         "infoplane", help="the information plane of a small MLP trained on the digits",
@@ -34,7 +34,7 @@ def add_parser(subparsers) -> None:
     sub.add_argument("--batch-size", type=int, default=64, help="examples per step, shuffled each epoch; 0 for "
                                                               "one full-batch step per epoch (default 64)")
     sub.add_argument("--examples", type=int, help="use the first N training digits (default: all 1437)")
-    sub.add_argument("--method", choices=["binning", "kde"], default="binning", help="estimator (default binning)")
+    sub.add_argument("--method", choices=list(ESTIMATORS), default="binning", help="estimator (default binning)")
     sub.add_argument("--bins", type=int, help="binning: equal-width bins per neuron over --range (default 30)")
     sub.add_argument("--range", metavar="LO:HI", help="binning: the bins' range (default -1:1 for tanh, the observed "
                                                       "range of each layer at each epoch for relu)")

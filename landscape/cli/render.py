@@ -1,15 +1,12 @@
-"""``landscape render``: a scan's figures, offscreen rendering and ParaView files; ``draw`` also serves scan,
-connect and demo."""
+"""``landscape render``: a scan's figures, offscreen rendering and ParaView files (``common.draw``)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-import numpy as np
 
-from landscape.cli.common import check_scale, scale_arguments
-from landscape.scans.scan import Scan
+from landscape.cli.common import draw, scale_arguments
 from landscape.scans.scan import load as load_scan
 
 
@@ -44,34 +41,3 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def draw(result: Scan, out: Path, *, png: bool, vtk: bool, log: bool, zmax: float | None,
-         title: str | None = None, announce: bool = True) -> list[Path]:
-    """Write a scan's figures (curve, contour, surface, and a VTK rendering of a 2D one) and its VTK
-    files to ``out``; print each file (``announce``). A rendering VTK cannot make here is skipped with a note."""
-    check_scale(log, zmax)
-    loss = result.values["loss"]
-    if not np.isfinite(loss).any():
-        raise ValueError("nothing to draw: " + ("no computed point has a finite loss" if result.done.any()
-                                                 else "no point of this scan is computed yet"))
-    if zmax is not None and zmax <= np.nanmin(np.where(np.isfinite(loss), loss, np.nan)):
-        raise ValueError(f"--zmax {zmax:g} is at or below the lowest loss, {np.nanmin(loss[np.isfinite(loss)]):.4g}: "
-                         f"everything would be one flat sheet")
-    if log and not (loss[np.isfinite(loss)] > 0).any():
-        raise ValueError("--log needs a positive loss somewhere; this scan has none")
-    written = []
-    if png:
-        from viz import plots, render
-
-        written += plots.scan_figures(result, out, log=log, zmax=zmax)
-        if len(result.axes) == 2:
-            try:
-                written.append(render.render(result, out / "render.png", log=log, zmax=zmax, title=title))
-            except RuntimeError as error:
-                print(f"render       skipped: {error}", flush=True)
-    if vtk:
-        from viz import scenes
-
-        written += scenes.export(result, out, log=log, zmax=zmax)
-    for f in written if announce else []:
-        print(f"wrote        {f}", flush=True)
-    return written

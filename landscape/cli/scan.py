@@ -4,18 +4,12 @@ point-parallel); a training run's checkpoints placed on the scan's plane (shared
 from __future__ import annotations
 
 import argparse
-import copy
-import re
 import sys
-from pathlib import Path
 
-import numpy as np
 import torch
 
-from landscape import problems
-from landscape.cli.common import (check_scale, headline, load_problem, objective, output_folder,
-                                  problem_arguments, scale_arguments, write_json)
-from landscape.cli.render import draw
+from landscape.cli.common import (check_scale, checkpoints, draw, headline, load_problem, load_trajectory, objective,
+                                  output_folder, place, problem_arguments, scale_arguments, write_json)
 from landscape.core import data_parallel
 from landscape.core.objective import Objective
 from landscape.core.results import fingerprint
@@ -23,7 +17,7 @@ from landscape.scans import directions as dirs
 from landscape.scans import store as scan_store
 from landscape.scans.grid import parse_grid
 from landscape.scans.points import STRATEGIES
-from landscape.scans.scan import Scan, scan
+from landscape.scans.scan import scan
 from landscape.scans.scan import load as load_scan
 
 
@@ -153,46 +147,3 @@ def _directions(args, obj: Objective, k: int, trajectory, stored: dict | None) -
     return found
 
 
-def checkpoints(folder: str) -> list[Path]:
-    """The checkpoints ``*.pt``/``*.pth`` in ``folder``, in natural order (step2 before step10)."""
-    path = Path(folder)
-    if not path.is_dir():
-        raise FileNotFoundError(f"--trajectory {folder} is not a directory")
-    files = sorted((f for f in path.iterdir() if f.suffix in (".pt", ".pth")),
-                   key=lambda f: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", f.name)])
-    if not files:
-        raise ValueError(f"--trajectory {folder} holds no checkpoints (*.pt or *.pth files)")
-    return files
-
-
-def load_trajectory(files: list[Path], problem: problems.Problem,
-                    obj: Objective) -> tuple[list[str], torch.Tensor, list]:
-    """The checkpoints as flat parameter vectors ``[m, n]`` of ``obj``'s space, and each one's own
-    loss (its parameters and its buffers, such as BatchNorm's running statistics)."""
-    model = copy.deepcopy(problem.model)
-    rows, losses = [], []
-    for f in files:
-        problems.load_checkpoint(model, f)
-        rows.append(obj.space.flatten(dict(model.named_parameters())).detach().to(obj.device, obj.dtype))
-        own = Objective(model, problem.loss_fn, problem.data, batch_size=problem.batch_size, device=obj.device,
-                        dtype=obj.dtype)  # a snapshot of this checkpoint, buffers included
-        losses.append(own.loss().item())
-    return [f.name for f in files], torch.stack(rows), losses
-
-
-def place(path: Path, d: dirs.Directions, result: Scan, trajectory) -> dict:
-    """Project the checkpoints onto the scan's plane and store them (with their own loss) in the scan file;
-    say how far off the plane they are and whether the grid holds them."""
-    names, T, losses = trajectory
-    placed = dirs.project(d, T, center=result.center)
-    scan_store.add_trajectory(path, placed.coords, placed.residuals, names, losses)
-    off = placed.relative[placed.residuals > 0] if (placed.residuals > 0).any() else np.zeros(1)
-    print(f"trajectory   {len(names)} checkpoints projected; off-plane distance median {np.median(off):.1%}, "
-          f"up to {off.max():.1%} of their distance from the centre", flush=True)
-    low, high = placed.coords.min(axis=0), placed.coords.max(axis=0)
-    outside = [f"{'xyz'[a]} from {low[a]:.3g} to {high[a]:.3g}" for a, axis in enumerate(result.axes)
-               if low[a] < axis[0] or high[a] > axis[-1]]
-    if outside:
-        print(f"             the run reaches beyond the grid ({', '.join(outside)}): figures show the part "
-              f"inside; widen --grid to see all of it", flush=True)
-    return {"names": names, "loss": losses, **placed.to_dict()}

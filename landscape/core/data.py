@@ -1,7 +1,14 @@
-"""The data an objective averages over: ``(X, y)`` pairs and re-iterables of batches.
+"""The data an objective averages over: ``(X, y)`` pairs, dict batches, and re-iterables of either.
 
-``X`` may be a tensor (``model(X)``), a tuple of tensors (``model(*X)``) or a dict of
-tensors (``model(**X)``); ``y`` is a tensor whose first dimension counts the examples.
+A batch is an ``(X, y)`` pair, ``X`` a tensor (``model(X)``), a tuple of tensors (``model(*X)``) or a
+dict of tensors (``model(**X)``), and ``y`` a tensor whose first dimension counts the examples; or a
+dict of tensors (Hugging Face style, ``model(**batch)``), which is then also what ``loss_fn`` gets.
+
+Each batch weighs by what its loss averages over (``weight``): its examples, or, for a dict batch
+with ``labels``, its label tokens, the entries of ``labels`` other than -100 (``IGNORE``). A causal
+language model's loss predicts ``labels[..., 1:]`` from the tokens before them, so there only those
+count (``shifts_labels``: Hugging Face causal LMs, or a model with ``shifts_labels = True``). The
+full-data loss is then the mean over every label token of the data, however the batches are padded.
 """
 
 from __future__ import annotations
@@ -21,6 +28,40 @@ def examples_in(X) -> int:
     if isinstance(X, Mapping):
         return examples_in(next(iter(X.values())))
     return examples_in(X[0])
+
+
+IGNORE = -100  # the label of a token no loss counts (Hugging Face's and cross_entropy's ignore_index)
+WEIGHTS = ("auto", "examples", "tokens")
+
+
+def is_dict_batch(batch) -> bool:
+    """A Hugging Face style batch: a dict of tensors, called as ``model(**batch)``."""
+    return isinstance(batch, Mapping) and len(batch) > 0 and all(isinstance(v, Tensor) for v in batch.values())
+
+
+def shifts_labels(model) -> bool:
+    """Whether ``model``'s own loss predicts ``labels[..., 1:]`` from the tokens before them: a model that says so
+    (``shifts_labels = True``) or a Hugging Face causal LM (one that generates, and not an encoder-decoder)."""
+    if getattr(model, "shifts_labels", None) is not None:
+        return bool(model.shifts_labels)
+    config, generates = getattr(model, "config", None), getattr(model, "can_generate", None)
+    return bool(config is not None and callable(generates) and generates()
+                and not getattr(config, "is_encoder_decoder", False))
+
+
+def label_tokens(labels: Tensor, shifted: bool) -> int:
+    """The label tokens a language model's loss averages over: entries other than ``IGNORE`` (after the shift)."""
+    return int(((labels[..., 1:] if shifted else labels) != IGNORE).sum())
+
+
+def weight(X, y, how: str, shifted: bool) -> int:
+    """What one batch's loss averages over (see the module docstring): ``how`` is "auto", "examples" or "tokens"."""
+    if how == "tokens" or (how == "auto" and is_dict_batch(X) and "labels" in X):
+        labels = X.get("labels") if isinstance(X, Mapping) else y
+        if labels is None:
+            raise ValueError("weights='tokens' needs labels: a dict batch with 'labels', or y holding the labels")
+        return label_tokens(labels, shifted)
+    return examples_in(X)
 
 
 def move(x, device: torch.device, dtype: torch.dtype):
@@ -49,10 +90,17 @@ def examples(X, device: torch.device, dtype: torch.dtype, name: str = "X") -> tu
     return X, m
 
 
-def inputs(X) -> tuple[tuple, dict]:
-    """A batch's ``X`` as ``(args, kwargs)`` of the model: a tensor ``(X,)``, a tuple ``*X``, a dict ``**X``."""
+def inputs(X, model=None) -> tuple[tuple, dict]:
+    """A batch's ``X`` as ``(args, kwargs)`` of the model: a tensor ``(X,)``, a tuple ``*X``, a dict ``**X``.
+
+    A Hugging Face ``model`` that keeps an attention cache for generation (``config.use_cache``) is told
+    not to: no analysis needs it, and it is not a tensor that autodiff can carry.
+    """
     if isinstance(X, Mapping):
-        return (), dict(X)
+        kwargs = dict(X)
+        if getattr(getattr(model, "config", None), "use_cache", False):
+            kwargs.setdefault("use_cache", False)
+        return (), kwargs
     return (tuple(X) if isinstance(X, (tuple, list)) else (X,)), {}
 
 
@@ -66,26 +114,28 @@ def is_pair(data) -> bool:
 
 
 def batch_list(data, batch_size: int | None, device: torch.device, dtype: torch.dtype):
-    """``data`` checked and made re-iterable: an ``(X, y)`` pair becomes a list of ``batch_size`` slices
-    (views) on ``device``; any other re-iterable of batches is kept as it is."""
-    if is_pair(data):
-        X, y = data
-        if examples_in(X) != y.shape[0]:
-            raise ValueError(f"X has {examples_in(X)} examples but y has {y.shape[0]}")
-        if y.shape[0] == 0:
+    """``data`` checked and made re-iterable: an ``(X, y)`` pair or one dict batch becomes a list of
+    ``batch_size`` slices (views) on ``device``; any other re-iterable of batches is kept as it is."""
+    if is_pair(data) or is_dict_batch(data):
+        if is_pair(data) and examples_in(data[0]) != data[1].shape[0]:
+            raise ValueError(f"X has {examples_in(data[0])} examples but y has {data[1].shape[0]}")
+        counts = {examples_in(t) for t in (data.values() if is_dict_batch(data) else data)}
+        if len(counts) > 1:
+            raise ValueError(f"the dict's tensors hold different numbers of examples: {sorted(counts)}")
+        (n,) = counts
+        if n == 0:
             raise ValueError("the data set is empty")
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
                                        or batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        X, y = move(X, device, dtype), move(y, device, dtype)
-        size = batch_size or y.shape[0]
-        return [(tree_map(lambda t: t[i:i + size], X), y[i:i + size]) for i in range(0, y.shape[0], size)]
+        data, size = move(data, device, dtype), batch_size or n
+        return [tree_map(lambda t: t[i:i + size], data) for i in range(0, n, size)]
     if batch_size is not None:
-        raise ValueError("batch_size applies to an (X, y) pair of tensors; batches given as an "
+        raise ValueError("batch_size applies to an (X, y) pair or one dict of tensors; batches given as an "
                          "iterable are used as they come")
     if not isinstance(data, Iterable):
-        raise ValueError(f"data must be an (X, y) pair of tensors or an iterable of (X, y) batches, "
-                         f"got {type(data).__name__}")
+        raise ValueError(f"data must be an (X, y) pair of tensors, a dict of tensors, or an iterable of (X, y) or "
+                         f"dict batches, got {type(data).__name__}")
     if not hasattr(data, "__len__") and iter(data) is data:
         raise ValueError("data is a one-shot iterator (a generator?); pass a list of batches or a "
                          "DataLoader, which can be iterated again for every pass")

@@ -41,7 +41,7 @@ the same to the last bit because:
    objective (``op.obj``), are planned from it. An operator without an objective needs an explicit
    ``max_memory`` (``world.budget(device)``: the least over ranks) or ``basis``.
 
-tests/landscape/test_distributed.py checks it: the eigenvectors' sha256 is the same on both ranks
+tests/landscape/core/test_distributed.py checks it: the eigenvectors' sha256 is the same on both ranks
 (``World.identical``).
 
 Code that iterates ``obj.batches()`` itself (scans, the paths of landscape.paths.curves, curve training and

@@ -22,6 +22,11 @@ digits-cnn, see docs/benchmarks.md).
 ``"rev-rev"``; fwd-rev, slower on the CPU and lacking forward-mode rules for some
 operations, is there to be chosen.
 
+Every product runs inside ``twice_differentiable()``: the fused attention kernels of
+``F.scaled_dot_product_attention`` (flash, memory-efficient, cuDNN; what ``nn.MultiheadAttention``,
+``nn.TransformerEncoderLayer`` and Hugging Face models call) have no double backward and no forward-mode
+rule, so second-order work takes its math kernel; losses, gradients and scans keep the fast ones.
+
 The engine needs little of an objective (``Differentiable``): a per-batch loss, the
 weighted mean over batches, and the memory it may use. ``landscape.core.objective.Objective``
 is one.
@@ -36,17 +41,28 @@ from typing import Protocol
 
 import torch
 from torch.func import grad, jvp, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from landscape.core import memory
 
 Tensor = torch.Tensor
 MODES = ("cached", "rev-rev", "fwd-rev")
+DERIVATIVE_PATH = "sdpa-math"  # what twice_differentiable() does, as results' settings record it
 
 
 @contextmanager
 def autograd_on():
     """Autograd on, also inside ``torch.no_grad()`` or ``torch.inference_mode()``."""
     with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+@contextmanager
+def twice_differentiable():
+    """Second derivatives and forward mode for every op: ``F.scaled_dot_product_attention`` on its math kernel
+    (a composite of matmuls and a softmax), not on the fused kernels, which have neither (torch 2.13 on the
+    CPU: "derivative for aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented")."""
+    with sdpa_kernel(SDPBackend.MATH):
         yield
 
 
@@ -94,7 +110,7 @@ class HVPEngine:
         """
         if vectorize is None:
             vectorize = self.obj.device.type != "cpu" or mode == "fwd-rev"
-        with autograd_on():
+        with autograd_on(), twice_differentiable():
             return self._products(V, theta.clone(), mode, vectorize)
 
     def _products(self, V: Tensor, theta: Tensor, mode: str, vectorize: bool) -> Tensor:
@@ -137,10 +153,11 @@ class HVPEngine:
                 return memory.retry_halving(fwd_rev, size, budget)
             except torch.OutOfMemoryError:
                 raise
-            except (RuntimeError, NotImplementedError) as error:
-                if not re.search(r"forward[- ]?(mode|AD|grad)|ZeroTensor|jvp|not implemented", str(error), re.I):
+            except (RuntimeError, NotImplementedError, ValueError) as error:  # ValueError: raised inside the model
+                found = f"{error} {error.__cause__ or ''}"
+                if not re.search(r"forward[- ]?(mode|AD|grad)|ZeroTensor|jvp|not implemented", found, re.I):
                     raise
-                reason = str(error).strip().splitlines()[0]
+                reason = str(error.__cause__ or error).strip().splitlines()[0]
                 raise ValueError(f"the fwd-rev HVP failed inside torch ({reason}): an operation in this model or "
                                  f"loss has no working forward-mode rule (F.mse_loss in torch 2.13, pytorch "
                                  f"issue 123996); use hvp_mode='rev-rev' or 'cached'") from error

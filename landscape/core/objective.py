@@ -25,7 +25,8 @@ from torch.func import functional_call, vmap
 
 from landscape.core import data as batching
 from landscape.core import memory
-from landscape.core.hvp import MODES, HVPEngine, autograd_on
+from landscape.core.errors import UserCodeError, calling
+from landscape.core.hvp import DERIVATIVE_PATH, MODES, HVPEngine, autograd_on
 from landscape.core.results import Result
 from landscape.core.space import ParamSpace
 
@@ -45,19 +46,32 @@ class HVPCheck(Result):
     steps: list[float]  # the finite-difference step that agreed best, per vector
     seed: int
     seconds: float
+    derivative_path: str = DERIVATIVE_PATH  # the HVPs' kernels, the products' own (core.hvp.twice_differentiable)
 
 
-def measure(fns: Mapping[str, Callable], outputs, y: Tensor) -> Tensor:
-    """``[fn(outputs, y) for fn in fns]`` as a float64 vector ``[m]``; each must be one number (a batch mean)."""
+def model_loss(outputs, batch) -> Tensor:
+    """The loss a model computes itself, ``outputs.loss`` (a Hugging Face model given ``labels``): the
+    ``loss_fn`` of an objective built without one."""
+    loss = getattr(outputs, "loss", None)
+    if loss is None:
+        raise UserCodeError(f"the model returned {type(outputs).__name__} without a .loss and there is no loss_fn: "
+                            f"put labels in the batch, or give loss_fn(outputs, batch)")
+    return loss
+
+
+def measure(fns: Mapping[str, Callable], outputs, y, device: torch.device, dtype: torch.dtype = torch.float64) -> Tensor:
+    """``[fn(outputs, y) for fn in fns]`` as a vector ``[m]`` on ``device`` in ``dtype``; each must be one number
+    (a batch mean). An exception from a function is a ``UserCodeError`` naming it."""
     values = []
     for name, fn in fns.items():
-        value = fn(outputs, y)
+        with calling("loss_fn failed" if name == "loss" else f"metric {name!r} failed"):
+            value = fn(outputs, y)
         if isinstance(value, Tensor):
             if value.numel() != 1:
                 raise ValueError(f"{name} must return a scalar (the batch mean), got {tuple(value.shape)}; "
                                  f"use reduction='mean'")
             value = value.reshape(())
-        values.append(torch.as_tensor(value, dtype=torch.float64, device=y.device))
+        values.append(torch.as_tensor(value, dtype=dtype, device=device))
     return torch.stack(values)
 
 
@@ -68,10 +82,13 @@ class Objective:
         model: any ``nn.Module``; it is never modified (parameters are swapped in with
             ``torch.func.functional_call``). Its buffers and frozen parameters are copied
             at construction, so the objective is a fixed function of theta.
-        loss_fn: ``loss_fn(outputs, y) -> scalar``, the mean over the batch.
-        data: a pair of tensors ``(X, y)`` (split into ``batch_size`` chunks if given), or
-            any re-iterable of ``(X, y)`` batches such as a list or a ``DataLoader``.
-            ``X`` may be a tensor, a tuple (``model(*X)``) or a dict (``model(**X)``).
+        loss_fn: ``loss_fn(outputs, y) -> scalar``, the mean over the batch (for a dict batch,
+            ``loss_fn(outputs, batch)``, which may read ``outputs.logits``); ``None``: the model's
+            own ``outputs.loss`` (a Hugging Face model given labels).
+        data: a pair of tensors ``(X, y)`` or a dict of tensors (split into ``batch_size``
+            chunks if given), or any re-iterable of ``(X, y)`` or dict batches such as a list or a
+            ``DataLoader``. ``X`` may be a tensor, a tuple (``model(*X)``) or a dict (``model(**X)``);
+            a dict batch is called as ``model(**batch)`` (see :mod:`landscape.core.data`).
         params: names or glob patterns of the parameters that make up ``theta``; the
             others stay fixed. Unused parameters get zero gradient and curvature.
         device, dtype: where and in which floating type to compute (default: the
@@ -82,22 +99,30 @@ class Objective:
         hvp_mode: ``"cached"``, ``"rev-rev"``, ``"fwd-rev"`` or ``"auto"`` (see :mod:`landscape.core.hvp`).
         max_memory: bytes (or ``"2GB"``) that batched products may use; default: a
             share of the free memory of the device.
+        weights: what each batch's loss averages over, its weight in the full-data mean: ``"auto"``
+            (label tokens for a dict batch with ``labels``, else examples), ``"examples"`` or
+            ``"tokens"`` (see :mod:`landscape.core.data`).
         state: tensors by name that stand in for some of the model's parameters and buffers
             (a checkpoint's, another objective's ``state_dict()``); used as given, not copied,
             when already on the device in the dtype. The others are copied from the model.
 
+    ``n_examples`` is the data's total weight (examples, or label tokens), known after a first pass.
     ``theta0`` is the model's parameter vector at construction, ``[n]``; ``fixed`` holds the
     buffers and the parameters outside ``params`` (read-only). ``counts`` tallies full-data
     forward passes (``n_forward``, one per point), gradients (``n_gradients``) and HVPs
     (``n_matvecs``, one per vector). ``engine`` computes the HVPs and owns their cache.
     """
 
-    def __init__(self, model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], data, *,
+    def __init__(self, model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor] | None, data, *,
                  batch_size: int | None = None, params: str | Sequence[str] | None = None,
                  device: str | torch.device | None = None, dtype: torch.dtype | None = None,
                  train: bool = False, hvp_mode: str = "auto", max_memory: int | str | None = None,
-                 state: Mapping[str, Tensor] | None = None):
-        self.model, self.loss_fn, self.train = model, loss_fn, train
+                 weights: str = "auto", state: Mapping[str, Tensor] | None = None):
+        self.model, self.train = model, train
+        self.loss_fn = model_loss if loss_fn is None else loss_fn
+        if weights not in batching.WEIGHTS:
+            raise ValueError(f"weights must be one of {', '.join(batching.WEIGHTS)}, got {weights!r}")
+        self.weights, self.shifted = weights, batching.shifts_labels(model)
         self.space = ParamSpace(model, params)
         named = dict(model.named_parameters())
         first = named[self.space.names[0]]
@@ -133,27 +158,33 @@ class Objective:
                 self.fixed[name] = moved.clone() if copied else moved
         self.data, self.batch_size = data, batch_size
         self._batches = batching.batch_list(data, batch_size, self.device, self.dtype)
-        self.n_examples: int | None = data[1].shape[0] if batching.is_pair(data) else None
+        self.n_examples: int | None = None  # counted by the first pass over the data, or now for a pair or a dict
         self.counts: Counter = Counter()
         self.engine = HVPEngine(self)
         self._bytes_per_example: int | None = None
         self._max_batch = 0
+        if batching.is_pair(data) or batching.is_dict_batch(data):
+            self.n_examples = sum(size for _, _, size in self.batches())
 
     # -- data --------------------------------------------------------------------------
 
     def batches(self) -> Iterator[tuple[object, Tensor, int]]:
-        """Yield ``(X, y, n_b)`` on the objective's device, for one pass over the data."""
+        """Yield ``(X, y, n_b)`` on the objective's device, for one pass over the data: a dict batch is both X and
+        y; n_b is its weight (examples, or label tokens)."""
         total = 0
         for batch in self._batches:
-            if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-                raise ValueError(f"each batch must be an (X, y) pair, got {type(batch).__name__}")
-            X, y = batching.move(batch[0], self.device, self.dtype), batching.move(batch[1], self.device, self.dtype)
-            size = batching.examples_in(X)
+            if batching.is_dict_batch(batch):
+                X = y = batching.move(batch, self.device, self.dtype)
+            elif isinstance(batch, (tuple, list)) and len(batch) == 2:
+                X, y = batching.move(batch[0], self.device, self.dtype), batching.move(batch[1], self.device, self.dtype)
+            else:
+                raise ValueError(f"each batch must be an (X, y) pair or a dict of tensors, got {type(batch).__name__}")
+            size = batching.weight(X, y, self.weights, self.shifted)
             total += size
             self._max_batch = max(self._max_batch, size)
             yield X, y, size
         if total == 0:
-            raise ValueError("the data yielded no examples")
+            raise ValueError("the data yielded no examples" + (" (no label tokens)" if self._batches else ""))
         self.n_examples = total
 
     def batch_mean(self, per_batch: Callable[[object, Tensor], Tensor]) -> Tensor:
@@ -170,7 +201,7 @@ class Objective:
     def reduce(self, acc: Tensor, total: int) -> tuple[Tensor, int]:
         """The sum over examples of n_b * value and the example count, before the division by N.
 
-        The one place where the data-parallel objective (``landscape.core.distributed``) sums over
+        The one place where the data-parallel objective (``landscape.core.data_parallel``) sums over
         ranks; here, this process holds all the data.
         """
         return acc, total
@@ -178,7 +209,7 @@ class Objective:
     def require_whole_data(self, what: str) -> None:
         """Refuse code that iterates ``batches()`` itself when this objective holds only part of the data.
 
-        Here, all of it; the data-parallel objective (``landscape.core.distributed``) raises for ``what``.
+        Here, all of it; the data-parallel objective (``landscape.core.data_parallel``) raises for ``what``.
         """
 
     # -- the model as a function of theta ------------------------------------------------
@@ -218,11 +249,14 @@ class Objective:
         at another point of a path, say); a module that updates a buffer in place updates these.
         """
         fixed = self.fixed if buffers is None else {**self.fixed, **buffers}
-        return functional_call(self.model, {**fixed, **self.space.unflatten(theta)}, *batching.inputs(X))
+        with calling("the model failed on its data"):
+            return functional_call(self.model, {**fixed, **self.space.unflatten(theta)}, *batching.inputs(X, self.model))
 
     def batch_loss(self, theta: Tensor, X, y: Tensor) -> Tensor:
         """``loss_fn(f(theta, X), y)`` for one batch (call inside ``configured()``)."""
-        value = self.loss_fn(self.forward(theta, X), y)
+        outputs = self.forward(theta, X)
+        with calling("loss_fn failed"):
+            value = self.loss_fn(outputs, y)
         if not isinstance(value, Tensor) or value.ndim != 0:
             shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
             raise ValueError(f"loss_fn must return a scalar (the batch mean), got {shape}; "
@@ -288,41 +322,49 @@ class Objective:
         mode = mode or self.hvp_mode
         return self.engine.auto_mode() if mode == "auto" else mode
 
+    def functions(self, metrics: Mapping[str, Callable] | None = None) -> dict[str, Callable]:
+        """``{"loss": loss_fn, **metrics}``: what an evaluation measures, in the order of its values."""
+        metrics = dict(metrics or {})
+        if "loss" in metrics:
+            raise ValueError("'loss' is always measured; give the other metrics under other names")
+        return {"loss": self.loss_fn, **metrics}
+
     def evaluate(self, theta: Tensor | None = None,
                  metrics: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None = None) -> dict[str, float]:
         """``{"loss": L, name: metric, ...}`` over all the data; each metric is a batch mean, weighted like the loss."""
         theta = self.point(theta)
-        fns = {"loss": self.loss_fn, **(metrics or {})}
+        fns = self.functions(metrics)
         self.counts["n_forward"] += 1
         with torch.no_grad():
-            values = self.batch_mean(lambda X, y: measure(fns, self.forward(theta, X), y))
+            values = self.batch_mean(lambda X, y: measure(fns, self.forward(theta, X), y, self.device, self.dtype))
         return dict(zip(fns, values.tolist()))
 
-    def evaluate_many(self, thetas: Tensor,
-                      metrics: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None = None) -> Tensor:
-        """The loss and ``metrics`` at each row of ``thetas [k, n]``: float64 ``[k, 1 + len(metrics)]``.
+    def evaluate_many(self, thetas: Tensor, metrics: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None = None,
+                      *, dtype: torch.dtype = torch.float64, chunk: int | None = None) -> Tensor:
+        """The loss and ``metrics`` at each row of ``thetas [k, n]``: ``[k, 1 + len(metrics)]`` in ``dtype``.
 
-        One pass over the data; ``torch.func.vmap`` over the points in chunks that fit the memory
-        budget. Each value is a batch mean weighted like the loss, accumulated in float64.
+        One pass over the data; ``torch.func.vmap`` over ``chunk`` points at a time (default: what fits
+        the memory budget). Each value is a batch mean weighted like the loss, accumulated in ``dtype``.
         """
         thetas = torch.as_tensor(thetas)
         if thetas.ndim != 2 or thetas.shape[1] != self.space.n or thetas.shape[0] == 0:
             raise ValueError(f"thetas must have shape [k, {self.space.n}], got {tuple(thetas.shape)}")
         thetas = thetas.detach().to(self.device, self.dtype)
-        fns = {"loss": self.loss_fn, **(metrics or {})}
-        size = memory.chunk_size(thetas.shape[0], self.graph_bytes(), self.memory_budget())
+        fns = self.functions(metrics)
+        size = chunk or memory.chunk_size(thetas.shape[0], self.graph_bytes(), self.memory_budget())
         self.counts["n_forward"] += thetas.shape[0]
 
         def per_batch(X, y):
-            one = lambda theta: measure(fns, self.forward(theta, X), y)  # noqa: E731
+            one = lambda theta: measure(fns, self.forward(theta, X), y, self.device, dtype)  # noqa: E731
             return torch.cat([vmap(one)(chunk) for chunk in thetas.split(size)])
 
         with torch.no_grad():
             return self.batch_mean(per_batch)
 
     def loss_many(self, thetas: Tensor) -> Tensor:
-        """L at each row of ``thetas [k, n]`` -> ``[k]`` (in the objective's dtype): ``evaluate_many``'s loss."""
-        return self.evaluate_many(thetas)[:, 0].to(self.dtype)
+        """L at each row of ``thetas [k, n]`` -> ``[k]``, computed as ``loss`` computes it: ``evaluate_many``'s loss
+        in the objective's dtype."""
+        return self.evaluate_many(thetas, dtype=self.dtype)[:, 0]
 
     # -- memory --------------------------------------------------------------------------
 
@@ -375,7 +417,8 @@ class Objective:
     def options(self) -> dict:
         """The keyword arguments that rebuild this objective over its data (a subclass adds its own)."""
         return {"batch_size": self.batch_size, "params": list(self.space.names), "device": self.device,
-                "dtype": self.dtype, "train": self.train, "hvp_mode": self.hvp_mode, "max_memory": self.max_memory}
+                "dtype": self.dtype, "train": self.train, "hvp_mode": self.hvp_mode, "max_memory": self.max_memory,
+                "weights": self.weights}
 
     # -- self-check ----------------------------------------------------------------------
 
@@ -388,15 +431,19 @@ class Objective:
         smallest ||Hv - FD_h|| / ||FD_h|| over the steps. Large steps cross the kinks of
         ReLU-like activations, small ones lose digits to rounding; a correct derivative
         agrees at some step, a wrong one at none. The check runs in ``dtype`` (default
-        float64, where errors are ~1e-9; ``None`` keeps the objective's dtype). An error
-        above ``tolerance`` means an autodiff rule in the model is wrong.
+        float64, where errors are ~1e-9; ``None`` keeps the objective's dtype), at the precision of
+        the loss as it comes out: a model that computes its own loss in float32 (Hugging Face's causal LMs
+        upcast their logits to float32) is checked at float32's steps and tolerance. The products are
+        the engine's own, on its path (``derivative_path``). An error above ``tolerance`` means an
+        autodiff rule in the model is wrong.
         """
         if n_vectors < 1:
             raise ValueError(f"n_vectors must be at least 1, got {n_vectors}")
         start = time.perf_counter()
         obj = self if dtype in (None, self.dtype) else self.to(dtype=dtype)
         theta = obj.point(theta)
-        exact = obj.dtype == torch.float64
+        precision = obj.loss(theta).dtype
+        exact = precision == torch.float64
         steps = tuple(steps or ((1e-3, 1e-4, 1e-5, 1e-6, 1e-7) if exact else (1e-1, 3e-2, 1e-2, 3e-3, 1e-3)))
         generator = torch.Generator().manual_seed(seed)
         V = torch.randn(n_vectors, obj.space.n, generator=generator, dtype=torch.float64)
@@ -413,5 +460,5 @@ class Objective:
             best_steps.append(steps[trials.index(min(trials))])
         tolerance = 1e-6 if exact else 1e-2
         return HVPCheck(rel_error=max(errors), rel_errors=errors, tolerance=tolerance,
-                        ok=max(errors) <= tolerance, mode=resolved, dtype=str(obj.dtype).removeprefix("torch."),
+                        ok=max(errors) <= tolerance, mode=resolved, dtype=str(precision).removeprefix("torch."),
                         steps=best_steps, seed=seed, seconds=time.perf_counter() - start)

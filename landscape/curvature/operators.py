@@ -15,8 +15,10 @@ from torch.func import grad, jvp, vjp, vmap
 from torch.utils._pytree import tree_map
 
 from landscape.core import memory
-from landscape.core.hvp import autograd_on
-from landscape.core.objective import Objective
+from landscape.core.hvp import DERIVATIVE_PATH, autograd_on, twice_differentiable
+from landscape.core.data import examples_in
+from landscape.core.errors import UserCodeError
+from landscape.core.objective import Objective, model_loss
 
 Tensor = torch.Tensor
 
@@ -50,11 +52,16 @@ class CurvatureOperator:
         if batch.shape[0] == 0:
             raise ValueError("V has no rows")
         self.n_matvecs += batch.shape[0]
-        with autograd_on():
+        with autograd_on(), twice_differentiable():
             return self._matmat(batch).reshape(V.shape)
 
     def _matmat(self, V: Tensor) -> Tensor:
         raise NotImplementedError
+
+    @property
+    def settings(self) -> dict:
+        """What the products are, for the results computed from them: the operator, and the derivative path."""
+        return {"operator": type(self).__name__.removesuffix("Operator").lower(), "derivative_path": DERIVATIVE_PATH}
 
     def to_scipy(self) -> LinearOperator:
         """This operator as a scipy ``LinearOperator`` (numpy in, numpy out, computed on ``device``)."""
@@ -77,6 +84,10 @@ class HessianOperator(CurvatureOperator):
     def _matmat(self, V: Tensor) -> Tensor:
         return self.obj.hvp(V, self.theta)
 
+    @property
+    def settings(self) -> dict:
+        return {**super().settings, "hvp_mode": self.obj.resolve_mode()}
+
 
 class GGNOperator(CurvatureOperator):
     """Generalized Gauss-Newton G = (1/N) sum_b n_b J_b^T H_b J_b.
@@ -90,6 +101,10 @@ class GGNOperator(CurvatureOperator):
 
     def _matmat(self, V: Tensor) -> Tensor:
         obj, theta = self.obj, self.theta
+        if obj.loss_fn is model_loss:
+            raise ValueError("the GGN needs the loss as a function of the model's outputs (J^T H_out J), and this "
+                             "objective uses the model's own .loss: give a loss_fn(outputs, batch) that computes it "
+                             "from outputs.logits (landscape.language.causal_lm_loss for a causal language model)")
         budget = obj.memory_budget()
 
         def products(size):
@@ -115,10 +130,20 @@ class FisherOperator(CurvatureOperator):
 
     Per-example gradients come from ``vmap(grad)`` over examples, in chunks that fit
     the memory budget (halved and retried, per batch, if CUDA runs out of memory all the
-    same); F V^T = sum_i g_i (g_i . V^T) needs no ``n x n`` matrix. Needs a model whose
-    output for one example does not depend on the rest of the batch (eval mode BatchNorm
-    is fine; train mode BatchNorm is not).
+    same), or one example at a time when vmap cannot take the model (Hugging Face models:
+    data-dependent control flow); ``settings["per_example"]`` says which. F V^T = sum_i g_i
+    (g_i . V^T) needs no ``n x n`` matrix. Needs a model whose output for one example does not
+    depend on the rest of the batch (eval mode BatchNorm is fine; train mode BatchNorm is not).
+    For dict batches an example is a sequence: g_i is the gradient of its mean loss.
     """
+
+    def __init__(self, obj: Objective, theta: Tensor | None = None):
+        super().__init__(obj, theta)
+        self.per_example = "vmap"  # or "loop", once vmap has refused the model
+
+    @property
+    def settings(self) -> dict:
+        return {**super().settings, "per_example": self.per_example}
 
     def _matmat(self, V: Tensor) -> Tensor:
         obj, theta = self.obj, self.theta
@@ -128,22 +153,35 @@ class FisherOperator(CurvatureOperator):
         per_example_bytes = obj.space.n * obj.theta0.element_size() + obj.graph_bytes(1)
 
         def loss_one(t, x, y):
-            return obj.loss_fn(obj.forward(t, tree_map(lambda a: a.unsqueeze(0), x)), y.unsqueeze(0))
+            one = lambda a: a.unsqueeze(0)  # noqa: E731
+            return obj.loss_fn(obj.forward(t, tree_map(one, x)), tree_map(one, y))
 
-        per_example_grads = vmap(grad(loss_one), in_dims=(None, 0, 0))
+        vmapped = vmap(grad(loss_one), in_dims=(None, 0, 0))
+
+        def per_example_grads(t, X, y) -> Tensor:
+            if self.per_example == "vmap":
+                try:
+                    return vmapped(t, X, y)
+                except torch.OutOfMemoryError:
+                    raise
+                except (RuntimeError, UserCodeError):  # vmap cannot take the model: one example at a time
+                    self.per_example = "loop"
+            return torch.stack([grad(loss_one)(t, *tree_map(lambda a: a[i], (X, y))) for i in range(examples_in(X))])
 
         budget = obj.memory_budget()
 
         def per_batch(X, y):
+            m = examples_in(X)
+
             def accumulate(size):
                 out = torch.zeros_like(V)
-                for start in range(0, len(y), size):
-                    G = per_example_grads(theta, tree_map(lambda a: a[start:start + size], X), y[start:start + size])
+                for start in range(0, m, size):
+                    part = lambda a: a[start:start + size]  # noqa: E731
+                    G = per_example_grads(theta, tree_map(part, X), tree_map(part, y))
                     out += (V @ G.T) @ G
                 return out
 
-            return memory.retry_halving(accumulate, memory.chunk_size(len(y), per_example_bytes, budget),
-                                        budget) / len(y)
+            return memory.retry_halving(accumulate, memory.chunk_size(m, per_example_bytes, budget), budget) / m
 
         return obj.batch_mean(per_batch)
 

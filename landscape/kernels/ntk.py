@@ -30,7 +30,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 from landscape.core import memory
 from landscape.core.data import examples
-from landscape.core.hvp import autograd_on
+from landscape.core.hvp import autograd_on, twice_differentiable
 from landscape.core.objective import Objective
 from landscape.curvature.operators import CurvatureOperator
 
@@ -119,7 +119,7 @@ def kernel(obj: Objective, X1, X2=None, *, theta: Tensor | None = None, method: 
                          f"they must match")
     C = _n_outputs(obj, theta, X1)
     limit = _budget(obj, max_memory)
-    with obj.configured(), autograd_on():
+    with obj.configured(), autograd_on(), twice_differentiable():
         if method == "products":
             per_column = obj.graph_bytes(m1) + obj.graph_bytes(m2) + obj.space.n * obj.theta0.element_size()
             size = memory.chunk_size(m2 * C, per_column, limit)
@@ -160,7 +160,7 @@ def diagonal(obj: Objective, X, *, theta: Tensor | None = None, outputs: str = "
     X, m = examples(X, obj.device, obj.dtype, "X")
     C = _n_outputs(obj, theta, X)
     size = memory.chunk_size(m, _jacobian_bytes(obj, C), _budget(obj, max_memory))
-    with obj.configured(), autograd_on():
+    with obj.configured(), autograd_on(), twice_differentiable():
         norms = torch.cat([_jacobians(obj, theta, _rows(X, i, i + size)).square().sum(-1).detach()
                            for i in range(0, m, size)])
     return norms if outputs == "full" else norms.sum(-1)

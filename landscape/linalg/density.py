@@ -154,4 +154,5 @@ def slq(op, probes: int = 16, steps: int = 80, seed: int = 0, reorthogonalize: b
         nodes[p, :m], weights[p, :m] = theta, S[0] ** 2
     return SpectralDensity(nodes=nodes, weights=weights, n_matvecs=n_matvecs,
                            reorthogonalized=bool(reorthogonalize), seconds=time.perf_counter() - start_time,
-                           settings={"probes": probes, "steps": steps, "seed": seed})
+                           settings={"probes": probes, "steps": steps, "seed": seed,
+                                     "operator": getattr(op, "settings", None)})

@@ -44,7 +44,7 @@ measures it on the CPU (scripts/bench_scale.py prints it against m):
   is rounded at float32's 6e-8, so the residuals cannot go below a floor of ~1e-7
   |lambda_max|: the iteration stops at ``max(tol, FLOAT32_TOL = 1e-7)`` and ``converged``
   is False when ``tol`` is below what the measured residuals reach. Measured
-  (tests/landscape/test_lanczos_memory.py, and 38 runs on the test spectra and a Hessian at
+  (tests/landscape/linalg/test_lanczos_memory.py, and 38 runs on the test spectra and a Hessian at
   tol 1e-6 and 1e-10): eigenvalues within 4e-9 |lambda_max| of "device" (stated: 1e-8),
   measured residuals at most max(tol, 1.4e-7) |lambda_max| (stated: 2e-7). On a float32
   operator, whose products carry ~1e-7 anyway, that is below the operator's own rounding.
@@ -202,7 +202,8 @@ def lanczos(op, k: int = 1, which: str = "largest", tol: float = 1e-6, max_steps
                leave=False, mininterval=0.5)
     settings = {"seed": seed, "max_steps": max_steps, "basis_size": None if basis == "none" else m,
                 "warm_start": v0 is not None, "basis": basis, "basis_device": str(work),
-                "products": "kept" if keep else "recomputed", "residuals": "measured"}
+                "products": "kept" if keep else "recomputed", "residuals": "measured",
+                "operator": getattr(op, "settings", None)}
     try:
         if basis == "none":
             found = three_term(op, start, k, which, tol, max_steps, want, eigenvectors, bar, settings)

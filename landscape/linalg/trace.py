@@ -88,6 +88,11 @@ def _cap(n_matvecs: int | None, rtol: float | None, n: int, minimum: int = 1) ->
     return n_matvecs if n_matvecs is not None else max(10 * n, 1000)
 
 
+def _settings(op, **given) -> dict:
+    """What reproduces an estimate: the arguments, and what the operator says of its products (``op.settings``)."""
+    return {"operator": getattr(op, "settings", None), **given}
+
+
 def _mean_and_error(samples: list[float]) -> tuple[float, float]:
     values = np.asarray(samples)
     error = values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else math.inf
@@ -119,7 +124,7 @@ def hutchinson(op, n_matvecs: int | None = None, rtol: float | None = None, seed
     _hutchinson_samples(_Probes(op, seed), samples, cap, rtol, chunk)
     mean, error = _mean_and_error(samples)
     return TraceEstimate(mean, error, len(samples), "hutchinson", samples, time.perf_counter() - start,
-                         {"n_matvecs": n_matvecs, "rtol": rtol, "seed": seed, "chunk": chunk})
+                         _settings(op, n_matvecs=n_matvecs, rtol=rtol, seed=seed, chunk=chunk))
 
 
 @renamed(budget="n_matvecs")
@@ -147,7 +152,7 @@ def hutchpp(op, n_matvecs: int | None = None, rtol: float | None = None, seed: i
     if len(samples) == 1:
         error = math.inf
     return TraceEstimate(mean, error, 2 * s + len(samples), "hutch++", samples, time.perf_counter() - start,
-                         {"n_matvecs": n_matvecs, "rtol": rtol, "seed": seed, "sketch": s, "chunk": chunk})
+                         _settings(op, n_matvecs=n_matvecs, rtol=rtol, seed=seed, sketch=s, chunk=chunk))
 
 
 @renamed(budget="n_matvecs")
@@ -167,7 +172,7 @@ def diagonal(op, n_matvecs: int = 100, seed: int = 0, chunk: int = 16) -> Diagon
     mean = total / n_matvecs
     variance = (squares - n_matvecs * mean**2).clamp_min(0) / (n_matvecs - 1)
     return DiagonalEstimate(mean, (variance / n_matvecs).sqrt(), n_matvecs, time.perf_counter() - start,
-                            {"n_matvecs": n_matvecs, "seed": seed, "chunk": chunk})
+                            _settings(op, n_matvecs=n_matvecs, seed=seed, chunk=chunk))
 
 
 @renamed(budget="n_matvecs")
@@ -184,4 +189,4 @@ def frobenius(op, n_matvecs: int = 100, seed: int = 0, chunk: int = 16) -> Trace
     mean, error = _mean_and_error(samples)
     norm = math.sqrt(max(mean, 0.0))
     return TraceEstimate(norm, error / (2 * norm) if norm > 0 else math.inf, n_matvecs, "frobenius", samples,
-                         time.perf_counter() - start, {"n_matvecs": n_matvecs, "seed": seed, "chunk": chunk})
+                         time.perf_counter() - start, _settings(op, n_matvecs=n_matvecs, seed=seed, chunk=chunk))

@@ -330,7 +330,7 @@ def evaluate_curve(obj: Objective, path: Curve, num: int = 61, *, t=None,
     if path.points.shape[1] != obj.space.n:
         raise ValueError(f"the curve lives in {path.points.shape[1]} parameters, the objective in {obj.space.n}")
     statistics = _statistics(obj, path, recompute_bn)
-    fns = evaluation.functions(obj, metrics)
+    fns = obj.functions(metrics)
     points = path.points.to(obj.device, obj.dtype)
     ends = [{k: v.to(obj.device, obj.dtype) for k, v in side.items()} for side in path.buffers]
     for name in ends[0]:

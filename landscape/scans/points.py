@@ -29,19 +29,12 @@ import torch
 from torch import nn
 
 from landscape.core.data import inputs
+from landscape.core.errors import UserCodeError, calling
 from landscape.core.objective import Objective, measure
 
 Tensor = torch.Tensor
 STRATEGIES = ("auto", "loop", "batched")
 Evaluate = Callable[..., np.ndarray]
-
-
-def functions(obj: Objective, metrics: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None) -> dict:
-    """``{"loss": obj.loss_fn, **metrics}``: what every point measures, in the order of the values' columns."""
-    metrics = dict(metrics or {})
-    if "loss" in metrics:
-        raise ValueError("'loss' is always measured; give the other metrics under other names")
-    return {"loss": obj.loss_fn, **metrics}
 
 
 def resolve(obj: Objective, strategy: str) -> str:
@@ -60,7 +53,7 @@ def evaluator(obj: Objective, metrics: Mapping[str, Callable[[Tensor, Tensor], T
     ``buffers`` (loop only): one ``{name: tensor}`` per point, put in the model's buffers before it.
     Each call counts ``c`` full-data forward passes in ``obj.counts["n_forward"]``.
     """
-    fns = functions(obj, metrics)
+    fns = obj.functions(metrics)
     return _loop(obj, fns) if resolve(obj, strategy) == "loop" else _batched(obj, metrics)
 
 
@@ -97,13 +90,15 @@ def _loop(obj: Objective, fns: dict) -> Evaluate:
         acc = torch.zeros(thetas.shape[0], len(fns), dtype=torch.float64, device=obj.device)
         with torch.no_grad(), obj.configured(model):
             for X, y, size in obj.batches():
-                args, kwargs = inputs(X)
+                args, kwargs = inputs(X, obj.model)
                 found = []  # per point; nothing but the model and the metrics runs per point
                 for i, theta in enumerate(thetas):
                     buf.copy_(theta)
                     for name, t in (buffers[i] if buffers else {}).items():
                         own[name].copy_(t)
-                    found.append(measure(fns, model(*args, **kwargs), y))
+                    with calling("the model failed on its data"):
+                        outputs = model(*args, **kwargs)
+                    found.append(measure(fns, outputs, y, obj.device))
                 acc += torch.stack(found) * size
         obj.counts["n_forward"] += thetas.shape[0]
         return (acc / obj.n_examples).cpu().numpy()
@@ -118,11 +113,11 @@ def _batched(obj: Objective, metrics: Mapping[str, Callable] | None) -> Evaluate
             raise ValueError("the batched strategy evaluates every point with the objective's buffers; "
                              "per-point buffers need strategy='loop'")
         try:
-            return obj.evaluate_many(thetas, metrics).cpu().numpy()
+            return obj.evaluate_many(thetas, metrics, chunk=len(thetas)).cpu().numpy()  # the caller's chunk, as it is
         except torch.OutOfMemoryError as error:
             raise ValueError(f"{thetas.shape[0]} points at once do not fit in the device's memory; "
                              f"use a smaller chunk") from error
-        except RuntimeError as error:
+        except (RuntimeError, UserCodeError) as error:  # vmap's refusals come from inside the model or a metric
             first = (str(error).strip().splitlines() or [""])[0]
             raise ValueError(f"the batched strategy cannot vmap this model or a metric ({first}); "
                              f"use strategy='loop'") from error

@@ -151,7 +151,7 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
     axes = parse_grid(grid)
     if len(axes) != len(directions):
         raise ValueError(f"the grid has {len(axes)} axes but there are {len(directions)} directions")
-    fns = points.functions(obj, metrics)
+    fns = obj.functions(metrics)
     D = directions.vectors.to(obj.device, obj.dtype)
     center = obj.point(directions.center)
     shape = tuple(len(a) for a in axes)

@@ -47,11 +47,13 @@ def test_results_with_non_finite_numbers_are_strict_json():
     trace = hutchpp(H, n_matvecs=3)  # a sketch and one probe: no spread to measure, stderr inf
     assert trace.stderr == math.inf
     assert strict(trace.to_dict())["stderr"] is None
-    assert strict(trace.to_dict())["settings"] == {"n_matvecs": 3, "rtol": None, "seed": 0, "sketch": 1, "chunk": 16}
+    assert strict(trace.to_dict())["settings"] == {"n_matvecs": 3, "rtol": None, "seed": 0, "sketch": 1, "chunk": 16,
+                                                   "operator": {"operator": "hessian", "derivative_path": "sdpa-math",
+                                                                "hvp_mode": "cached"}}
     rho = landscape.density(H, probes=2, steps=6)  # 4 distinct eigenvalues: each probe stops early, NaN-padded
     assert np.isnan(rho.nodes).any()
     found = strict(rho.to_dict())
-    assert None in found["nodes"][0] and found["settings"] == {"probes": 2, "steps": 6, "seed": 0}
+    assert None in found["nodes"][0] and found["settings"]["probes"] == 2 and found["settings"]["steps"] == 6
     run = gradient_descent(obj, lr=10.0, steps=200, progress=False)  # lr > 2/4: the loss overflows to inf
     assert run.diverged and strict(run.to_dict())["loss"][-1] is None
 

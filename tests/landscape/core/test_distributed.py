@@ -32,13 +32,13 @@ from landscape.paths import curves
 from landscape.problems import accuracy
 from landscape.scans import directions as dirs
 from landscape.scans import store as scan_store
-from tests.landscape.test_scan import Interrupt, interrupting
+from tests.landscape.scans.test_scan import Interrupt, interrupting
 from tests.reference import make
 
 EXAMPLES, BATCH = 301, 40
 GRID = ["-1:1:9", "-0.5:1:6"]  # 54 points, not square
 CHUNK = 5  # 11 chunks, the last one short: 6 for rank 0, 5 for rank 1
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SMALL = ["-1:1:7", "-1:1:5"]  # the interrupted scans: 35 points, chunks of 4
 
 
@@ -218,7 +218,9 @@ def test_ranks_with_different_free_memory_make_one_lanczos_plan(ranks):
     assert (alone.settings["basis"], alone.settings["products"]) == ("device", "recomputed")
     for f in found:
         assert f["budgets"] == {"device": least, "host": least, "cached": least, "rows": rows}
-        assert f["plan"]["settings"] == alone.settings and f["plan"]["n_matvecs"] == alone.n_matvecs
+        plan = {key: value for key, value in f["plan"]["settings"].items() if key != "operator"}  # its HVP mode differs
+        assert plan == {key: value for key, value in alone.settings.items() if key != "operator"}
+        assert f["plan"]["n_matvecs"] == alone.n_matvecs
         assert np.allclose(f["plan"]["eigenvalues"], alone.eigenvalues, rtol=1e-10, atol=0)
         assert f["plan"]["same vectors"]
 

@@ -235,8 +235,8 @@ def test_nan_points_survive_into_the_store(tmp_path):
     assert result.minimum()[1] == pytest.approx(np.log(2.1 - 2.0))
 
 
-class Interrupt(Exception):
-    pass
+class Interrupt(BaseException):
+    """Like KeyboardInterrupt, not an Exception: the toolkit says which user code failed for those, not for this."""
 
 
 def interrupting(after):
