@@ -69,21 +69,32 @@ def token_accuracy(outputs, batch) -> Tensor:
     return ((guess == labels) & counted).sum() / counted.sum().clamp_min(1)
 
 
-class Block(nn.Module):
-    """x + attention(LN(x)), then x + MLP(LN(x)); causal attention over ``heads`` heads."""
+class CausalSelfAttention(nn.Module):
+    """Causal self-attention over ``heads`` heads through ``F.scaled_dot_product_attention``: ``[b, t, w] -> [b, t, w]``."""
 
     def __init__(self, width: int, heads: int):
         super().__init__()
         self.heads = heads
-        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
         self.qkv, self.out = nn.Linear(width, 3 * width), nn.Linear(width, width)
-        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
 
     def forward(self, x: Tensor) -> Tensor:
         b, t, w = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(b, t, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
         attended = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        x = x + self.out(attended.transpose(1, 2).reshape(b, t, w))
+        return self.out(attended.transpose(1, 2).reshape(b, t, w))
+
+
+class Block(nn.Module):
+    """x + attention(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.attention = CausalSelfAttention(width, heads)
+        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.attention(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
 

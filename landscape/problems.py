@@ -271,7 +271,7 @@ def tiny_gpt(examples: int = 256, context: int = 64, width: int = 64, heads: int
             optimizer.step()
     model.eval()
     return Problem("tiny-gpt", model, language.causal_lm_loss, language.windows(train, context, examples), batch_size=64,
-                   metrics={"token accuracy": language.token_accuracy},
+                   metrics={"accuracy": language.token_accuracy},
                    test_data=language.windows(held_out, context, examples),
                    description=f"causal transformer ({layers} layers, width {width}, {heads} heads, context {context}) "
                                f"on Python's documentation topics (pydoc_data, {len(ids):,} characters), "

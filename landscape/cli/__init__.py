@@ -2,8 +2,9 @@
 ``connect``, ``hopfield``, ``ntk``, ``infoplane`` and ``demo``, one module each (its options beside its
 ``run``), in the order of ``COMMANDS``; what they share is in ``landscape.cli.common``.
 
-Bad input (an unknown problem, a missing file, a checkpoint that does not fit) is
-reported in one line on stderr with exit code 2.
+Bad input (an unknown problem, a missing file, a checkpoint that does not fit), and an exception raised
+by the user's code (model, loss, metric, problem file), is reported in one line on stderr that names what
+failed, with exit code 2; ``LANDSCAPE_TRACEBACK=1`` shows the whole traceback instead.
 
 ``scan`` and ``spectrum`` also run under ``torchrun`` (``torchrun --nproc_per_node N -m landscape
 scan ...``), found from the environment it sets (WORLD_SIZE > 1): ``spectrum`` on the data-parallel
@@ -14,6 +15,7 @@ and writes the JSON and figures; the other ranks print only their errors.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import torch
@@ -53,12 +55,16 @@ def main(argv: list[str] | None = None) -> int:
         ok = True
         return code
     except (ValueError, OSError) as error:  # OSError: a file or folder that cannot be read or made
+        if os.environ.get("LANDSCAPE_TRACEBACK"):
+            raise
         print(f"landscape {args.command}{who}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"landscape {args.command}{who}: interrupted", file=sys.stderr)
         return 130
     except RuntimeError as error:  # torch refusing the model on its data: shapes, dtypes, devices
+        if os.environ.get("LANDSCAPE_TRACEBACK"):
+            raise
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         what = ("the processes lost each other (did another rank fail?)" if isinstance(error, torch.distributed.DistError)
                 else "the model failed on its data")

@@ -49,6 +49,17 @@ def shifts_labels(model) -> bool:
                 and not getattr(config, "is_encoder_decoder", False))
 
 
+def vmappable(model) -> bool:
+    """Whether vmap over parameter points may be tried on ``model``: not a Hugging Face model (its forward has
+    data-dependent control flow, which vmap refuses) and no attention module (a vmapped attention kernel died on
+    CUDA with "misaligned address", which poisons the process: every later CUDA call fails). Decided before
+    running, from the modules."""
+    if getattr(model, "config", None) is not None and hasattr(model, "can_generate"):
+        return False
+    attention = (torch.nn.MultiheadAttention, torch.nn.TransformerEncoderLayer, torch.nn.TransformerDecoderLayer)
+    return not any(isinstance(m, attention) or "Attention" in type(m).__name__ for m in model.modules())
+
+
 def label_tokens(labels: Tensor, shifted: bool) -> int:
     """The label tokens a language model's loss averages over: entries other than ``IGNORE`` (after the shift)."""
     return int(((labels[..., 1:] if shifted else labels) != IGNORE).sum())

@@ -35,7 +35,7 @@ from torch.utils._pytree import tree_map
 from torch.utils.data import RandomSampler
 
 from landscape.core import memory
-from landscape.core.data import examples_in, is_pair
+from landscape.core.data import examples_in, is_dict_batch, is_pair
 from landscape.core.distributed import World, init
 from landscape.core.objective import Objective
 
@@ -66,8 +66,9 @@ class _Strided:
 
 
 def shard(data, world: World | None = None):
-    """This rank's part of ``data``: of an ``(X, y)`` pair, the contiguous slice ``shard_range(N, rank, size)``
-    (``X`` a tensor, tuple or dict of tensors; views, no copy); of an iterable of batches, every
+    """This rank's part of ``data``: of an ``(X, y)`` pair or a dict of tensors, the contiguous slice
+    ``shard_range(N, rank, size)`` (``X`` a tensor, tuple or dict of tensors; views, no copy); of an iterable of
+    batches (pairs or dicts), every
     world-th batch from the rank-th (each rank still reads the batches it skips; give each rank its
     own loader when reading is expensive). Every rank must get at least one example or batch.
 
@@ -77,17 +78,17 @@ def shard(data, world: World | None = None):
     (with ``drop_last=False`` it repeats a few examples to even out the ranks when N is not a multiple
     of the world size, which weights them twice)."""
     world = init() if world is None else world
-    if is_pair(data):
-        X, y = data
-        if examples_in(X) != y.shape[0]:
-            raise ValueError(f"X has {examples_in(X)} examples but y has {y.shape[0]}")
-        if y.shape[0] < world.size:
-            raise ValueError(f"{y.shape[0]} examples cannot be shared by {world.size} processes (each needs one)")
-        start, stop = shard_range(y.shape[0], world.rank, world.size)
-        return tree_map(lambda t: t[start:stop], X), y[start:stop]
+    if is_pair(data) or is_dict_batch(data):
+        if is_pair(data) and examples_in(data[0]) != data[1].shape[0]:
+            raise ValueError(f"X has {examples_in(data[0])} examples but y has {data[1].shape[0]}")
+        n = examples_in(data[0] if is_pair(data) else data)
+        if n < world.size:
+            raise ValueError(f"{n} examples cannot be shared by {world.size} processes (each needs one)")
+        start, stop = shard_range(n, world.rank, world.size)
+        return tree_map(lambda t: t[start:stop], data)
     if not isinstance(data, Iterable) or (not hasattr(data, "__len__") and iter(data) is data):
-        raise ValueError("data must be an (X, y) pair of tensors or a re-iterable of (X, y) batches (a list, a "
-                         "DataLoader), got " + type(data).__name__)
+        raise ValueError("data must be an (X, y) pair of tensors, a dict of tensors, or a re-iterable of batches (a "
+                         "list, a DataLoader), got " + type(data).__name__)
     if world.active and any(isinstance(getattr(x, "sampler", None), RandomSampler)
                             for x in (data, getattr(data, "batch_sampler", None))):
         raise ValueError("a shuffled DataLoader cannot be split by batches (each rank shuffles differently); give each "

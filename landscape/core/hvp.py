@@ -24,8 +24,9 @@ operations, is there to be chosen.
 
 Every product runs inside ``twice_differentiable()``: the fused attention kernels of
 ``F.scaled_dot_product_attention`` (flash, memory-efficient, cuDNN; what ``nn.MultiheadAttention``,
-``nn.TransformerEncoderLayer`` and Hugging Face models call) have no double backward and no forward-mode
-rule, so second-order work takes its math kernel; losses, gradients and scans keep the fast ones.
+``nn.TransformerEncoderLayer`` and Hugging Face models call) and torch's transformer fast path have no
+double backward and no forward-mode rule, so second-order work takes the math kernel and the plain path;
+losses, gradients and scans keep the fast ones.
 
 The engine needs little of an objective (``Differentiable``): a per-batch loss, the
 weighted mean over batches, and the memory it may use. ``landscape.core.objective.Objective``
@@ -44,6 +45,7 @@ from torch.func import grad, jvp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from landscape.core import memory
+from landscape.core.data import vmappable
 
 Tensor = torch.Tensor
 MODES = ("cached", "rev-rev", "fwd-rev")
@@ -59,17 +61,29 @@ def autograd_on():
 
 @contextmanager
 def twice_differentiable():
-    """Second derivatives and forward mode for every op: ``F.scaled_dot_product_attention`` on its math kernel
-    (a composite of matmuls and a softmax), not on the fused kernels, which have neither (torch 2.13 on the
-    CPU: "derivative for aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented")."""
-    with sdpa_kernel(SDPBackend.MATH):
-        yield
+    """Second derivatives and forward mode for every op, by avoiding the fused kernels that have neither:
+
+    - ``F.scaled_dot_product_attention`` runs on its math kernel (a composite of matmuls and a softmax), not
+      flash, memory-efficient or cuDNN attention (torch 2.13 on the CPU: "derivative for
+      aten::_scaled_dot_product_flash_attention_for_cpu_backward is not implemented");
+    - ``nn.TransformerEncoderLayer`` and ``nn.MultiheadAttention`` skip their inference fast path
+      (``aten::_transformer_encoder_layer_fwd``, ``_native_multi_head_attention``), which has no forward-mode
+      rule and which torch takes when no parameter requires grad, as inside ``torch.func.jvp``.
+    """
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
 class Differentiable(Protocol):
     """What the engine needs of an objective: L(theta) = (1/N) sum_b n_b l_b(theta) and its memory."""
 
     device: torch.device
+    model: torch.nn.Module
     n_examples: int | None  # None until a pass over the data counted them
 
     def batches(self) -> Iterator[tuple[object, Tensor, int]]: ...
@@ -106,10 +120,11 @@ class HVPEngine:
     def products(self, V: Tensor, theta: Tensor, mode: str, vectorize: bool | None = None) -> Tensor:
         """H(theta) V for ``V [k, n]`` by ``mode`` (one of ``MODES``) -> ``[k, n]``.
 
-        ``vectorize``: vmap over vectors (default: on CUDA, and always for fwd-rev) or loop.
+        ``vectorize``: vmap over vectors (default: on CUDA for a model vmap can serve, and always for fwd-rev)
+        or loop.
         """
         if vectorize is None:
-            vectorize = self.obj.device.type != "cpu" or mode == "fwd-rev"
+            vectorize = mode == "fwd-rev" or (self.obj.device.type != "cpu" and vmappable(self.obj.model))
         with autograd_on(), twice_differentiable():
             return self._products(V, theta.clone(), mode, vectorize)
 

@@ -46,6 +46,7 @@ from torch import nn
 from torch.utils._pytree import tree_map
 from tqdm.auto import tqdm
 
+from landscape.core.data import examples_in, weight
 from landscape.core.objective import Objective
 from landscape.core.results import Result
 from landscape.scans import points as evaluation
@@ -412,14 +413,16 @@ def train_curve(obj: Objective, path: Curve, *, epochs: int = 50, lr: float = 0.
     for epoch in bar:
         total, seen = 0.0, 0
         for X, y, size in work.batches():
-            order = torch.randperm(size, generator=g).to(y.device) if batch_size else None
-            for lo in range(0, size, batch_size or size):
+            m = examples_in(X)
+            order = torch.randperm(m, generator=g).to(obj.device) if batch_size else None
+            for lo in range(0, m, batch_size or m):
                 if order is None:
                     Xb, yb, nb = X, y, size
                 else:
                     index = order[lo:lo + batch_size]
-                    Xb, yb, nb = tree_map(lambda v: v[index], X), y[index], len(index)
-                if nb == 1 and work.train and _norms(obj.model):
+                    Xb, yb = tree_map(lambda v: v[index], X), tree_map(lambda v: v[index], y)
+                    nb = weight(Xb, yb, work.weights, work.shifted)  # examples, or label tokens
+                if examples_in(Xb) == 1 and work.train and _norms(obj.model):
                     continue  # BatchNorm has no batch statistics of one example
                 w = path.weights(torch.rand(1, generator=g, dtype=torch.float64)).to(obj.device, obj.dtype)[0]
                 with work.configured(), torch.enable_grad():

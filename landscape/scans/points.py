@@ -14,7 +14,9 @@ Strategies:
   statistics along a path) are copied into the model's buffers before each point.
 - ``"batched"``: ``Objective.evaluate_many``, ``torch.func.vmap`` over ``functional_call``
   for a chunk of points at once.
-- ``"auto"``: batched on CUDA, loop on the CPU (where measured it is the faster one).
+- ``"auto"``: batched on CUDA, loop on the CPU (where measured it is the faster one), and loop for a
+  model that vmap cannot serve (``core.data.vmappable``: attention, Hugging Face), decided up front;
+  asked for by name on CUDA, batched is refused for such a model rather than risk the process.
 
 Scans (``landscape.scans.scan``) and paths (``landscape.paths.curves``) evaluate through it.
 """
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from landscape.core.data import inputs
+from landscape.core.data import inputs, vmappable
 from landscape.core.errors import UserCodeError, calling
 from landscape.core.objective import Objective, measure
 
@@ -38,11 +40,15 @@ Evaluate = Callable[..., np.ndarray]
 
 
 def resolve(obj: Objective, strategy: str) -> str:
-    """``strategy`` checked; ``"auto"`` becomes batched on CUDA, loop elsewhere."""
+    """``strategy`` checked; ``"auto"`` becomes batched on CUDA for a model vmap can serve, loop otherwise."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    can = vmappable(obj.model)
     if strategy == "auto":
-        return "batched" if obj.device.type == "cuda" else "loop"
+        return "batched" if obj.device.type == "cuda" and can else "loop"
+    if strategy == "batched" and obj.device.type == "cuda" and not can:
+        raise ValueError("the batched strategy vmaps the model over points, which this model (attention, or a Hugging "
+                         "Face model) cannot take on CUDA without risking the process; use strategy='loop'")
     return strategy
 
 
