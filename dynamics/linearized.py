@@ -57,6 +57,9 @@ def _square_loss(obj: Objective, theta: Tensor, X, y: Tensor, generator: torch.G
     """
     with obj.configured(), torch.no_grad():
         f = obj.forward(theta, X)
+    if not isinstance(f, Tensor):
+        raise ValueError(f"the linearized model needs outputs that are one tensor under a square loss; this model "
+                         f"returns {type(f).__name__}")
     m_b = f.shape[0] if f.ndim else 1
 
     def loss_and_grad(outputs: Tensor) -> tuple[Tensor, Tensor]:

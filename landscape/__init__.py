@@ -21,7 +21,8 @@ import warnings
 
 from landscape import linalg
 from landscape.checkpoints import load_checkpoint
-from landscape.core.objective import HVPCheck, Objective
+from landscape.core.check import HVPCheck
+from landscape.core.objective import Objective
 from landscape.core.space import ParamSpace
 from landscape.curvature.operators import fisher, ggn, hessian
 from landscape.curvature.sharpness import Sharpness, sharpness

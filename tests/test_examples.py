@@ -149,3 +149,23 @@ def test_ntk_regime_example(tmp_path):
     largest = float(re.search(r"arc-cosine kernel (\S+) standard errors", out).group(1))
     assert largest < 3
     assert (tmp_path / "ntk_regime.png").stat().st_size > 20_000 and (tmp_path / "ntk_widths.png").stat().st_size > 20_000
+
+
+def test_gpt2_problem_file_trains_two_models_that_connect_reads(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from landscape.cli import main
+
+    run_example("gpt2_problem.py", "--out", str(tmp_path), "--steps", "3", "--width", "32", "--layers", "1")
+    spec = f"{ROOT / 'examples' / 'gpt2_problem.py'}:problem"
+    args = ["--problem-arg", "width=32", "--problem-arg", "layers=1"]
+    assert main(["connect", "--problem", spec, *args, "--a", str(tmp_path / "seed0"), "--b", str(tmp_path / "seed1"),
+                 "--points", "3", "--out", str(tmp_path / "connect")]) == 0
+    import json
+
+    ends = json.loads((tmp_path / "connect" / "connect.json").read_text())["paths"]["line"]["values"]["loss"]
+    data = landscape.load(spec, width=32, layers=1).data
+    for file, value in ((tmp_path / "seed0", ends[0]), (tmp_path / "seed1", ends[-1])):
+        model = transformers.GPT2LMHeadModel.from_pretrained(file).eval()
+        with torch.no_grad():  # 64 windows of 64 characters in two batches of 32: the mean of the batch means
+            own = np.mean([model(**{k: v[i:i + 32] for k, v in data.items()}).loss.item() for i in (0, 32)])
+        assert value == pytest.approx(own, rel=1e-5)

@@ -59,9 +59,13 @@ def _rows(X, start: int, stop: int):
 
 
 def _n_outputs(obj: Objective, theta: Tensor, X) -> int:
-    """C, the number of outputs per example, from a forward pass of one example."""
+    """C, the number of outputs per example, from a forward pass of one example (which must be a tensor)."""
     with obj.configured(), torch.no_grad():
-        return obj.forward(theta, _rows(X, 0, 1)).numel()
+        outputs = obj.forward(theta, _rows(X, 0, 1))
+    if not isinstance(outputs, Tensor):
+        raise ValueError(f"the NTK needs a model whose outputs are one tensor; this one returns "
+                         f"{type(outputs).__name__} (a language model's logits and loss): wrap it to return the logits")
+    return outputs.numel()
 
 
 def _budget(obj: Objective, max_memory: int | str | None) -> int:

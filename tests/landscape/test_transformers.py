@@ -358,6 +358,26 @@ def test_shards_of_a_dict_of_tensors_weigh_like_the_whole():
         assert full.loss().item() == pytest.approx(token_mean_loss(model, [whole]).item(), rel=1e-12)
 
 
+def test_dynamics_take_dict_batches():
+    from dynamics.descent import gradient_descent
+    from dynamics.edge_of_stability import SharpnessTracker
+
+    model, data = tiny()
+    obj = landscape.Objective(model, causal_lm_loss, data, params="blocks.*")
+    run = gradient_descent(obj, 0.05, 2, tracker=SharpnessTracker(obj, lr=0.05, every=2), progress=False)
+    plain = copy.deepcopy(model)
+    params = params_of(plain, list(obj.space.names))
+    for step in range(3):  # plain full-batch gradient descent on the hand-written token mean
+        with torch.no_grad():
+            assert run.loss[step] == pytest.approx(token_mean_loss(plain, data).item(), rel=1e-12)
+        grads = torch.autograd.grad(token_mean_loss(plain, data), params)
+        with torch.no_grad():
+            for p, g in zip(params, grads):
+                p.sub_(0.05 * g)
+    H = dense_hessian(model, data, list(obj.space.names))
+    assert run.sharpness.sharpness[0, 0] == pytest.approx(np.linalg.eigvalsh(H.numpy())[-1], rel=1e-6)
+
+
 def test_the_built_in_language_problem_learns_its_text():
     problem = landscape.load("tiny-gpt", steps=150, examples=16)
     unigram = float(problem.description.split("unigram baseline ")[1].split()[0])
