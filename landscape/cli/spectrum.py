@@ -4,6 +4,7 @@ data-parallel)."""
 from __future__ import annotations
 
 import argparse
+import math
 
 
 from landscape.cli.common import (headline, load_problem, negative_mass, objective, output_folder,
@@ -40,15 +41,30 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.k < 1:
-        raise ValueError(f"--k must be at least 1, got {args.k}")
+    checks = [("--k", args.k, args.k >= 1, "at least 1"), ("--tol", args.tol, math.isfinite(args.tol) and args.tol > 0,
+              "a positive number"), ("--trace-budget", args.trace_budget, args.trace_budget >= 3, "at least 3 (Hutch++"
+              " needs a sketch, its products and a probe)"), ("--probes", args.probes, args.probes >= 1, "at least 1"),
+              ("--steps", args.steps, args.steps >= 2, "at least 2 (one step is one node per probe: no density)")]
+    for flag, value, ok, what in checks:  # every argument before any work
+        if not ok:
+            raise ValueError(f"{flag} must be {what}, got {value}")
     out = output_folder(args.out)
     problem = load_problem(args.problem, args.problem_arg, args.checkpoint)
     obj = objective(args, problem, data_parallel=True)  # its memory budget is one all ranks agree on
     world = args.world
     H = hessian(obj)
     headline(problem, obj, f"data-parallel over {world.size} processes ({world.backend})" if world.active else "")
+    summary = {"problem": problem.name, "parameters": obj.space.n, "dtype": str(obj.dtype).removeprefix("torch."),
+               **({"processes": world.size} if world.active else {})}
+
+    def save(key: str, result) -> None:
+        """Each result into spectrum.json as soon as it exists (rank 0), so that a later failure loses nothing."""
+        summary[key] = result.to_dict()
+        if world.main:
+            write_json(out / "spectrum.json", summary)
+
     top = eigenvalues(H, k=args.k, which=args.which, tol=args.tol, progress=True)
+    save("eigenvalues", top)
     if top.converged:
         verdict = "converged"
     elif top.n_matvecs >= top.settings["max_steps"]:
@@ -59,25 +75,20 @@ def run(args: argparse.Namespace) -> int:
     print(f"eigenvalues  {args.which} {args.k}: {top.n_matvecs} HVPs, {top.seconds:.2f} s, {verdict} at tol {args.tol:g}")
     for i, (value, residual) in enumerate(zip(top.eigenvalues, top.residuals), 1):
         print(f"  {i:>3}  {value: .8e}   residual {residual:.1e}")
-    summary = {"problem": problem.name, "parameters": obj.space.n, "dtype": str(obj.dtype).removeprefix("torch."),
-               "eigenvalues": top.to_dict(), **({"processes": world.size} if world.active else {})}
     if args.trace:
         trace = hutchpp(H, n_matvecs=args.trace_budget)
+        save("trace", trace)
         print(f"trace        {trace.estimate:.6g} +- {trace.stderr:.2g} (Hutch++, {trace.n_matvecs} HVPs)")
-        summary["trace"] = trace.to_dict()
     if args.density or args.plot:
         rho = density(H, probes=args.probes, steps=args.steps, progress=True)
+        save("density", rho)
         print(f"density      {args.probes} probes x {args.steps} steps, {rho.n_matvecs} HVPs, {negative_mass(rho)}")
-        summary["density"] = rho.to_dict()
-        if args.plot and world.main:
-            from viz.plots import spectral_density
-
-            spectral_density(rho, log=args.scale == "log", eigenvalues=top.eigenvalues,
-                             title=f"{problem.name}: Hessian spectral density", path=out / "density.png")
-            print(f"wrote        {out / 'density.png'}")
     if world.main:
-        write_json(out / "spectrum.json", summary)
         print(f"wrote        {out / 'spectrum.json'}")
+    if args.plot and world.main:
+        from viz.plots import spectral_density
+
+        spectral_density(rho, log=args.scale == "log", eigenvalues=top.eigenvalues,
+                         title=f"{problem.name}: Hessian spectral density", path=out / "density.png")
+        print(f"wrote        {out / 'density.png'}")
     return 0
-
-

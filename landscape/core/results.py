@@ -25,6 +25,8 @@ def jsonable(value):
         value = value.item()
     if isinstance(value, float):
         return value if math.isfinite(value) else None
+    if isinstance(value, Result):
+        return value.to_dict()
     if isinstance(value, Mapping):
         return {key: jsonable(v) for key, v in value.items()}
     if isinstance(value, (list, tuple)):

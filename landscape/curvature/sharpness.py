@@ -1,8 +1,9 @@
 """Sharpness of a minimum, several ways at once, each with what it cost.
 
 - lambda_max and lambda_min of the Hessian (one Lanczos run at both ends), and their ratio;
-- the trace (Hutch++) and the fraction of the spectral density's mass below zero (SLQ nodes
-  below -1e-6 |lambda|_max, so that rounding around a null space does not count);
+- the trace (Hutch++) and the negative mass, the share of the spectrum below -max(1e-3 |lambda|_max,
+  SLQ's broadening) with its standard error and verdict (``SpectralDensity.negative_mass``, the one
+  definition the CLI and the docs use too);
 - epsilon-sharpness (Keskar et al. 2017): 100 (max_{delta in C} L(theta + delta) - L(theta)) / (1 + L(theta))
   over the box C = {|delta_i| <= epsilon (|theta_i| + 1)}, found by projected sign-gradient ascent;
 - adaptive sharpness (Kwon et al. 2021): max_{||delta / (|theta| + eta)||_2 <= rho} L(theta + delta) - L(theta),
@@ -22,7 +23,7 @@ from landscape.core.objective import Objective
 from landscape.core.renamed import renamed
 from landscape.core.results import Result
 from landscape.curvature.operators import hessian
-from landscape.linalg.density import slq
+from landscape.linalg.density import NegativeMass, slq
 from landscape.linalg.lanczos import lanczos
 from landscape.linalg.trace import hutchpp
 
@@ -39,7 +40,7 @@ class Sharpness(Result):
     ratio: float  # lambda_min / lambda_max
     trace: float
     trace_stderr: float
-    negative_mass: float
+    negative_mass: NegativeMass
     epsilon_sharpness: float
     adaptive_sharpness: float
     cost: dict
@@ -122,7 +123,7 @@ def sharpness(obj: Objective, theta: Tensor | None = None, *, tol: float = 1e-6,
     lam_max, lam_min = float(ends.eigenvalues[0]), float(ends.eigenvalues[-1])
     return Sharpness(loss=obj.loss(theta).item(), lambda_max=lam_max, lambda_min=lam_min,
                      ratio=lam_min / lam_max if lam_max != 0 else float("nan"), trace=trace.estimate,
-                     trace_stderr=trace.stderr, negative_mass=rho_density.mass_below(),
+                     trace_stderr=trace.stderr, negative_mass=rho_density.negative_mass(),
                      epsilon_sharpness=eps, adaptive_sharpness=adaptive, cost=cost,
                      settings={"tol": tol, "trace_matvecs": trace_matvecs, "probes": probes,
                                "density_steps": density_steps,

@@ -24,9 +24,29 @@ import torch
 from tqdm.auto import tqdm
 
 from landscape.core import memory
-from landscape.core.results import jsonable
+from landscape.core.results import Result, jsonable
 
 Tensor = torch.Tensor
+NEGATIVE_RELATIVE = 1e-3  # negative_mass: the threshold relative to the spectrum's largest |eigenvalue|
+
+
+@dataclass
+class NegativeMass(Result):
+    """The share of the spectrum below ``threshold`` (= -max(``relative`` * ``scale``, ``broadening``)), ``value``
+    +- ``stderr`` (one standard error over the SLQ probes), and whether that is more than noise (``verdict``)."""
+
+    value: float
+    stderr: float
+    threshold: float
+    relative: float
+    scale: float
+    broadening: float
+    verdict: str
+
+    def __str__(self) -> str:
+        return (f"{100 * self.value:.2f}% +- {100 * self.stderr:.2f}% of the spectrum below {self.threshold:.3g} "
+                f"(the larger of {self.relative:g} |lambda|max and SLQ's broadening {self.broadening:.2g}): "
+                f"{self.verdict}")
 
 
 @dataclass
@@ -76,7 +96,8 @@ class SpectralDensity:
         return float((self.weights[ok] * self.nodes[ok] ** j).sum() / self.probes)
 
     def mass_below(self, threshold: float | None = None) -> float:
-        """The fraction of the density's mass at nodes below ``threshold``.
+        """The fraction of the density's mass at nodes below ``threshold`` (the raw share; the toolkit's
+        negative-curvature figure is ``negative_mass``).
 
         Default: -1e-6 of the largest |node|, so that a null space's nodes at +-1e-16 (rounding)
         do not count as negative curvature.
@@ -86,8 +107,34 @@ class SpectralDensity:
             threshold = -1e-6 * np.abs(self.nodes[ok]).max()
         return float(self.weights[ok][self.nodes[ok] < threshold].sum() / self.probes)
 
+    def negative_mass(self, relative: float = NEGATIVE_RELATIVE) -> NegativeMass:
+        """The share of the spectrum below -tau, the one negative-curvature figure of the toolkit (API, CLI, docs).
+
+        tau = max(``relative`` * max |node|, sigma): relative to the spectrum's scale (default 1e-3), and never
+        finer than SLQ's resolution, the broadening sigma of ``default_sigma`` (1% of the nodes' spread), below
+        which a Gauss node cannot be told from zero (at 1e-6 of the scale the share below zero moved from 15% to
+        41% with the probe count on digits-mlp). Its standard error is over the probes' own shares.
+        """
+        if not (math.isfinite(relative) and relative >= 0):
+            raise ValueError(f"relative must be a non-negative number, got {relative}")
+        ok = np.isfinite(self.nodes)
+        scale = float(np.abs(self.nodes[ok]).max())
+        sigma = self.default_sigma()
+        threshold = max(relative * scale, sigma)
+        per_probe = np.where(ok & (np.nan_to_num(self.nodes, nan=np.inf) < -threshold), self.weights, 0.0).sum(1)
+        value = float(per_probe.mean())
+        stderr = float(per_probe.std(ddof=1) / math.sqrt(self.probes)) if self.probes > 1 else math.inf
+        if value == 0:
+            verdict = "none below the threshold"
+        elif value > 2 * stderr:
+            verdict = "resolved"
+        else:
+            verdict = "not resolved at this broadening (within 2 standard errors of 0)"
+        return NegativeMass(value=value, stderr=stderr, threshold=-threshold, relative=relative, scale=scale,
+                            broadening=sigma, verdict=verdict)
+
     def to_dict(self) -> dict:
-        return jsonable({**vars(self), "probes": self.probes})
+        return jsonable({**vars(self), "probes": self.probes, "negative_mass": self.negative_mass()})
 
 
 def slq(op, probes: int = 16, steps: int = 80, seed: int = 0, reorthogonalize: bool | None = None,
@@ -101,8 +148,9 @@ def slq(op, probes: int = 16, steps: int = 80, seed: int = 0, reorthogonalize: b
     """
     start_time = time.perf_counter()
     n = op.shape[0]
-    if probes < 1 or steps < 1:
-        raise ValueError(f"probes and steps must be at least 1, got {probes} and {steps}")
+    if probes < 1 or steps < min(2, n):
+        raise ValueError(f"probes must be at least 1 and steps at least 2 (one step is one node per probe: no "
+                         f"density), got {probes} and {steps}")
     steps = min(steps, n)
     device = torch.device(op.device)
     if reorthogonalize is None:

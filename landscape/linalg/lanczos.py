@@ -81,6 +81,7 @@ The basis-free variant (``basis="none"``) is :mod:`landscape.linalg.three_term`.
 
 from __future__ import annotations
 
+import math
 import operator
 import time
 from dataclasses import dataclass, field
@@ -155,6 +156,8 @@ def lanczos(op, k: int = 1, which: str = "largest", tol: float = 1e-6, max_steps
     n = op.shape[0]
     if which not in WHICH:
         raise ValueError(f"which must be one of {', '.join(WHICH)}, got {which!r}")
+    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol must be a positive number, got {tol!r}")
     if basis not in BASES:
         raise ValueError(f"basis must be one of {', '.join(BASES)}, got {basis!r}")
     try:

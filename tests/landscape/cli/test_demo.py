@@ -49,9 +49,11 @@ def test_demo(tmp_path, capsys, digits_mlp):
     assert np.allclose(printed, spectrum[:3], rtol=1e-5) and "converged)" in out
     trace, stderr = map(float, field(out, "trace").split(" (")[0].split(" +- "))
     assert abs(trace - spectrum.sum()) < 4 * stderr
-    below, threshold = re.fullmatch(r"(\S+)% of the spectrum below (\S+) .*", field(out, "density")).groups()
-    assert float(threshold) == pytest.approx(-1e-3 * spectrum[0], rel=0.01)
-    assert float(below) / 100 == pytest.approx((spectrum < float(threshold)).mean(), abs=0.002)  # 8 SLQ probes
+    below, stderr, threshold = re.fullmatch(r"negative mass (\S+)% \+- (\S+)% of the spectrum below (\S+) .*",
+                                            field(out, "density")).groups()
+    assert float(threshold) <= -1e-3 * spectrum[0] * 0.99  # at least 1e-3 of lambda_max, or SLQ's broadening
+    assert float(below) / 100 == pytest.approx((spectrum < float(threshold)).mean(),
+                                              abs=0.002 + 3 * float(stderr) / 100)  # 8 SLQ probes
     for plane in ("random", "pca"):
         result = landscape.load_scan(tmp_path / plane / "scan.h5")
         line = field(out, f"{plane} plane")

@@ -20,7 +20,10 @@ def test_spectrum_writes_the_known_spectrum(tmp_path, capsys):
     assert summary["eigenvalues"]["converged"] and "converged at tol 1e-10" in out
     assert summary["trace"]["estimate"] == pytest.approx(truth.sum(), rel=1e-10)  # the sketch spans all 100
     assert summary["density"]["n_matvecs"] == 4 * 30 and (tmp_path / "density.png").stat().st_size > 10_000
-    assert "0.00% of the spectrum below -0.1 (-1e-3 of the largest |eigenvalue|)" in out  # all 100 are positive
+    negative = summary["density"]["negative_mass"]  # all 100 eigenvalues are positive
+    assert negative["value"] == 0 and negative["verdict"] == "none below the threshold"
+    assert negative["threshold"] == -max(1e-3 * negative["scale"], negative["broadening"])
+    assert f"negative mass 0.00% +- 0.00% of the spectrum below {negative['threshold']:.3g}" in out
     printed = [float(line.split()[1]) for line in out.splitlines() if re.match(r"\s+\d+\s", line)]
     assert np.allclose(printed, truth[:4], rtol=1e-8)
 

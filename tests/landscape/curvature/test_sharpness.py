@@ -44,7 +44,10 @@ def test_sharpness_on_a_network_against_the_dense_hessian():
     assert result.lambda_min == pytest.approx(eig[0], rel=1e-8)
     assert result.ratio == pytest.approx(eig[0] / eig[-1], rel=1e-7)
     assert abs(result.trace - eig.sum()) <= 3 * result.trace_stderr
-    assert result.negative_mass == pytest.approx(np.mean(eig < 0), abs=0.15)
+    negative = result.negative_mass  # the share of the dense spectrum below the same threshold, within SLQ's noise
+    assert negative.value == pytest.approx(np.mean(eig < negative.threshold), abs=max(0.05, 3 * negative.stderr))
+    assert negative.threshold == -max(1e-3 * negative.scale, negative.broadening)
+    assert negative.scale == pytest.approx(np.abs(eig).max(), rel=1e-6)  # the extreme Gauss nodes are eigenvalues
     assert result.epsilon_sharpness > 0 and result.adaptive_sharpness > 0
     assert result.cost["eigenvalues"]["n_matvecs"] > 0 and result.cost["trace"]["n_matvecs"] == 99
     assert result.cost["density"]["n_matvecs"] == 32 * 40
@@ -84,6 +87,31 @@ def test_one_parameter_models_and_blocks():
     scalar = diagonal_quadratic([3.0])
     result = landscape.sharpness(scalar, probes=2, density_steps=1, trace_matvecs=3)
     assert result.lambda_max == result.lambda_min == pytest.approx(3.0) and result.trace == pytest.approx(3.0)
+
+
+def test_negative_mass_has_one_definition_an_error_and_a_verdict():
+    from landscape.curvature.operators import MatrixOperator
+    from tests.landscape.curvature.test_spectrum import symmetric
+
+    B = symmetric(np.r_[-np.ones(20), np.linspace(0.5, 3, 80)])  # 20% at -1, far below any threshold
+    found = landscape.density(MatrixOperator(B), probes=32, steps=40).negative_mass()
+    assert found.value == pytest.approx(0.2, abs=3 * found.stderr) and 0 < found.stderr < 0.05
+    assert found.verdict == "resolved" and found.threshold == -max(1e-3 * 3, found.broadening)
+    null = symmetric(np.r_[np.zeros(95), 1.0, 2.0, 3.0, 4.0, 50.0])  # rounding around a null space is no curvature
+    assert landscape.density(MatrixOperator(null), probes=4).negative_mass().verdict == "none below the threshold"
+    grazing = symmetric(np.r_[-0.002 * np.ones(10), np.linspace(0.5, 3, 90)])  # finer than SLQ's broadening (0.03)
+    rho = landscape.density(MatrixOperator(grazing), probes=16, steps=40)
+    assert rho.negative_mass().value == 0.0 and rho.mass_below(0.0) > 0.05  # there, below zero; not resolved as such
+    assert landscape.sharpness(Objective(*quadratic_problem(grazing)), probes=16).negative_mass.value == 0.0
+
+
+def quadratic_problem(A):
+    """(model, loss_fn, data) whose Hessian is A, for sharpness."""
+    n = A.shape[0]
+    A = torch.as_tensor(A, dtype=torch.float64)
+    data = (torch.zeros(1, 1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64))
+    return Quadratic(A, torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)), \
+        (lambda out, y: out.mean()), data
 
 
 def test_negative_mass_ignores_rounding_around_a_null_space():
