@@ -103,12 +103,33 @@ class LyapunovSpectrum:
 
     @property
     def kaplan_yorke(self) -> float:
-        """The Kaplan-Yorke dimension of ``exponents`` (see :func:`kaplan_yorke`)."""
+        """The Kaplan-Yorke dimension of ``exponents`` (see :func:`kaplan_yorke`); a lower bound when
+        ``kaplan_yorke_bound``."""
         return kaplan_yorke(self.exponents)
 
+    @property
+    def truncated(self) -> bool:
+        """Whether fewer exponents were computed than the system has dimensions (k < n)."""
+        return len(self.exponents) < self.settings.get("n", len(self.exponents))
+
+    @property
+    def kaplan_yorke_bound(self) -> bool:
+        """Whether ``kaplan_yorke`` is only a lower bound: every computed partial sum is >= 0 and the spectrum is
+        truncated, so the dimension is at least k (the exponents not computed decide the rest)."""
+        return self.truncated and bool(np.all(np.cumsum(self.exponents) >= 0))
+
+    @property
+    def spread(self) -> np.ndarray:
+        """How far each running estimate still moves: max - min of ``running`` over the last quarter of the
+        intervals (at least two), ``[k]``; compare it with the exponent (a convergence measure, not an error bar)."""
+        tail = self.running[-max(2, len(self.running) // 4):]
+        return tail.max(axis=0) - tail.min(axis=0)
+
     def to_dict(self) -> dict:
-        """Everything as JSON-ready lists and numbers, with ``kaplan_yorke``."""
-        return jsonable({**vars(self), "kaplan_yorke": self.kaplan_yorke})
+        """Everything as JSON-ready lists and numbers, with ``kaplan_yorke`` (and whether it is a bound), the
+        ``spread`` of each exponent and whether the spectrum is ``truncated``."""
+        return jsonable({**vars(self), "kaplan_yorke": self.kaplan_yorke, "kaplan_yorke_bound": self.kaplan_yorke_bound,
+                         "spread": self.spread, "truncated": self.truncated})
 
 
 # -- public entry points ---------------------------------------------------------------------

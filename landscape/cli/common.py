@@ -169,6 +169,10 @@ def report(problem: problems.Problem, obj: Objective) -> None:
     loss, grad = obj.loss_and_grad()
     line("loss", f"{loss.item():.6g}")
     line("grad norm", f"{grad.norm().item():.4g}")
+    if not (torch.isfinite(loss) and torch.isfinite(grad).all()):
+        raise ValueError(f"the {'loss' if not torch.isfinite(loss) else 'gradient'} is not finite at the model's "
+                         f"parameters (loss {loss.item():.6g}): no derivative can be checked there; look at the "
+                         f"weights (--checkpoint), the data and the loss")
     if problem.metrics:
         train = obj.evaluate(metrics=problem.metrics)
         test = None
@@ -178,7 +182,8 @@ def report(problem: problems.Problem, obj: Objective) -> None:
         for name in problem.metrics:
             line(name, f"{train[name]:.4f} (train)" + (f"  {test[name]:.4f} (test)" if test else ""))
     check = obj.check_hvp()
-    verdict = "ok" if check.ok else "WRONG: an autodiff rule in this model disagrees with finite differences"
+    verdict = ("ok" if check.ok else "WRONG: an autodiff rule in this model disagrees with finite differences"
+               if math.isfinite(check.rel_error) else "NOT FINITE: the products or the finite differences are NaN here")
     line("HVP check", f"relative error {check.rel_error:.1e} against central differences "
                       f"({check.dtype}, {len(check.rel_errors)} random unit vectors, {check.mode} mode): {verdict}")
 

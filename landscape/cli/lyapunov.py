@@ -61,12 +61,25 @@ def run(args: argparse.Namespace) -> int:
             result = lyapunov.gd_spectrum(obj, args.lr, args.k, **common)
             what, unit = f"gradient descent (lr {args.lr:g}) on {problem.name}", "per step"
     print(f"system       {what}", flush=True)
+    n = result.settings.get("n", len(result.exponents))
     print(f"exponents    {unit}, {result.n_steps} steps ({result.n_matvecs} tangent products) in "
-          f"{result.seconds:.1f} s:")
-    for i, value in enumerate(result.exponents, 1):
-        print(f"  {i:>3}  {value: .6f}")
+          f"{result.seconds:.1f} s; {len(result.exponents)} of {n}"
+          + (" (truncated: the rest were not computed)" if result.truncated else "")
+          + "; spread = how far each estimate moved over the last quarter of the run:")
+    drifting = 0
+    for i, (value, spread) in enumerate(zip(result.exponents, result.spread), 1):
+        still = spread > 0.1 * abs(value) and spread > 1e-6
+        drifting += still
+        print(f"  {i:>3}  {value: .6f}   spread {spread:.1e}" + ("  still moving" if still else ""))
     print(f"sum          {result.exponents.sum():.6f}")
-    print(f"Kaplan-Yorke {result.kaplan_yorke:.4f}")
+    if result.kaplan_yorke_bound:
+        print(f"Kaplan-Yorke >= {result.kaplan_yorke:.0f} (every computed partial sum is positive: the exponents not "
+              f"computed decide the rest; raise --k)")
+    else:
+        print(f"Kaplan-Yorke {result.kaplan_yorke:.4f}")
+    if drifting:
+        print(f"note         {drifting} exponent(s) still moving by more than 10% over the last quarter of the run: "
+              f"not converged; raise --steps")
     from viz.training import lyapunov_spectrum
 
     lyapunov_spectrum(result.exponents, running=result.running, times=result.times, title=f"Lyapunov spectrum: {what}",

@@ -33,3 +33,14 @@ def test_info_with_a_checkpoint_and_a_subset(tmp_path, capsys, digits_mlp):
     assert main(["info", "--checkpoint", str(tmp_path / "mlp.pt"), "--params", "2.*", "--dtype", "float64"]) == 0
     out = capsys.readouterr().out
     assert field(out, "parameters") == "330 in 2 tensors, float64 on cpu"
+
+
+def test_a_loss_that_is_nan_everywhere_is_its_own_diagnosis(tmp_path, capsys):
+    (tmp_path / "nan.py").write_text(
+        "import torch\nfrom torch import nn\nfrom torch.nn import functional as F\n"
+        "def problem():\n    model = nn.Linear(4, 3)\n    with torch.no_grad():\n        model.weight.fill_(float('nan'))\n"
+        "    return model, F.cross_entropy, (torch.randn(8, 4), torch.zeros(8, dtype=torch.long))\n")
+    assert main(["info", "--problem", f"{tmp_path / 'nan.py'}:problem"]) == 2
+    captured = capsys.readouterr()
+    assert field(captured.out, "loss") == "nan" and "HVP check" not in captured.out and "WRONG" not in captured.out
+    assert captured.err.count("\n") == 1 and "the loss is not finite at the model's parameters" in captured.err

@@ -15,13 +15,17 @@ def test_lyapunov_of_lorenz_prints_its_spectrum(tmp_path, capsys):
     assert main(["lyapunov", "--system", "lorenz", "--steps", "3000", "--transient", "500", "--out",
                  str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    printed = [float(v) for v in re.findall(r"^\s+\d\s+(\S+)$", out, re.M)]
+    printed = [float(v) for v in re.findall(r"^\s+\d\s+(\S+)\s+spread", out, re.M)]
     api = flow_spectrum(Lorenz(), dt=0.01, steps=3000, transient=500)
     assert printed == pytest.approx(api.exponents, abs=1e-6)
     assert f"{api.n_steps} steps ({api.n_matvecs} tangent products)" in out
     assert float(field(out, "sum")) == pytest.approx(-(10 + 1 + 8 / 3), abs=1e-3)  # the trace of J, exactly
     summary = read_json(tmp_path / "lyapunov.json")
     assert summary["kaplan_yorke"] == pytest.approx(float(field(out, "Kaplan-Yorke")), abs=1e-4)
+    assert not summary["truncated"] and not summary["kaplan_yorke_bound"] and "3 of 3;" in out
+    tail = api.running[-max(2, len(api.running) // 4):]  # the convergence measure, from the running estimates
+    spreads = [float(v) for v in re.findall(r"^\s+\d\s+\S+\s+spread (\S+)", out, re.M)]
+    assert spreads == pytest.approx(tail.max(axis=0) - tail.min(axis=0), rel=0.05)  # printed to 2 digits
     from tests.viz.conftest import assert_drawn
 
     assert_drawn(tmp_path / "lyapunov.png")
@@ -33,9 +37,14 @@ def test_lyapunov_of_gradient_descent_on_a_quadratic(tmp_path, capsys):
     # quadratic: eigenvalues 10^linspace(2, -2, 100); at lr 0.025 the top one gives |1 - 2.5| = 1.5 > 1
     assert main(["lyapunov", "--problem", "quadratic", "--lr", "0.025", "--k", "1", "--steps", "100", "--transient", "200",
                  "--out", str(tmp_path)]) == 0
-    top = float(re.search(r"^\s+1\s+(\S+)$", capsys.readouterr().out, re.M).group(1))
+    out = capsys.readouterr().out
+    top = float(re.search(r"^\s+1\s+(\S+)\s+spread", out, re.M).group(1))
     a = np.logspace(2, -2, 100)
     assert top == pytest.approx(np.log(np.abs(1 - 0.025 * a)).max(), abs=1e-6)
+    # one exponent of 100, and it is positive: the dimension is at least 1, not 1
+    assert "1 of 100 (truncated" in out and field(out, "Kaplan-Yorke").startswith(">= 1 (")
+    summary = read_json(tmp_path / "lyapunov.json")
+    assert summary["truncated"] and summary["kaplan_yorke_bound"] and summary["kaplan_yorke"] == 1.0
 
 
 @pytest.mark.parametrize("extra, message", [
