@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -66,14 +67,20 @@ def _torch_state(path: Path) -> dict[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-        if refused:
+        refused = re.search(r"GLOBAL (\S+)", str(error))
+        if refused:  # torch's own words for why, e.g. "Trying to load unsupported GLOBAL posix.system whose ..."
+            why = next(line for line in str(error).splitlines() if "GLOBAL" in line).strip().rstrip(".")
             raise ValueError(f"checkpoint {path} holds a {refused.group(1)} object, which torch.load(weights_only=True) "
-                             f"refuses to unpickle; save model.state_dict() instead") from error
+                             f"refuses to unpickle ({why}); save model.state_dict() instead") from error
         reason = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", str(error), re.S)
         raise ValueError(f"checkpoint {path} is not a file torch.load can read"
                          + (f" ({reason.group(1)})" if reason else "")) from error
     except Exception as error:
+        with open(path, "rb") as f:
+            zipped = f.read(4) == b"PK\x03\x04"
+        if zipped and not zipfile.is_zipfile(path):
+            raise ValueError(f"checkpoint {path} is truncated: it starts as torch.save's zip archive but its end is "
+                             f"missing ({path.stat().st_size:,} bytes); was it still being written?") from error
         first = (str(error).strip().splitlines() or [""])[0]
         raise ValueError(f"checkpoint {path} is not a file torch.load can read ({type(error).__name__}: {first})") from error
     for key in ("state_dict", "model_state_dict", "model"):

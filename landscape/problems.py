@@ -23,6 +23,7 @@ Built-in problems (all deterministic for a given ``seed``, trained on the CPU in
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import math
 import sys
 import time
@@ -34,6 +35,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from landscape import cache as problem_cache
 from landscape import language
 from landscape.core.objective import Objective
 
@@ -99,6 +101,7 @@ class Quadratic(nn.Module):
 
 def quadratic(n: int = 100, eigenvalues=None, seed: int = 0) -> Problem:
     """L(theta) = 1/2 (theta - c)^T A (theta - c), with A's spectrum ``eigenvalues`` (default 10^linspace(2, -2, n))."""
+    _integers("quadratic", n=(n, 1))
     lam = (torch.logspace(2, -2, n, dtype=torch.float64) if eigenvalues is None
            else torch.as_tensor(eigenvalues, dtype=torch.float64).reshape(-1))
     if lam.numel() == 0 or not torch.isfinite(lam).all():
@@ -158,6 +161,13 @@ def _train(model: nn.Module, data: tuple[Tensor, Tensor], steps: int, lr: float,
     model.eval()
 
 
+def _integers(problem: str, **checks: tuple[int, int]) -> None:
+    """Refuse, in one line, any ``name=(value, least)`` whose value is not an integer of at least ``least``."""
+    for name, (value, least) in checks.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{problem}: {name} must be an integer of at least {least}, got {value!r}")
+
+
 def seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
     """Build a model with torch's default init drawn from ``seed``, leaving the global RNG as it was."""
     with torch.random.fork_rng(devices=[]):
@@ -203,6 +213,7 @@ def digits_mlp(hidden: int = 32, steps: int = 300, seed: int = 0,
         raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
     if parametrization not in PARAMETRIZATIONS:
         raise ValueError(f"parametrization must be one of {', '.join(PARAMETRIZATIONS)}, got {parametrization!r}")
+    _integers("digits-mlp", hidden=(hidden, 1), steps=(steps, 0))
     Linear = PARAMETRIZATIONS[parametrization]
     train, test = digits(images=False)
     if examples is not None:
@@ -225,6 +236,7 @@ def digits_cnn(channels: int = 8, steps: int = 300, seed: int = 0,
 
     ``callback(step, model)`` as for ``digits_mlp``.
     """
+    _integers("digits-cnn", channels=(channels, 1), steps=(steps, 0))
     train, test = digits(images=True)
     c = channels
 
@@ -249,10 +261,8 @@ def tiny_gpt(examples: int = 256, context: int = 64, width: int = 64, heads: int
     """``tiny-gpt``: a causal transformer (``landscape.language.TinyGPT``) on Python's documentation, trained by Adam
     for ``steps`` steps on batches of random windows of the training text. The problem's data are ``examples``
     windows of ``context`` characters of it as dict batches of 64, its test data as many of the held-out text."""
-    for name, value, least in (("examples", examples, 1), ("context", context, 2), ("steps", steps, 0),
-                               ("batch_size", batch_size, 1), ("layers", layers, 1), ("heads", heads, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ValueError(f"tiny-gpt: {name} must be an integer of at least {least}, got {value!r}")
+    _integers("tiny-gpt", examples=(examples, 1), context=(context, 2), steps=(steps, 0),
+              batch_size=(batch_size, 1), layers=(layers, 1), heads=(heads, 1), width=(width, 1))
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"tiny-gpt: lr must be a positive number, got {lr!r}")
     ids = language.encode(language.corpus())
@@ -290,13 +300,54 @@ BUILTIN: dict[str, Callable[..., Problem]] = {
 # -- loading --------------------------------------------------------------------------
 
 
-def load(spec: str, **kwargs) -> Problem:
+def _builtin(name: str, kwargs: dict, cache: bool) -> Problem:
+    """``BUILTIN[name](**kwargs)``, its arguments checked first, read from the cache when it holds it."""
+    builder = BUILTIN[name]
+    signature = inspect.signature(builder)
+    accepted = ", ".join(f"{k}={p.default!r}" for k, p in signature.parameters.items() if k != "callback")
+    for key, value in kwargs.items():
+        if key not in signature.parameters:
+            raise ValueError(f"the built-in problem {name} has no argument {key!r}; its arguments: {accepted}")
+        default = signature.parameters[key].default
+        kind = {bool: bool, int: int, float: (int, float), str: str}.get(type(default))
+        if kind and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
+            wanted = {bool: "true or false", int: "an integer", str: "a string"}.get(type(default), "a number")
+            raise ValueError(f"the built-in problem {name}: {key} must be {wanted} (default {default!r}), "
+                             f"got {value!r}")
+    arguments = signature.bind(**kwargs)
+    arguments.apply_defaults()
+    arguments = dict(arguments.arguments)
+    keep = cache and arguments.get("steps", 0) > 0 and arguments.get("callback") is None
+    path = problem_cache.entry(name, builder, arguments) if keep else None
+    kept = problem_cache.read(path) if keep else None
+    try:
+        problem = builder(**({**arguments, "steps": 0} if kept else arguments))
+    except ValueError as error:
+        raise ValueError(str(error) if str(error).startswith(name) else f"{name}: {error}") from error
+    except Exception as error:
+        given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "its defaults"
+        raise ValueError(f"the built-in problem {name} cannot be built with {given}: {type(error).__name__}: "
+                         f"{(str(error).strip().splitlines() or [''])[0]}") from error
+    if kept:
+        state, description = kept
+        problem.model.load_state_dict(state)
+        problem.description = f"{description} (read from the cache {problem_cache.folder()})"
+    elif keep:
+        problem_cache.write(path, problem.model, problem.description)
+    return problem
+
+
+
+def load(spec: str, *, cache: bool = True, **kwargs) -> Problem:
     """A built-in problem by name, or ``"path/to/file.py:factory"`` (``factory`` defaults to ``problem``).
 
-    ``kwargs`` go to the built-in's builder or to the factory.
+    ``kwargs`` go to the built-in's builder or to the factory. A built-in's arguments are checked against
+    its builder's (names, and the types of their defaults) before anything runs. A trained built-in
+    (``steps`` > 0, no ``callback``) is kept in the user cache (:mod:`landscape.cache`) and read back the next
+    time the same arguments ask for it, bit for bit the weights training gives; ``cache=False`` trains afresh.
     """
     if spec in BUILTIN:
-        return BUILTIN[spec](**kwargs)
+        return _builtin(spec, kwargs, cache)
     path, sep, factory = spec.rpartition(":")
     if not sep or not path.endswith(".py"):
         path, factory = spec, "problem"

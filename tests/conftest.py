@@ -1,6 +1,14 @@
+import os
+
 import pytest
 
 import landscape
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _problem_cache(tmp_path_factory):
+    """Trained built-ins are kept in a cache of the test session's own, never the user's."""
+    os.environ["LANDSCAPE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="session")

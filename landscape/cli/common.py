@@ -44,6 +44,9 @@ def problem_arguments(sub: argparse.ArgumentParser, checkpoint: bool = True) -> 
         sub.add_argument("--checkpoint", metavar="FILE",
                          help="the weights: a state dict saved with torch.save (loaded with weights_only=True), a "
                               ".safetensors file, or a folder written by save_pretrained")
+    sub.add_argument("--no-cache", action="store_true",
+                     help="train a built-in problem afresh instead of reading it from the user cache "
+                          "($LANDSCAPE_CACHE, else ~/.cache/landscape-dynamics), and do not keep it there")
     sub.add_argument("--params", nargs="+", metavar="PATTERN",
                      help="analyse only these parameters (names or glob patterns, e.g. 'fc2.*')")
     sub.add_argument("--device", help="cpu, cuda or cuda:N (default: where the model is)")
@@ -128,18 +131,15 @@ def ints(text: str, flag: str = "--widths", least: int = 1) -> list[int]:
 # -- the problem and its objective -----------------------------------------------------------------
 
 def load_problem(name: str, pairs: list[str] | None = None, checkpoint: str | None = None, *,
-                 untrained: bool = False) -> problems.Problem:
+                 untrained: bool = False, cache: bool = True) -> problems.Problem:
     """The problem ``name`` (--problem) built with the --problem-arg ``pairs``, its weights from ``checkpoint``.
     A built-in is left untrained when a checkpoint replaces its weights anyway, or when ``untrained`` (a
-    command that trains it itself)."""
+    command that trains it itself); a trained one comes from the user cache unless not ``cache`` (--no-cache)."""
     kwargs = problem_kwargs(pairs)
     builder = problems.BUILTIN.get(name)
     if (checkpoint or untrained) and builder and "steps" in inspect.signature(builder).parameters:
         kwargs.setdefault("steps", 0)  # no training to overwrite
-    try:
-        problem = problems.load(name, **kwargs)
-    except TypeError as error:  # a keyword the built-in does not take
-        raise ValueError(f"--problem-arg: {error}") from error
+    problem = problems.load(name, cache=cache, **kwargs)
     if checkpoint:
         load_checkpoint(problem.model, checkpoint)
     return problem
@@ -182,10 +182,17 @@ def report(problem: problems.Problem, obj: Objective) -> None:
         for name in problem.metrics:
             line(name, f"{train[name]:.4f} (train)" + (f"  {test[name]:.4f} (test)" if test else ""))
     check = obj.check_hvp()
-    verdict = ("ok" if check.ok else "WRONG: an autodiff rule in this model disagrees with finite differences"
-               if math.isfinite(check.rel_error) else "NOT FINITE: the products or the finite differences are NaN here")
+    def verdict(part) -> str:
+        return ("ok" if part.agrees else "WRONG: an autodiff rule in this model disagrees with finite differences"
+                if math.isfinite(part.rel_error) else "NOT FINITE: the products or the finite differences are NaN here")
+
     line("HVP check", f"relative error {check.rel_error:.1e} against central differences "
-                      f"({check.dtype}, {len(check.rel_errors)} random unit vectors, {check.mode} mode): {verdict}")
+                      f"({check.dtype}, {len(check.rel_errors)} random unit vectors, {check.mode} mode): {verdict(check)}")
+    if check.in_own_dtype:
+        own = check.in_own_dtype
+        line("", f"relative error {own.rel_error:.1e} of the products in {own.dtype}, their own precision, against "
+                 f"those (tolerance {own.tolerance:.1e}): " + ("ok" if own.agrees else
+                 f"WRONG: a {own.dtype} kernel or autodiff rule in this model differs from its {check.dtype} one"))
 
 
 def headline(problem: problems.Problem, obj: Objective, note: str = "") -> None:

@@ -17,6 +17,6 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    problem = load_problem(args.problem, args.problem_arg, args.checkpoint)
+    problem = load_problem(args.problem, args.problem_arg, args.checkpoint, cache=not args.no_cache)
     report(problem, objective(args, problem))
     return 0

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
             result = lyapunov.flow_spectrum(system, k=args.k, dt=args.dt, **common)
         unit = "per step" if system.kind == "map" else "per unit time"
     else:
-        problem = load_problem(args.problem, args.problem_arg, args.checkpoint)
+        problem = load_problem(args.problem, args.problem_arg, args.checkpoint, cache=not args.no_cache)
         obj = objective(args, problem)
         if args.k is None:
             raise ValueError("--k (how many exponents) is needed for a problem")

@@ -39,8 +39,9 @@ def add_parser(subparsers) -> None:
                           "principal directions of --trajectory (default random)")
     sub.add_argument("--norm", choices=list(dirs.NORMS), default="filter",
                      help="normalization of random directions (default filter, Li et al. 2018; random only)")
-    sub.add_argument("--include-1d", action="store_true",
-                     help="also move 1-D parameters (biases, BatchNorm) along random directions (random only)")
+    sub.add_argument("--include-1d", action="store_true", default=None,
+                     help="also move 1-D parameters (biases, BatchNorm) along random directions (random only; "
+                          "the default when every selected parameter is 1-D)")
     sub.add_argument("--seed", type=int, default=0,
                      help="seed of the random directions, or of Lanczos' start for hessian (default 0)")
     sub.add_argument("--tol", type=float, default=1e-6,
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     files = checkpoints(args.trajectory) if args.trajectory else None
     # the centre: --checkpoint, else the end of the run, buffers included
     checkpoint = str(files[-1]) if files and not args.checkpoint else args.checkpoint
-    problem = load_problem(args.problem, args.problem_arg, checkpoint)
+    problem = load_problem(args.problem, args.problem_arg, checkpoint, cache=not args.no_cache)
     obj = objective(args, problem)
     trajectory = load_trajectory(files, problem, obj) if files else None
     headline(problem, obj, f"point-parallel over {world.size} processes ({world.backend})" if world.active else "")

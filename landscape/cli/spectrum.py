@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         if not ok:
             raise ValueError(f"{flag} must be {what}, got {value}")
     out = output_folder(args.out)
-    problem = load_problem(args.problem, args.problem_arg, args.checkpoint)
+    problem = load_problem(args.problem, args.problem_arg, args.checkpoint, cache=not args.no_cache)
     obj = objective(args, problem, data_parallel=True)  # its memory budget is one all ranks agree on
     world = args.world
     H = hessian(obj)

@@ -40,7 +40,7 @@ def test_digits_problems_are_trained_and_deterministic(fixture, request):
         test_acc = (problem.model(problem.test_data[0]).argmax(-1) == problem.test_data[1]).float().mean()
     assert obj.evaluate(metrics=problem.metrics)["accuracy"] > 0.98 and test_acc > 0.95
     state = torch.random.get_rng_state()
-    again = landscape.load(problem.name)
+    again = landscape.load(problem.name, cache=False)  # trained again, not read back
     assert torch.equal(torch.random.get_rng_state(), state)  # the global RNG is untouched
     assert torch.equal(again.objective().theta0, obj.theta0)
 
@@ -138,6 +138,15 @@ class Pickled:
     pass
 
 
+class System:
+    """Pickles as a call to os.system, which a safe loader must refuse without running it."""
+
+    def __reduce__(self):
+        import os
+
+        return os.system, ("touch ran",)
+
+
 def test_bad_checkpoints_say_why(tmp_path):
     torch.save(nn.Sequential(nn.Linear(4, 7), nn.Tanh(), nn.Linear(7, 3)).state_dict(), tmp_path / "wide.pt")
     with pytest.raises(ValueError, match=r"does not fit the model: 0.weight has shape \(7, 4\) in the checkpoint "
@@ -150,6 +159,15 @@ def test_bad_checkpoints_say_why(tmp_path):
     with pytest.raises(ValueError, match=r"holds a tests.landscape.test_problems.Pickled object, "
                                          r"which torch.load\(weights_only=True\) refuses"):
         landscape.load_checkpoint(mlp(), tmp_path / "obj.pt")
+    torch.save({"run": System()}, tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match=r"holds a posix.system object, which torch.load\(weights_only=True\) refuses "
+                                         r"to unpickle \(.*GLOBAL posix.system.*\); save model.state_dict\(\) instead"):
+        landscape.load_checkpoint(mlp(), tmp_path / "evil.pt")  # torch's reason kept, and nothing ran
+    whole = (tmp_path / "part.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(whole[:len(whole) // 2])
+    with pytest.raises(ValueError, match="cut.pt is truncated: it starts as torch.save's zip archive but its end is "
+                                         "missing"):
+        landscape.load_checkpoint(mlp(), tmp_path / "cut.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a file torch.load can read"):
         landscape.load_checkpoint(mlp(), tmp_path / "junk.pt")
@@ -176,3 +194,55 @@ def problem():
     return model, F.cross_entropy, (torch.randn(6, 4), torch.randint(0, 5, (6,)))
 """, "withimports.py")
     assert landscape.load(str(tmp_path / "withimports.py")).model.out_features == 5
+
+
+def test_trained_builtins_are_read_back_from_the_cache_bit_for_bit(tmp_path, monkeypatch):
+    monkeypatch.setenv("LANDSCAPE_CACHE", str(tmp_path))
+    fresh = landscape.load("digits-cnn", steps=20, cache=False)  # BatchNorm: buffers are part of the weights
+    assert not (tmp_path / "builtins").exists()
+    first = landscape.load("digits-cnn", steps=20)
+    entries = list((tmp_path / "builtins").glob("digits-cnn-*.safetensors"))
+    assert len(entries) == 1 and "cache" not in first.description
+    again = landscape.load("digits-cnn", steps=20)
+    assert again.description.endswith(f"(read from the cache {tmp_path})")
+    for problem in (first, again):
+        state = problem.model.state_dict()
+        assert state.keys() == fresh.model.state_dict().keys()
+        assert all(torch.equal(state[k], v) for k, v in fresh.model.state_dict().items())
+        assert not problem.model.training
+    landscape.load("digits-cnn", steps=20, seed=1)  # another argument, another entry
+    landscape.load("digits-cnn", steps=0)  # nothing trained, nothing kept
+    landscape.load("digits-cnn", steps=20, callback=lambda step, model: None)  # a callback must see the training
+    assert len(list((tmp_path / "builtins").iterdir())) == 2
+    entries[0].write_bytes(b"damaged")
+    with pytest.warns(UserWarning, match="cannot be read .*training it again"):
+        repaired = landscape.load("digits-cnn", steps=20)
+    assert torch.equal(repaired.objective().theta0, fresh.objective().theta0)
+    assert "cache" not in landscape.load("digits-cnn", steps=20, cache=False).description
+
+
+def test_the_cache_keeps_tied_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("LANDSCAPE_CACHE", str(tmp_path))
+    fresh = landscape.load("tiny-gpt", steps=2, examples=8, context=16, width=16, layers=1)
+    again = landscape.load("tiny-gpt", steps=2, examples=8, context=16, width=16, layers=1)
+    assert "read from the cache" in again.description
+    assert torch.equal(again.objective().theta0, fresh.objective().theta0)
+
+
+@pytest.mark.parametrize("name, kwargs, message", [
+    ("digits-mlp", {"steps": "abc"}, "the built-in problem digits-mlp: steps must be an integer \\(default 300\\), "
+                                     "got 'abc'"),
+    ("digits-mlp", {"hidden": -5}, "digits-mlp: hidden must be an integer of at least 1, got -5"),
+    ("digits-mlp", {"hidden": 2.5}, "hidden must be an integer"),
+    ("digits-mlp", {"colour": "red"}, "digits-mlp has no argument 'colour'; its arguments: hidden=32, steps=300"),
+    ("digits-mlp", {"loss": 3}, "loss must be a string"),
+    ("digits-cnn", {"channels": 0}, "digits-cnn: channels must be an integer of at least 1, got 0"),
+    ("tiny-gpt", {"lr": "fast"}, "tiny-gpt: lr must be a number"),
+    ("tiny-gpt", {"width": 30, "heads": 4}, "tiny-gpt: width 30 must be a multiple of heads 4"),
+    ("quadratic", {"eigenvalues": [1, None]}, "the built-in problem quadratic cannot be built with "
+                                              "eigenvalues=\\[1, None\\]: TypeError: must be real number"),
+    ("quadratic", {"n": 0}, "quadratic: n must be an integer of at least 1"),
+])
+def test_builtin_arguments_are_checked_before_anything_runs(name, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        landscape.load(name, **kwargs)

@@ -39,7 +39,7 @@ def test_eos_tracks_sharpness_to_two_over_lr(tmp_path, capsys):
 
 @pytest.mark.parametrize("extra, message", [
     (["--problem-arg", "loss"], "--problem-arg 'loss' is not KEY=VALUE"),
-    (["--problem-arg", "colour=red"], "--problem-arg: .*unexpected keyword argument 'colour'"),
+    (["--problem-arg", "colour=red"], "has no argument 'colour'; its arguments: hidden=32"),
     (["--problem-arg", "loss=hinge"], "loss must be one of cross-entropy, mse"),
     (["--lr", "-1"], "--lr must be positive"),
 ])

@@ -1,5 +1,7 @@
 """landscape info: a problem's size, loss, metrics and HVP check against the model itself."""
 
+import re
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -44,3 +46,45 @@ def test_a_loss_that_is_nan_everywhere_is_its_own_diagnosis(tmp_path, capsys):
     captured = capsys.readouterr()
     assert field(captured.out, "loss") == "nan" and "HVP check" not in captured.out and "WRONG" not in captured.out
     assert captured.err.count("\n") == 1 and "the loss is not finite at the model's parameters" in captured.err
+
+
+def test_a_trained_builtin_comes_from_the_cache_unless_no_cache(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LANDSCAPE_CACHE", str(tmp_path))
+    args = ["info", "--problem", "digits-mlp", "--problem-arg", "steps=30"]
+    assert main(args + ["--no-cache"]) == 0
+    assert not (tmp_path / "builtins").exists()
+    assert main(args) == 0 and main(args) == 0
+    first, second = capsys.readouterr().out.split("problem      ")[2:]
+    assert "read from the cache" not in first and f"(read from the cache {tmp_path})" in second
+    assert field(first, "loss") == field(second, "loss")  # the same weights
+
+
+def test_info_checks_the_products_in_their_own_precision(tmp_path, capsys):
+    (tmp_path / "sloppy.py").write_text(
+        "import torch\nfrom torch import nn\nfrom torch.nn import functional as F\n"
+        "class Cube(torch.autograd.Function):  # a float32-only kernel whose second derivative is wrong\n"
+        "    @staticmethod\n    def forward(ctx, x):\n        ctx.save_for_backward(x)\n        return x**3\n"
+        "    @staticmethod\n    def backward(ctx, g):\n        (x,) = ctx.saved_tensors\n"
+        "        return g * 3 * (x.detach() if x.dtype == torch.float32 else x) ** 2\n"
+        "class Model(nn.Linear):\n    def forward(self, x):\n        return Cube.apply(super().forward(x))\n"
+        "def problem():\n    torch.manual_seed(0)\n"
+        "    return Model(4, 3), F.cross_entropy, (torch.randn(40, 4), torch.randint(0, 3, (40,)))\n")
+    assert main(["info", "--problem", f"{tmp_path / 'sloppy.py'}:problem"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    check = next(i for i, line in enumerate(lines) if line.startswith("HVP check"))
+    assert lines[check].endswith("(float64, 3 random unit vectors, cached mode): ok")
+    own = re.fullmatch(r" +relative error (\S+) of the products in float32, their own precision, against those "
+                       r"\(tolerance 3.5e-04\): WRONG: a float32 kernel or autodiff rule in this model differs from "
+                       r"its float64 one", lines[check + 1])
+    assert own and float(own.group(1)) > 0.1
+
+
+def test_a_warning_is_one_line_that_says_where_it_came_from(tmp_path, capsys):
+    (tmp_path / "noisy.py").write_text(
+        "import warnings\nimport torch\nfrom torch import nn\nfrom torch.nn import functional as F\n"
+        "class Model(nn.Linear):\n    def forward(self, x):\n"
+        "        warnings.warn('this layer is deprecated\\nuse another one\\nsee the docs', FutureWarning)\n"
+        "        return super().forward(x)\n"
+        "def problem():\n    return Model(4, 3), F.cross_entropy, (torch.randn(8, 4), torch.zeros(8, dtype=torch.long))\n")
+    assert main(["info", "--problem", f"{tmp_path / 'noisy.py'}:problem"]) == 0
+    assert capsys.readouterr().err == ("landscape info: warning: this layer is deprecated (FutureWarning, noisy.py:7)\n")
