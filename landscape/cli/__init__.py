@@ -4,7 +4,9 @@
 
 Bad input (an unknown problem, a missing file, a checkpoint that does not fit), and an exception raised
 by the user's code (model, loss, metric, problem file), is reported in one line on stderr that names what
-failed, with exit code 2; ``LANDSCAPE_TRACEBACK=1`` shows the whole traceback instead.
+failed, with exit code 2; ``LANDSCAPE_TRACEBACK=1`` shows the whole traceback instead. A warning, from the
+toolkit, torch or the user's code, is one line too: its first line, its kind and the file and line that
+raised it.
 
 ``scan`` and ``spectrum`` also run under ``torchrun`` (``torchrun --nproc_per_node N -m landscape
 scan ...``), found from the environment it sets (WORLD_SIZE > 1): ``spectrum`` on the data-parallel
@@ -17,6 +19,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
+from pathlib import Path
 
 import torch
 
@@ -42,6 +46,21 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def one_line_warnings(prefix: str):
+    """A ``warnings.showwarning`` that prints each warning once, in one line: ``prefix: warning: <its first
+    line> (<its kind>, <file>:<line>)``."""
+    said = set()
+
+    def show(message, category, filename, lineno, *_):
+        text = (f"{prefix}: warning: {(str(message).strip().splitlines() or [''])[0]} "
+                f"({category.__name__}, {Path(filename).name}:{lineno})")
+        if text not in said:
+            said.add(text)
+            print(text, file=sys.stderr)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(glue_grids(sys.argv[1:] if argv is None else list(argv)))
     world, who, ok = distributed.World(), "", False
@@ -50,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in DISTRIBUTED:
             args = in_world(args, world)
         who = "" if world.main else f" (rank {world.rank} of {world.size})"
-        with distributed.quiet(world):
+        with distributed.quiet(world), warnings.catch_warnings():
+            warnings.showwarning = one_line_warnings(f"landscape {args.command}{who}")
             code = args.run(args)
         ok = True
         return code

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+import numpy as np
 import torch
 from torch.utils._pytree import tree_flatten, tree_map
 
@@ -124,9 +125,19 @@ def is_pair(data) -> bool:
     return len(leaves) > 0 and all(isinstance(t, Tensor) for t in leaves)
 
 
+def from_numpy(data):
+    """An ``(X, y)`` pair or a dict batch whose arrays are numpy's, with each array as a tensor (sharing its
+    memory); anything else as it is."""
+    if isinstance(data, (tuple, list)) and len(data) == 2 or isinstance(data, Mapping):
+        return tree_map(lambda t: torch.from_numpy(t) if isinstance(t, np.ndarray) else t, data)
+    return data
+
+
 def batch_list(data, batch_size: int | None, device: torch.device, dtype: torch.dtype):
-    """``data`` checked and made re-iterable: an ``(X, y)`` pair or one dict batch becomes a list of
-    ``batch_size`` slices (views) on ``device``; any other re-iterable of batches is kept as it is."""
+    """``data`` checked and made re-iterable: an ``(X, y)`` pair or one dict batch (numpy arrays become
+    tensors) becomes a list of ``batch_size`` slices (views) on ``device``; any other re-iterable of batches
+    is kept as it is."""
+    data = from_numpy(data)
     if is_pair(data) or is_dict_batch(data):
         if is_pair(data) and examples_in(data[0]) != data[1].shape[0]:
             raise ValueError(f"X has {examples_in(data[0])} examples but y has {data[1].shape[0]}")

@@ -35,7 +35,7 @@ from torch.utils._pytree import tree_map
 from torch.utils.data import RandomSampler
 
 from landscape.core import memory
-from landscape.core.data import examples_in, is_dict_batch, is_pair
+from landscape.core.data import examples_in, from_numpy, is_dict_batch, is_pair
 from landscape.core.distributed import World, init
 from landscape.core.objective import Objective
 
@@ -78,6 +78,7 @@ def shard(data, world: World | None = None):
     (with ``drop_last=False`` it repeats a few examples to even out the ranks when N is not a multiple
     of the world size, which weights them twice)."""
     world = init() if world is None else world
+    data = from_numpy(data)
     if is_pair(data) or is_dict_batch(data):
         if is_pair(data) and examples_in(data[0]) != data[1].shape[0]:
             raise ValueError(f"X has {examples_in(data[0])} examples but y has {data[1].shape[0]}")

@@ -13,7 +13,9 @@ what a unit step means, so random directions are normalized against the centre's
 - ``"none"``: the raw N(0, 1) draw.
 
 Parameters with at most one dimension (biases, BatchNorm weights and biases) are zero in
-a direction unless ``include_1d=True``; then each is normalized as one filter. Buffers
+a direction unless ``include_1d=True``; then each is normalized as one filter. ``random``'s default
+(``include_1d=None``) includes them only when no selected parameter has two dimensions or more (a
+quadratic's one vector, a subset of biases), where leaving them out would leave nothing to move. Buffers
 (BatchNorm running statistics) are never part of theta, so no direction moves them.
 Random directions are drawn in float64 on the CPU from a local generator, so a seed gives
 the same directions on any device.
@@ -104,7 +106,7 @@ def _finish(obj: Objective, D: Tensor) -> Tensor:
     return D.to(obj.device, obj.dtype)
 
 
-def random(obj: Objective, k: int = 2, norm: str = "filter", seed: int = 0, include_1d: bool = False,
+def random(obj: Objective, k: int = 2, norm: str = "filter", seed: int = 0, include_1d: bool | None = None,
            orthogonal: bool = False, center: Tensor | None = None) -> Directions:
     """``k`` Gaussian directions normalized against ``center`` (default ``obj.theta0``), centred there.
 
@@ -114,6 +116,8 @@ def random(obj: Objective, k: int = 2, norm: str = "filter", seed: int = 0, incl
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
+    if include_1d is None:
+        include_1d = all(len(shape) <= 1 for shape in obj.space.shapes)
     theta = _center(obj, center)
     generator = torch.Generator().manual_seed(seed)
     D = normalize(obj.space, torch.randn(k, obj.space.n, generator=generator, dtype=torch.float64), theta, norm,

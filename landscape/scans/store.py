@@ -65,8 +65,21 @@ def _differences(stored: dict, wanted: dict) -> list[str]:
     names = sorted(set(a) | set(b), key=lambda name: (name.split(".")[0] in _OPAQUE, name))
     notes = {"probe": "the values at the centre differ: other data, batching, loss or metric functions",
              "fixed": "the buffers or the parameters outside theta differ (another checkpoint?)"}
-    return [notes.get(name) or f"{name}: {a.get(name)!r} in the file, {b.get(name)!r} now"
+    return [notes.get(name) or (_axes_differ(a[name], b[name]) if name == "axes" and a.get(name) and b.get(name)
+                                else f"{name}: {a.get(name)!r} in the file, {b.get(name)!r} now")
             for name in names if a.get(name) != b.get(name)]
+
+
+def _axes_differ(stored: list[list[float]], wanted: list[list[float]]) -> str:
+    """Which grid axes differ and how: ``axis 2: -1:1:41 in the file, -1:1.2:43 now``."""
+    def spec(axis):
+        return f"{axis[0]:g}:{axis[-1]:g}:{len(axis)}" if axis else "empty"
+
+    if len(stored) != len(wanted):
+        return f"the grid has {len(stored)} axes in the file, {len(wanted)} now"
+    return "; ".join(f"axis {i}: {spec(s)} in the file, {spec(w)} now"
+                     + (" (the same range and count, other values)" if spec(s) == spec(w) else "")
+                     for i, (s, w) in enumerate(zip(stored, wanted), 1) if s != w)
 
 
 def part_path(path: str | Path, rank: int, size: int) -> Path:

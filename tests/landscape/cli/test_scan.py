@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+import landscape
 from landscape.cli import main
 from tests.landscape.cli.conftest import field, read_json, scan_args
 
@@ -11,7 +12,6 @@ from tests.landscape.cli.conftest import field, read_json, scan_args
 def test_scan_writes_the_store_and_a_summary_equal_to_the_api(tmp_path, capsys, digits_mlp):
     import numpy as np
 
-    import landscape
     from landscape.scans import directions
 
     assert main(scan_args(tmp_path)) == 0
@@ -50,6 +50,24 @@ def test_scan_resumes_a_cut_off_store_and_refuses_to_overwrite(tmp_path, capsys)
         assert np.array_equal(f["values/loss"][()], whole) and f["done"][()].all()
     assert main(scan_args(tmp_path, "--resume", "--seed", "1")) == 2
     assert "holds a different scan" in capsys.readouterr().err
+    other_grid = ["scan", "--grid", "-1:1:5", "--grid", "-0.5:0.7:4", "--out", str(tmp_path), "--resume"]
+    assert main(other_grid) == 2
+    err = capsys.readouterr().err.strip()  # which axis differs and how, not every value of the grid
+    assert err.endswith("holds a different scan, refusing to mix them (axis 2: -0.5:0.5:3 in the file, "
+                        "-0.5:0.7:4 now); write to another file") and len(err.splitlines()) == 1
+
+
+def test_the_quadratic_scans_with_default_directions(tmp_path, capsys):
+    import h5py
+
+    assert main(["scan", "--problem", "quadratic", "--grid", "-1:1:3", "--grid", "-1:1:3", "--out", str(tmp_path)]) == 0
+    summary = read_json(tmp_path / "scan.json")
+    problem = landscape.load("quadratic")
+    assert summary["directions"]["recipe"]["include_1d"] is True
+    assert summary["center_values"]["loss"] == pytest.approx(problem.objective().loss().item(), rel=1e-12)
+    with h5py.File(tmp_path / "scan.h5", "r") as f:
+        loss = f["values/loss"][()]
+    assert loss.min() == loss[1, 1] and loss.max() > 100 * loss[1, 1]  # steps of |theta|: far up the bowl
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -204,6 +204,43 @@ def test_check_hvp_catches_a_wrong_second_derivative():
     assert not check.ok and check.rel_error > 1e-2
 
 
+class Float32OnlySloppyCube(torch.autograd.Function):
+    """x^3, exact in float64 but, in float32, with SloppyCube's wrong second derivative (a kernel that differs
+    by dtype)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x**3
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (x,) = ctx.saved_tensors
+        return grad_out * 3 * (x.detach() if x.dtype == torch.float32 else x) ** 2
+
+
+def test_check_hvp_exercises_the_products_own_dtype():
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x):
+            return Float32OnlySloppyCube.apply(self.fc(x))
+
+    X, y = torch.randn(40, 4), torch.randint(0, 3, (40,))
+    obj = Objective(Model(), F.cross_entropy, (X, y))
+    check = obj.check_hvp(mode="rev-rev")
+    assert check.dtype == "float64" and check.agrees and check.rel_error < 1e-6  # float64 alone would say ok
+    own = check.in_own_dtype
+    assert own.dtype == "float32" and not own.agrees and own.rel_error > 0.1
+    assert not check.ok and check.to_dict()["in_own_dtype"]["dtype"] == "float32"
+    right = Objective(nn.Sequential(nn.Linear(4, 3), nn.Tanh()), F.cross_entropy, (X, y)).check_hvp()
+    assert right.ok and right.in_own_dtype.agrees and right.in_own_dtype.rel_error < 1e-5
+    assert right.in_own_dtype.tolerance == torch.finfo(torch.float32).eps ** 0.5
+    assert Objective(Model().double(), F.cross_entropy, (X.double(), y)).check_hvp(mode="rev-rev").in_own_dtype is None
+
+
 def test_check_hvp_in_float32_keeps_the_dtype():
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
     X, y = torch.randn(50, 4), torch.randint(0, 3, (50,))
@@ -377,3 +414,14 @@ def test_forward_with_other_buffers_equals_the_model_holding_them(digits_cnn):
     finally:
         digits_cnn.model.eval()
     assert batch.loss().item() == pytest.approx(in_train_mode, rel=1e-6)
+
+
+def test_numpy_arrays_are_taken_as_tensors():
+    X, Z, y = torch.randn(12, 4, dtype=torch.float64), torch.randn(12, 2, dtype=torch.float64), torch.randint(0, 3, (12,))
+    one, two = nn.Linear(4, 3).double(), TwoInputs().double()
+    for model, tensors, arrays in ((one, (X, y), (X.numpy(), y.numpy())),
+                                   (two, ({"x": X, "z": Z}, y), ({"x": X.numpy(), "z": Z.numpy()}, y.numpy()))):
+        expected = Objective(model, F.cross_entropy, tensors)
+        obj = Objective(model, F.cross_entropy, arrays, batch_size=5)
+        assert obj.loss().item() == pytest.approx(expected.loss().item(), rel=1e-14)
+        assert rel(obj.grad(), expected.grad()) < 1e-14

@@ -72,10 +72,19 @@ def test_orthogonal_directions_keep_their_norms(digits_mlp):
     assert torch.allclose(ortho[0], plain[0], rtol=1e-12, atol=0)  # Gram-Schmidt keeps the first
 
 
-def test_only_1d_parameters_need_include_1d():
+def test_only_1d_parameters_are_included_by_default(digits_mlp):
     obj = landscape.load("quadratic", n=10).objective()
+    d = dirs.random(obj, seed=3)  # the quadratic's one vector, normalized as one filter
+    assert d.recipe["include_1d"] is True
+    assert torch.allclose(d.vectors.norm(dim=1), obj.theta0.norm().expand(2), rtol=1e-12)
     with pytest.raises(ValueError, match="include_1d=True"):
-        dirs.random(obj)
+        dirs.random(obj, include_1d=False)
+    biases = digits_mlp.objective(params=["0.bias", "2.bias"])
+    assert dirs.random(biases).recipe["include_1d"] is True
+    mlp = dirs.random(digits_mlp.objective())  # a weight matrix to move: the biases stay
+    assert mlp.recipe["include_1d"] is False
+    assert (obj_parts := digits_mlp.objective().space.unflatten(mlp.vectors[0]))["0.bias"].abs().max() == 0
+    assert obj_parts["0.weight"].abs().max() > 0
     with pytest.raises(ValueError, match="norm must be one of"):
         dirs.random(obj, norm="filters", include_1d=True)
 

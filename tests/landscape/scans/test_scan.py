@@ -338,7 +338,7 @@ def test_a_different_scan_on_the_same_file_is_refused(tmp_path, digits_mlp):
     scan(obj, dirs.random(obj, seed=0), ["-1:1:3", "-1:1:3"], store=path, progress=False)
     with pytest.raises(ValueError, match="different scan.*recipe.seed: 0 in the file, 1 now"):
         scan(obj, dirs.random(obj, seed=1), ["-1:1:3", "-1:1:3"], store=path, progress=False)
-    with pytest.raises(ValueError, match="different scan.*axes"):
+    with pytest.raises(ValueError, match="different scan.*\\(axis 2: -1:1:3 in the file, -1:1:5 now\\)"):
         scan(obj, dirs.random(obj, seed=0), ["-1:1:3", "-1:1:5"], store=path, progress=False)
     with pytest.raises(ValueError, match="different scan.*metrics"):
         scan(obj, dirs.random(obj, seed=0), ["-1:1:3", "-1:1:3"], metrics=digits_mlp.metrics, store=path,
