@@ -4,6 +4,7 @@ point-parallel); a training run's checkpoints placed on the scan's plane (shared
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 import torch
@@ -17,7 +18,7 @@ from landscape.scans import directions as dirs
 from landscape.scans import store as scan_store
 from landscape.scans.grid import parse_grid
 from landscape.scans.points import STRATEGIES
-from landscape.scans.scan import scan
+from landscape.scans.scan import check_room, footprint, scan
 from landscape.scans.scan import load as load_scan
 
 
@@ -57,6 +58,9 @@ def add_parser(subparsers) -> None:
                           "memory for batched; a resumed scan keeps its own)")
     sub.add_argument("--out", required=True, metavar="DIR", help="directory for scan.h5 and scan.json")
     sub.add_argument("--resume", action="store_true", help="continue the scan in DIR/scan.h5")
+    sub.add_argument("--force", action="store_true",
+                     help="scan even when the grid needs more memory or disk than there is (refused otherwise, "
+                          "before any work)")
     sub.add_argument("--plot", action="store_true",
                      help="also draw PNGs in DIR: curve, contour (with the trajectory) and surface, and a VTK "
                           "rendering of a 2D scan")
@@ -87,13 +91,17 @@ def run(args: argparse.Namespace) -> int:
     obj = objective(args, problem)
     trajectory = load_trajectory(files, problem, obj) if files else None
     headline(problem, obj, f"point-parallel over {world.size} processes ({world.backend})" if world.active else "")
+    if not args.force:  # before the directions, which may cost a Lanczos run
+        points = math.prod(len(a) for a in axes)
+        check_room(footprint(points, 1 + len(problem.metrics), (len(axes) + 1) * obj.space.n * obj.theta0.element_size(),
+                             path), path)
     d = _directions(args, obj, len(axes), trajectory, stored)
     if saved is not None:
         print(f"resuming     {path}: {int(saved.sum())} of {saved.size} points done", flush=True)
     meta = {"problem": problem.name, "checkpoint": checkpoint, "trajectory": args.trajectory}
     try:
         result = scan(obj, d, args.grid, metrics=problem.metrics, store=path, strategy=args.strategy,
-                      chunk=args.chunk, meta=meta, world=world)
+                      chunk=args.chunk, meta=meta, world=world, force=args.force)
     except KeyboardInterrupt:
         try:
             done = scan_store.progress(path)[1]

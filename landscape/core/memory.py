@@ -55,6 +55,27 @@ def budget(device: torch.device, max_memory: int | str | None = None) -> int:
     return available // 4
 
 
+def host_available() -> int | None:
+    """Bytes of host memory a new allocation can have (Linux's MemAvailable: free plus reclaimable caches), or
+    None where the system does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def size_text(n: float) -> str:
+    """``1_700_000_000`` -> ``"1.7 GB"`` (decimal units, as disks and ``parse_bytes``' "GB" count)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+
+
 def saved_bytes(fn: Callable[[], object], exclude: tuple[torch.Tensor, ...] = ()) -> int:
     """Bytes of the tensors autograd saves while ``fn()`` runs, each storage counted at most once.
 

@@ -26,6 +26,8 @@ parameters, buffers, the values at the centre that stand for the data and the me
 
 from __future__ import annotations
 
+import shutil
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -113,7 +115,7 @@ def load(path: str | Path) -> Scan:
 
 def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None = None,
          store: str | Path | None = None, strategy: str = "auto", chunk: int | None = None, progress: bool = True,
-         meta: dict | None = None, world=None) -> Scan:
+         meta: dict | None = None, world=None, force: bool = False) -> Scan:
     """Evaluate the loss and ``metrics`` on a grid around a centre, along 1-3 directions.
 
     Args:
@@ -136,6 +138,9 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
             the data) computes its share of the chunks and writes ``store``'s per-rank file;
             every rank returns the merged scan (``points_computed`` and the rate count all
             ranks' points). Call it on every rank. Default: this process alone.
+        force: run even when the grid's values need more host memory, or its new store more disk, than
+            there is (``footprint``, ``check_room``); refused otherwise, before any file is made. With ``progress`` the
+            footprint and the time it will take at the centre's rate are printed before the first point.
     """
     world = world if world is not None and world.active else None
     if world is not None:
@@ -169,6 +174,16 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
     # is not a scalar fails here): its values, to the last bit, stand for everything that decides a
     # point's value and has no recipe (the data, its batching, loss_fn, metric functions).
     probe = dict(zip(fns, evaluate(center[None])[0].tolist()))
+    started = time.perf_counter()  # once more, warm, for the time a point takes
+    evaluate(center[None])
+    per_point = time.perf_counter() - started
+    need = footprint(total, len(fns), (D.shape[0] + 1) * D[0].numel() * D.element_size(), store)
+    if not force:
+        check_room(need, store)
+    disk = f" and {memory.size_text(need['disk'])} on disk" if need["disk"] else ""
+    plan = (f"scan: {total:,} points, {memory.size_text(need['memory'])} in memory{disk}, "
+            f"{_duration(total * per_point / (world.size if world else 1))} at the centre's {per_point * 1e3:.2g} ms "
+            f"a point") if progress else None
     fixed = [t.reshape(-1).double() for t in obj.fixed.values()]
     key = {"recipe": directions.recipe, "axes": [a.tolist() for a in axes], "metrics": list(fns),
            "parameters": list(obj.space.names), "dtype": str(obj.dtype).removeprefix("torch."),
@@ -183,7 +198,7 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **(meta or {})}
     work = _Work(obj, evaluate, axes, D, center, list(fns), chunk)
     if world is not None:
-        return _sharded(world, work, {**key, "chunk": chunk}, store, meta, progress, directions, strategy, probe)
+        return _sharded(world, work, {**key, "chunk": chunk}, store, meta, plan, directions, strategy, probe)
     opened = None
     if store is not None:
         opened = _store.Store.open(store, {**key, "chunk": chunk}, axes, D, center, meta)
@@ -193,6 +208,8 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
         done = np.zeros(shape, dtype=bool)
 
     start_time = time.perf_counter()
+    if plan:
+        tqdm.write(plan, file=sys.stderr)
     bar = tqdm(total=total, initial=int(done.sum()), unit="pt", desc="scan", disable=not progress,
                dynamic_ncols=True)
     try:
@@ -205,6 +222,42 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
     return Scan(axes=axes, values=values, done=done, directions=directions, center=center, strategy=strategy,
                 chunk=work.chunk, seconds=seconds, points_computed=computed, path=None if store is None else str(store),
                 center_values=probe)
+
+
+def footprint(points: int, values: int, direction_bytes: int, store: str | Path | None) -> dict[str, int]:
+    """Bytes a scan of ``points`` points with ``values`` values each (the loss and the metrics) needs:
+    ``memory``, the values (float64) and done flags held on the host, and ``disk``, a new store's as much
+    plus ``direction_bytes`` (its directions and centre), or 0 when there is no store or it exists already."""
+    held = points * (8 * values + 1)
+    new = store is not None and not Path(store).exists()
+    return {"memory": held, "disk": held + direction_bytes if new else 0}
+
+
+def check_room(need: dict[str, int], store: str | Path | None) -> None:
+    """Refuse, before any work, a scan whose ``footprint`` exceeds the host's memory or the store's disk."""
+    available = memory.host_available()
+    if available is not None and need["memory"] > available:
+        raise ValueError(f"the grid's values need {memory.size_text(need['memory'])} of memory (8 bytes per point "
+                         f"and value, 1 for its done flag), more than the {memory.size_text(available)} available; "
+                         f"use fewer points, or force=True (--force) to try anyway")
+    if need["disk"]:
+        folder = Path(store).resolve().parent
+        while not folder.exists():
+            folder = folder.parent
+        free = shutil.disk_usage(folder).free
+        if need["disk"] > free:
+            raise ValueError(f"the scan's store needs {memory.size_text(need['disk'])} on disk, more than the "
+                             f"{memory.size_text(free)} free in {folder}; use fewer points, or force=True (--force) "
+                             f"to try anyway")
+
+
+def _duration(seconds: float) -> str:
+    """``0.4`` -> ``"under a second"``, ``95`` -> ``"about 1.6 min"``, ``36000`` -> ``"about 10.0 h"``."""
+    if seconds < 1:
+        return "under a second"
+    if seconds < 60:
+        return f"about {seconds:.0f} s"
+    return f"about {seconds / 60:.1f} min" if seconds < 3600 else f"about {seconds / 3600:.1f} h"
 
 
 @dataclass
@@ -246,9 +299,10 @@ class _Work:
         return computed
 
 
-def _sharded(world, work: _Work, key: dict, store, meta: dict | None, progress: bool, directions, strategy: str,
+def _sharded(world, work: _Work, key: dict, store, meta: dict | None, plan: str | None, directions, strategy: str,
              probe: dict) -> Scan:
-    """The scan on every rank of ``world``: its share of the chunks, its own file, rank 0's merge."""
+    """The scan on every rank of ``world``: its share of the chunks, its own file, rank 0's merge; rank 0 prints
+    the ``plan`` line (None: no progress shown)."""
     keys = world.gather_objects(key)
     for rank, other in enumerate(keys):
         if other != keys[0]:
@@ -282,8 +336,10 @@ def _sharded(world, work: _Work, key: dict, store, meta: dict | None, progress: 
         values = {name: np.full(shape, np.nan) for name in work.names}
         done, own = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool)
     mine = work.todo(done)[world.rank::world.size]
+    if plan and world.main:
+        tqdm.write(plan, file=sys.stderr)
     bar = tqdm(total=sum(min(work.total, s + work.chunk) - s for s in mine), unit="pt",
-               desc=f"scan, rank 0 of {world.size}", disable=not (progress and world.main), dynamic_ncols=True)
+               desc=f"scan, rank 0 of {world.size}", disable=not (plan and world.main), dynamic_ncols=True)
     try:
         computed = work.run(mine, values, own, opened, bar)
     finally:

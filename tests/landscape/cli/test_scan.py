@@ -142,9 +142,9 @@ import landscape
 calls = [0]
 
 
-def stop_at_the_fifth_point(outputs, y):  # call 1 evaluates the centre
+def stop_at_the_fifth_point(outputs, y):  # calls 1 and 2 evaluate the centre (its values, then its time)
     calls[0] += 1
-    if calls[0] == 6 and Path({str(flag)!r}).exists():
+    if calls[0] == 7 and Path({str(flag)!r}).exists():
         raise KeyboardInterrupt
     return outputs.mean()
 
@@ -202,3 +202,17 @@ def test_scan_output_that_is_not_a_folder_or_too_large_a_grid_exits_2(tmp_path, 
     assert err.count("\n") == 1 and err.startswith("landscape scan: error: ") and "file" in err
     assert main(["scan", "--grid", "-1:1:100000", "--grid", "-1:1:100000", "--out", str(tmp_path / "o")]) == 2
     assert "10,000,000,000 points, more than the 100,000,000" in capsys.readouterr().err
+
+
+def test_a_grid_the_machine_cannot_hold_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    from landscape.core import memory
+
+    monkeypatch.setattr(memory, "host_available", lambda: 100)
+    assert main(scan_args(tmp_path, "--directions", "hessian")) == 2  # refused before its Lanczos run
+    err = capsys.readouterr().err
+    assert err == ("landscape scan: error: the grid's values need 255 B of memory (8 bytes per point and value, 1 for "
+                   "its done flag), more than the 100 B available; use fewer points, or force=True (--force) to try "
+                   "anyway\n")
+    assert not (tmp_path / "scan.h5").exists()
+    assert main(scan_args(tmp_path, "--force")) == 0
+    assert read_json(tmp_path / "scan.json")["points_computed"] == 15

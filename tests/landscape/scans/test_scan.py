@@ -260,10 +260,10 @@ def test_an_interrupted_scan_resumes_to_identical_values(tmp_path, digits_mlp, s
     whole = scan(obj, d, grid, metrics={"mean_output": interrupting(-1)}, strategy=strategy, chunk=4,
                  store=tmp_path / "whole.h5", progress=False)
     path = tmp_path / "part.h5"
-    # 3 calls (one per batch) evaluate the centre first; then loop: 3 batches x 4 points per chunk, so
-    # call 3 + 30 falls in the third chunk; batched: one call per batch, 3 + 8 likewise
+    # 6 calls (one per batch, twice: values, then time) evaluate the centre first; then loop: 3 batches x 4
+    # points per chunk, so call 6 + 30 falls in the third chunk; batched: one call per batch, 6 + 8 likewise
     with pytest.raises(Interrupt):
-        scan(obj, d, grid, metrics={"mean_output": interrupting(33 if strategy == "loop" else 11)},
+        scan(obj, d, grid, metrics={"mean_output": interrupting(36 if strategy == "loop" else 14)},
              strategy=strategy, chunk=4, store=path, progress=False)
     partial = landscape.load_scan(path)
     assert partial.done.sum() == 8 and np.isnan(partial.values["loss"][~partial.done]).all()
@@ -395,3 +395,38 @@ def test_per_rank_files_of_another_scan_are_refused_before_a_file_is_made_and_le
     resumed = scan(obj, directions, "-1:1:5", chunk=99, store=tmp_path / "new.h5", progress=False)  # the right scan
     assert resumed.points_computed == 3 and resumed.chunk == 2 and not scan_store.parts(tmp_path / "new.h5")
     assert np.array_equal(resumed.values["loss"], whole.values["loss"])
+
+
+def test_a_grid_larger_than_the_machine_is_refused_before_any_file_is_made(tmp_path, monkeypatch, digits_mlp):
+    from collections import namedtuple
+
+    from landscape.core import memory
+    from landscape.scans import scan as scan_module
+
+    obj = digits_mlp.objective()
+    d = dirs.random(obj, seed=0)
+    grid, metrics = ["-1:1:5", "-1:1:3"], digits_mlp.metrics
+    need = scan_module.footprint(15, 2, 3 * obj.space.n * 4, tmp_path / "s.h5")
+    assert need == {"memory": 15 * (2 * 8 + 1), "disk": 15 * 17 + 3 * 2410 * 4}  # values + done; + directions, centre
+    assert scan_module.footprint(15, 2, 100, None)["disk"] == 0
+    monkeypatch.setattr(memory, "host_available", lambda: 200)
+    with pytest.raises(ValueError, match=r"the grid's values need 255 B of memory .*more than the 200 B available; "
+                                         r"use fewer points, or force=True \(--force\)"):
+        scan(obj, d, grid, metrics=metrics, store=tmp_path / "s.h5", progress=False)
+    assert not (tmp_path / "s.h5").exists()
+    forced = scan(obj, d, grid, metrics=metrics, progress=False, force=True)
+    assert forced.done.all()
+    monkeypatch.setattr(memory, "host_available", lambda: None)  # a system that does not say: no refusal
+    Usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(scan_module.shutil, "disk_usage", lambda folder: Usage(10**6, 10**6 - 1000, 1000))
+    with pytest.raises(ValueError, match=r"the scan's store needs 29.2 kB on disk, more than the 1.0 kB free in "):
+        scan(obj, d, grid, metrics=metrics, store=tmp_path / "new" / "s.h5", progress=False)
+    assert not (tmp_path / "new").exists()
+    assert scan(obj, d, grid, metrics=metrics, progress=False).done.all()  # no store, no disk needed
+
+
+def test_a_scan_says_its_footprint_and_duration_before_the_first_point(capsys, digits_mlp):
+    obj = digits_mlp.objective()
+    scan(obj, dirs.random(obj, seed=0), ["-1:1:5", "-1:1:3"], metrics=digits_mlp.metrics)
+    first = capsys.readouterr().err.strip().splitlines()[0]
+    assert re.fullmatch(r"scan: 15 points, 255 B in memory, under a second at the centre's \S+ ms a point", first)
