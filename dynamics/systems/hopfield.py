@@ -109,6 +109,17 @@ def _sign_keep(h: np.ndarray, s: np.ndarray) -> np.ndarray:
     return new
 
 
+def _fields_matrix(W: np.ndarray) -> np.ndarray:
+    """The matrix whose products give the fields: N W when that is a matrix of integers that gives back W
+    exactly (``store``'s Hebbian weights, integers over N), else W. The signs of N W s and W s agree, and
+    integer sums are exact, so an exact tie (h_i = 0, which keeps s_i) is computed as 0, not as the
+    +-3e-17 that summing multiples of 1/N leaves (N = 22, P = 4 shows it)."""
+    N = W.shape[0]
+    integers = np.rint(W * N)
+    exact = np.abs(integers).max(initial=0) < 2**52 and np.array_equal(integers / N, W)
+    return integers if exact else W
+
+
 def retrieve(W, S0, *, mode: str = "async", max_sweeps: int = 100, seed: int = 0,
              track_energy: bool = False) -> Retrieval:
     """Run the dynamics s_i <- sign(sum_j W_ij s_j) (sign(0) keeps s_i) from each row of ``S0 [R, N]``.
@@ -121,6 +132,7 @@ def retrieve(W, S0, *, mode: str = "async", max_sweeps: int = 100, seed: int = 0
     t0 = time.perf_counter()
     W = _weights(W)
     N = W.shape[0]
+    fields = _fields_matrix(W)
     S = _states(S0, N, "S0").T.copy()  # [N, R]: unit i of all runs is the contiguous row S[i]
     if mode not in MODES:
         raise ValueError(f"mode must be 'async' or 'sync', got {mode!r}")
@@ -142,12 +154,12 @@ def retrieve(W, S0, *, mode: str = "async", max_sweeps: int = 100, seed: int = 0
             orders.append(order)
             changed = np.zeros(len(active), dtype=bool)
             for i in order:
-                new = _sign_keep(W[i] @ A, A[i])
+                new = _sign_keep(fields[i] @ A, A[i])
                 changed |= new != A[i]
                 A[i] = new
             done, looped = ~changed, np.zeros(len(active), dtype=bool)
         else:
-            new = _sign_keep(W @ A, A)
+            new = _sign_keep(fields @ A, A)
             done = np.all(new == A, axis=0)
             looped = ~done & (np.all(new == previous, axis=0) if previous is not None else False)
             previous, A = A, new

@@ -131,6 +131,48 @@ def test_hebbian_weights_equal_the_outer_product_sum():
     assert np.all(np.diag(W) == 0) and W.dtype == np.float64
 
 
+def integer_dynamics(X: np.ndarray, s: np.ndarray, orders=None, max_sweeps: int = 100) -> np.ndarray:
+    """The reference: fields from the integer Hebbian sums J = X^T X - P I in Python ints, where a tie is 0."""
+    N = X.shape[1]
+    J = [[0 if i == j else int(sum(int(x[i]) * int(x[j]) for x in X)) for j in range(N)] for i in range(N)]
+    s = [int(v) for v in s]
+
+    def step(i, state):
+        h = sum(J[i][j] * state[j] for j in range(N))
+        return state[i] if h == 0 else (1 if h > 0 else -1)
+
+    previous = None
+    for sweep in range(max_sweeps):
+        if orders is None:  # synchronous: fixed point or 2-cycle
+            new = [step(i, s) for i in range(N)]
+            if new == s or new == previous:
+                return np.array(new, dtype=float)
+            previous, s = s, new
+            continue
+        changed = False
+        for i in orders[sweep]:
+            new = step(i, s)
+            changed |= new != s[i]
+            s[i] = new
+        if not changed:
+            break
+    return np.array(s, dtype=float)
+
+
+def test_a_zero_field_keeps_the_state_exactly():
+    rng = np.random.default_rng(0)
+    mismatches_before_the_fix = 0
+    for _ in range(120):  # trial 105 has a field of exactly 0 that float sums of 1/N computed as -2.8e-17
+        X = rng.choice(np.array([-1.0, 1.0]), size=(4, 22))
+        W = store(X)
+        mismatches_before_the_fix += int(np.any((W @ X[0] != 0) & ((X.T @ X - 4 * np.eye(22)) @ X[0] == 0)))
+        sync = retrieve(W, X[:1], mode="sync")
+        np.testing.assert_array_equal(sync.states[0], integer_dynamics(X, X[0]))
+        run = retrieve(W, X[:1], mode="async", seed=3)
+        np.testing.assert_array_equal(run.states[0], integer_dynamics(X, X[0], orders=run.orders))
+    assert mismatches_before_the_fix > 0  # the case is in the sample
+
+
 def test_modern_hopfield_retrieves_in_one_step_beyond_classical_capacity():
     N, P, beta = 128, 100, 1.0  # alpha = P/N = 0.78, far above the classical 0.138
     X = random_patterns(P, N, seed=8)
