@@ -38,7 +38,7 @@ from vtkmodules.vtkRenderingCore import (
 
 from landscape.scans.scan import Scan
 from viz import vtkio
-from viz.plots import height_title
+from viz.plots import flatness, height_title, not_finite, off_plane, titled
 
 for _backend in ("vtkRenderingOpenGL2", "vtkRenderingFreeType"):  # the render window and text; imported to register
     importlib.import_module(f"vtkmodules.{_backend}")
@@ -49,7 +49,10 @@ CAMERAS = {"iso": (-60.0, 45.0), "top": (-90.0, 89.0), "side": (-90.0, 5.0)}  # 
 def _lookup_table(lo: float, hi: float) -> vtkLookupTable:
     table = vtkLookupTable()
     table.SetNumberOfTableValues(256)
-    table.SetRange(lo, hi if hi > lo else lo + 1e-12)
+    if hi <= lo:  # a flat surface: its one value mid-scale, the bar's labels distinct
+        pad = max(0.05 * abs(lo), 1e-12)
+        lo, hi = lo - pad, hi + pad
+    table.SetRange(lo, hi)
     for i, rgba in enumerate(colormaps["viridis"](np.linspace(0, 1, 256))):
         table.SetTableValue(i, *rgba)
     table.Build()
@@ -83,6 +86,17 @@ def _sphere(center, radius: float, color) -> vtkActor:
     actor.SetMapper(mapper)
     actor.GetProperty().SetColor(*color)
     return actor
+
+
+def caption_of(scan: Scan, title: str | None = None, trajectory: bool = True) -> str:
+    """The picture's caption: ``title`` (default "loss surface, nx x ny points"), then what is missing from
+    the surface (points not computed, not finite), whether it is flat, and, with the ``trajectory`` drawn, how
+    far off the plane the run lies when that is more than 1% (``viz.plots.off_plane``)."""
+    loss = scan.values["loss"]
+    off = off_plane(scan) if trajectory else None
+    return titled(title or f"loss surface, {scan.shape[0]} x {scan.shape[1]} points", scan,
+                  not_finite(loss, scan.done), flatness(loss),
+                  f"the run: {off:.1%} of its distance off this plane, median" if off is not None and off > 0.01 else "")
 
 
 def render(scan: Scan, path: str | Path, *, log: bool = False, zmax: float | None = None, trajectory: bool = True,
@@ -158,7 +172,7 @@ def render(scan: Scan, path: str | Path, *, log: bool = False, zmax: float | Non
         text.ItalicOff()
     renderer.AddViewProp(bar)
     caption = vtkTextActor()
-    caption.SetInput(title or f"loss surface, {scan.shape[0]} x {scan.shape[1]} points")
+    caption.SetInput(caption_of(scan, title, trajectory))
     caption.GetTextProperty().SetColor(0, 0, 0)
     caption.GetTextProperty().SetFontSize(20)
     caption.SetPosition(16, size[1] - 36)

@@ -54,11 +54,14 @@ def problem_arguments(sub: argparse.ArgumentParser, checkpoint: bool = True) -> 
 
 
 def scale_arguments(sub: argparse.ArgumentParser) -> None:
-    """--log and --zmax, how a scan's heights are drawn (checked by ``check_scale``)."""
+    """--log, --zmax and --stretch: how a scan's heights are drawn (checked by ``check_scale``), and its plane."""
     sub.add_argument("--log", action="store_true", help="draw heights as log10 of the loss (contours are always "
                                                         "log-spaced when the loss is positive)")
     sub.add_argument("--zmax", type=float, metavar="Z", help="clip the loss at Z before drawing (the raw loss stays "
                                                              "in the files' loss array)")
+    sub.add_argument("--stretch", action="store_true",
+                     help="draw a plane's contours in a square panel instead of to scale (equal lengths in "
+                          "parameter space drawn equal)")
 
 
 def check_scale(log: bool, zmax: float | None) -> None:
@@ -241,7 +244,7 @@ def in_world(args: argparse.Namespace, world: distributed.World) -> argparse.Nam
 # -- outputs several commands write ------------------------------------------------------------
 
 def draw(result: Scan, out: Path, *, png: bool, vtk: bool, log: bool, zmax: float | None,
-         title: str | None = None, announce: bool = True) -> list[Path]:
+         title: str | None = None, announce: bool = True, to_scale: bool = True) -> list[Path]:
     """Write a scan's figures (curve, contour, surface, and a VTK rendering of a 2D one) and its VTK
     files to ``out``; print each file (``announce``). A rendering VTK cannot make here is skipped with a note."""
     check_scale(log, zmax)
@@ -258,8 +261,8 @@ def draw(result: Scan, out: Path, *, png: bool, vtk: bool, log: bool, zmax: floa
     if png:
         from viz import plots, render
 
-        written += plots.scan_figures(result, out, log=log, zmax=zmax)
-        if len(result.axes) == 2:
+        written += plots.scan_figures(result, out, log=log, zmax=zmax, to_scale=to_scale)
+        if len(result.axes) == 2 and plots.is_plane(result):
             try:
                 written.append(render.render(result, out / "render.png", log=log, zmax=zmax, title=title))
             except RuntimeError as error:

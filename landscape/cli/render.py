@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"scan         {path}: {shape}, {done} of {result.done.size} points computed"
           + ("" if done == result.done.size else " (the rest are drawn as gaps)"), flush=True)
     png, vtk = (args.png, args.vtk) if args.png or args.vtk else (True, True)
-    draw(result, Path(args.out) if args.out else path.parent, png=png, vtk=vtk, log=args.log, zmax=args.zmax)
+    draw(result, Path(args.out) if args.out else path.parent, png=png, vtk=vtk, log=args.log, zmax=args.zmax,
+         to_scale=not args.stretch)
     return 0
 
 

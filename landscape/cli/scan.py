@@ -132,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
     write_json(out / "scan.json", summary)
     print(f"wrote        {path} and {out / 'scan.json'}")
     if args.plot:
-        draw(load_scan(path), out, png=True, vtk=False, log=args.log, zmax=args.zmax)
+        draw(load_scan(path), out, png=True, vtk=False, log=args.log, zmax=args.zmax,
+             to_scale=not args.stretch)
     return 0
 
 

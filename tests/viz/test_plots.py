@@ -5,8 +5,18 @@ import pytest
 
 import landscape
 from landscape.curvature.operators import MatrixOperator
-from tests.viz.conftest import TRAJECTORY, assert_drawn, synthetic_scan
+from tests.viz.conftest import TRAJECTORY, assert_drawn, assert_inside, drawn, runs_into, synthetic_scan
 from viz import plots
+
+
+def filled(ax):
+    """The filled contour set of a contour plot (the shading of missing points comes before it)."""
+    return next(c for c in ax.collections if hasattr(c, "levels"))
+
+
+def legend_texts(fig) -> list[str]:
+    return [t.get_text() for legend in fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+            for t in legend.get_texts()]
 
 
 def test_spectral_density_figure(tmp_path):
@@ -18,7 +28,12 @@ def test_spectral_density_figure(tmp_path):
     grid, values = rho.curve()
     assert np.allclose(x, grid) and np.allclose(y, np.maximum(values, values.max() * 1e-10))
     assert [line.get_xdata()[0] for line in ax.lines[1:]] == [12.0, 8.0]
-    assert_drawn(tmp_path / "density.png", (480, 768))
+    legend = fig.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == [
+        f"SLQ density (4 probes, broadened by sigma = {rho.default_sigma():.2g})", "Lanczos eigenvalues"]
+    renderer = drawn(fig)
+    assert legend.get_window_extent(renderer).y1 <= ax.get_window_extent(renderer).y0  # below the plot, not on a peak
+    assert_drawn(tmp_path / "density.png", (516, 768))
     assert plots.spectral_density(rho, log=False).axes[0].get_yscale() == "linear"
 
 
@@ -56,11 +71,11 @@ def test_contour_has_log_spaced_levels_masks_nan_and_draws_the_trajectory(shape,
     scan = synthetic_scan(shape, nan=((1, 2, 1),), trajectory=TRAJECTORY)
     fig = plots.contour(scan, levels=12, path=tmp_path / "contour.png")
     ax = fig.axes[0]
-    filled = ax.collections[0]
+    levels = filled(ax).levels
     v = scan.values["loss"] if len(shape) == 2 else scan.values["loss"][:, :, 0]  # z = -0.2 is nearest 0
     finite = v[np.isfinite(v)]
-    assert filled.levels[0] == pytest.approx(finite.min()) and filled.levels[-1] == pytest.approx(finite.max())
-    ratios = filled.levels[1:] / filled.levels[:-1]
+    assert levels[0] == pytest.approx(finite.min()) and levels[-1] == pytest.approx(finite.max())
+    ratios = levels[1:] / levels[:-1]
     assert np.allclose(ratios, ratios[0])  # geometric: log-spaced
     if len(shape) == 3:
         assert "slice z = -0.2" in ax.get_title()
@@ -71,14 +86,15 @@ def test_contour_has_log_spaced_levels_masks_nan_and_draws_the_trajectory(shape,
     assert ax.get_xlabel().startswith("x") and ax.get_ylabel().startswith("y")
     assert_drawn(tmp_path / "contour.png")
     linear = plots.contour(scan, log=False, trajectory=False, levels=5).axes[0]
-    assert np.allclose(np.diff(linear.collections[0].levels), np.diff(linear.collections[0].levels)[0])
+    assert np.allclose(np.diff(filled(linear).levels), np.diff(filled(linear).levels)[0])
     assert len(linear.lines) == 1  # only the centre mark
+    assert_inside(fig)
 
 
 def test_contour_clips_at_zmax_and_says_when_nothing_is_finite():
     scan = synthetic_scan((7, 4))
     ax = plots.contour(scan, zmax=3.5).axes[0]
-    assert ax.collections[0].levels[-1] == pytest.approx(3.5)
+    assert filled(ax).levels[-1] == pytest.approx(3.5)
     scan.values["loss"][:] = np.nan
     assert plots.contour(scan).axes[0].texts[0].get_text() == "no finite values"
 
@@ -105,7 +121,7 @@ def test_surface_masks_nan_and_takes_log(shape, tmp_path):
 
 @pytest.mark.parametrize("draw", [plots.contour, plots.surface])
 def test_contour_and_surface_refuse_a_1d_scan(draw):
-    with pytest.raises(ValueError, match="needs a 2D or 3D scan; this one is 1D"):
+    with pytest.raises(ValueError, match="needs a 2D or 3D scan with at least 2 points along x and y; this one is 9"):
         draw(synthetic_scan((9,)))
 
 
@@ -136,4 +152,120 @@ def test_contour_frames_the_grid_when_the_run_leaves_it():
     scan = synthetic_scan((7, 4), trajectory=[[5.0, 0.1], [1.5, 0.1], [0.0, 0.0]])
     ax = plots.contour(scan).axes[0]
     assert ax.get_xlim() == (-1.0, 2.0) and ax.get_ylim() == (-0.5, 0.25)
-    assert ax.lines[0].get_label() == "trajectory (leaves the grid)"
+    assert ax.lines[0].get_label().startswith("trajectory (leaves the grid)")
+
+
+def box_ratio(ax) -> float:
+    """Height over width of the plot box as drawn, in pixels."""
+    box = ax.get_window_extent(drawn(ax.figure))
+    return box.height / box.width
+
+
+def test_a_plane_is_drawn_to_scale_unless_asked_or_too_thin():
+    import torch
+
+    scan = synthetic_scan((7, 4))  # x over 3, y over 0.75, unit directions: a plane 4 times wider than tall
+    ax = plots.contour(scan).axes[0]
+    assert box_ratio(ax) == pytest.approx(0.25, rel=0.02) and ax.get_ylabel() == "y (along d2)"
+    scan.directions.vectors[1] *= 2  # d2 twice as long: y's units are twice as far apart in parameter space
+    assert box_ratio(plots.contour(scan).axes[0]) == pytest.approx(0.5, rel=0.02)
+    assert box_ratio(plots.contour(scan, to_scale=False).axes[0]) == pytest.approx(0.8, rel=0.05)
+    thin = synthetic_scan((7, 4))
+    thin.axes[1] = np.linspace(-0.01, 0.01, 4)  # 150 times wider than tall: drawn 8:1, and the label says so
+    thin.directions = type(scan.directions)(torch.eye(2, 4, dtype=torch.float64), {"kind": "given"})
+    ax = plots.contour(thin).axes[0]
+    assert box_ratio(ax) == pytest.approx(1 / 8, rel=0.03)
+    assert ax.get_ylabel() == "y (along d2), drawn 18.8x stretched"
+    for ratio in (0.25, 1.0, 4.0):  # wide, square and tall planes keep every label inside the figure
+        square = synthetic_scan((41, 41), nan=((3, 3), (40, 40)), trajectory=TRAJECTORY)
+        square.axes[1] = np.linspace(-ratio, ratio, 41)
+        fig = plots.contour(square)
+        assert box_ratio(fig.axes[0]) == pytest.approx(ratio * 2 / 3, rel=0.02)
+        assert_inside(fig)
+
+
+def test_unfinished_and_not_finite_points_are_shaded_and_named():
+    scan = synthetic_scan((7, 4), nan=((1, 2), (2, 2)))
+    scan.done[5:] = False
+    scan.values["loss"][5:] = np.nan
+    fig = plots.contour(scan)
+    assert legend_texts(fig) == ["not computed yet (8 points)", "loss not finite (2 points)"]
+    assert fig.axes[0].get_title() == "loss (20 of 28 points computed)"
+    shades = [c for c in fig.axes[0].collections if not hasattr(c, "levels")]
+    grey, pink = [~np.ma.getmaskarray(c.get_array()).reshape(6, 3) for c in shades]
+    finite = np.isfinite(scan.values["loss"])
+    whole = finite[:-1, :-1] & finite[1:, :-1] & finite[:-1, 1:] & finite[1:, 1:]  # the cells contours fill
+    np.testing.assert_array_equal(grey | pink, ~whole)  # no white gap between the contours and the shades
+    assert not (grey & pink).any() and grey[4:].all() and not grey[:4].any()
+    assert plots.completeness(scan) == "20 of 28 points computed" and plots.titled("t", scan, "x") == "t (20 of 28 points computed; x)"
+    scan.done[:] = True
+    assert plots.completeness(scan) == "" and plots.titled("t", scan) == "t"
+
+
+def test_a_log_colour_bar_has_at_least_three_labelled_ticks():
+    scan = synthetic_scan((7, 4), nan=())
+    scan.values["loss"] = 6.4e-3 + 1e-4 * scan.values["loss"]  # within one decade: no 1-2-5 tick inside but one
+    fig = plots.contour(scan)
+    bar = fig.axes[1]
+    drawn(fig)
+    labels = [t.get_text() for t in (bar.get_xticklabels() + bar.get_yticklabels()) if t.get_text()]
+    assert len(labels) >= 3 and len(set(labels)) == len(labels)
+
+
+def test_a_flat_scan_says_so():
+    scan = synthetic_scan((7, 4), nan=())
+    scan.values["loss"][:] = 0.25
+    fig = plots.contour(scan)
+    assert fig.axes[0].get_title() == "loss (flat: 0.25 at every finite point)" and len(fig.axes) == 1
+
+
+def test_cuts_leave_out_a_cut_with_nothing_to_draw_and_keep_the_whole_frame():
+    scan = synthetic_scan((7, 5), nan=())
+    scan.done[3:] = False  # the centre row x = 0 (index 2) is done, the y cut through it is not
+    for name in scan.values:
+        scan.values[name][3:] = np.nan
+        scan.values[name][:, 2] = np.where(np.arange(7) < 3, scan.values[name][:, 2], np.nan)
+    centre_x = int(np.argmin(np.abs(scan.axes[0])))
+    scan.values["loss"][centre_x, :] = np.nan
+    scan.values["accuracy"][centre_x, :] = np.nan
+    fig = plots.cuts(scan)
+    loss_ax = fig.axes[0]
+    assert [line.get_label() for line in loss_ax.lines] == ["along x (others at the centre)"]
+    assert legend_texts(fig) == ["along x (others at the centre)"]  # no entry for a line that is not drawn
+    assert loss_ax.get_title() == "cuts through the centre (15 of 35 points computed; along y: no finite value)"
+    assert loss_ax.get_xlim() == (-1.0, 2.0)
+
+
+def test_the_trajectory_says_how_far_off_the_plane_it_lies():
+    scan = synthetic_scan((7, 4), trajectory=TRAJECTORY)
+    scan.trajectory["residuals"] = np.full(len(TRAJECTORY), 100.0)  # far off the plane
+    coords = np.asarray(TRAJECTORY)
+    expected = np.median(100 / np.sqrt((coords ** 2).sum(1) + 100 ** 2))  # unit orthogonal directions
+    label = plots.contour(scan).axes[0].lines[0].get_label()
+    assert label == f"trajectory ({expected:.1%} of its distance off this plane, median)"
+    scan.trajectory["residuals"][:] = 0.0
+    assert plots.contour(scan).axes[0].lines[0].get_label() == "trajectory"
+
+
+def test_a_plane_of_one_point_is_not_drawn_as_contours(tmp_path):
+    scan = synthetic_scan((7, 1), nan=())
+    assert not plots.is_plane(scan)
+    with pytest.raises(ValueError, match="at least 2 points along x and y; this one is 7 x 1"):
+        plots.contour(scan)
+    assert [f.name for f in plots.scan_figures(scan, tmp_path)] == ["curve.png"]
+
+
+def test_surface_labels_clear_of_the_ticks_and_inside_the_figure():
+    scan = synthetic_scan((7, 4))
+    scan.values["loss"] *= 1.234e-3  # tick labels as wide as a trained model's losses: 0.002 ... 0.007
+    fig = plots.surface(scan)
+    ax = fig.axes[0]
+    labelled = [(ax.zaxis.label, ax.get_zticklabels()), (ax.yaxis.label, ax.get_yticklabels()),
+                (ax.xaxis.label, ax.get_xticklabels())]  # asked for before drawing, which places them
+    renderer = drawn(fig)
+    for label, ticks in labelled:
+        for tick in ticks:
+            if tick.get_visible() and tick.get_text():
+                assert not runs_into(label, tick.get_window_extent(renderer), renderer), \
+                    f"{label.get_text()!r} runs into {tick.get_text()!r}"
+    assert_inside(fig)
