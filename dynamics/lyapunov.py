@@ -125,11 +125,19 @@ class LyapunovSpectrum:
         tail = self.running[-max(2, len(self.running) // 4):]
         return tail.max(axis=0) - tail.min(axis=0)
 
+    @property
+    def moving(self) -> np.ndarray:
+        """Which exponents have not converged, ``[k]`` bool: their ``spread`` is over 10% of their size, the size
+        taken as at least 1% of the largest |exponent| (an exponent of 0, like a flow's along its own direction,
+        converges to the spectrum's scale, never relative to itself)."""
+        size = np.maximum(np.abs(self.exponents), 0.01 * np.abs(self.exponents).max(initial=0.0))
+        return self.spread > 0.1 * size
+
     def to_dict(self) -> dict:
         """Everything as JSON-ready lists and numbers, with ``kaplan_yorke`` (and whether it is a bound), the
-        ``spread`` of each exponent and whether the spectrum is ``truncated``."""
+        ``spread`` of each exponent, which are still ``moving`` and whether the spectrum is ``truncated``."""
         return jsonable({**vars(self), "kaplan_yorke": self.kaplan_yorke, "kaplan_yorke_bound": self.kaplan_yorke_bound,
-                         "spread": self.spread, "truncated": self.truncated})
+                         "spread": self.spread, "moving": self.moving, "truncated": self.truncated})
 
 
 # -- public entry points ---------------------------------------------------------------------

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         runs.append(descent)
     from viz.training import sharpness_history
 
-    sharpness_history([r.sharpness for r in runs], title=f"{problem.name}: full-batch GD, sharpness and 2/lr",
+    sharpness_history(runs, title=f"{problem.name}: full-batch GD, sharpness and 2/lr",
                       path=out / "eos.png")
     write_json(out / "eos.json", {"problem": problem.name, "problem_args": problem_kwargs(pairs),
                                   "parameters": obj.space.n, "runs": [r.to_dict() for r in runs]})

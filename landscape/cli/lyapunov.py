@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 
 from landscape.cli.common import load_problem, objective, output_folder, problem_arguments, write_json
 
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         common["interval"] = args.interval
     if args.system:
         system = SYSTEMS[args.system]()
-        what = f"{args.system} {system}"
+        what = f"{args.system} ({', '.join(f'{f.name} {getattr(system, f.name):.4g}' for f in fields(system) if f.repr)})"
         if system.kind == "map":
             result = lyapunov.map_spectrum(system, k=args.k, **common)
         else:
@@ -66,11 +67,9 @@ def run(args: argparse.Namespace) -> int:
           f"{result.seconds:.1f} s; {len(result.exponents)} of {n}"
           + (" (truncated: the rest were not computed)" if result.truncated else "")
           + "; spread = how far each estimate moved over the last quarter of the run:")
-    drifting = 0
-    for i, (value, spread) in enumerate(zip(result.exponents, result.spread), 1):
-        still = spread > 0.1 * abs(value) and spread > 1e-6
-        drifting += still
+    for i, (value, spread, still) in enumerate(zip(result.exponents, result.spread, result.moving), 1):
         print(f"  {i:>3}  {value: .6f}   spread {spread:.1e}" + ("  still moving" if still else ""))
+    drifting = int(result.moving.sum())
     print(f"sum          {result.exponents.sum():.6f}")
     if result.kaplan_yorke_bound:
         print(f"Kaplan-Yorke >= {result.kaplan_yorke:.0f} (every computed partial sum is positive: the exponents not "
@@ -82,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
               f"not converged; raise --steps")
     from viz.training import lyapunov_spectrum
 
-    lyapunov_spectrum(result.exponents, running=result.running, times=result.times, title=f"Lyapunov spectrum: {what}",
-                      path=out / "lyapunov.png")
+    lyapunov_spectrum(result.exponents, running=result.running, times=result.times, moving=result.moving, of=n,
+                      title=f"Lyapunov spectrum: {what}", path=out / "lyapunov.png")
     write_json(out / "lyapunov.json", {"system": what, **result.to_dict()})
     print(f"wrote        {out / 'lyapunov.png'} and {out / 'lyapunov.json'}")
     return 0

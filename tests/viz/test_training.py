@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tests.viz.conftest import assert_drawn
+from tests.viz.conftest import assert_drawn, assert_inside, texts_of
 from viz import training
 
 
@@ -25,6 +25,69 @@ def test_sharpness_runs_with_their_two_over_lr_lines(tmp_path):
     assert_drawn(tmp_path / "sharpness.png")
     one = training.sharpness_history(runs[1], log=False).axes
     assert len(one[0].lines) == 2 and one[1].get_yscale() == "linear"
+
+
+def legend_texts(ax):
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_a_diverged_gradient_descent_run_is_drawn_up_to_where_it_stopped(tmp_path):
+    from types import SimpleNamespace
+
+    from dynamics.descent import GDRun
+
+    loss = np.r_[np.geomspace(2.0, 0.5, 6), [40.0, np.inf], np.full(5, np.nan)]  # finite up to step 6
+    history = SimpleNamespace(steps=np.array([0, 3, 6]), sharpness=np.array([[3.0], [9.0], [30.0]]),
+                              loss=loss[[0, 3, 6]], lr=0.25)
+    run = GDRun(lr=0.25, loss=loss, grad_norm=np.ones(13), theta=None, steps_done=7, diverged=True,
+                sharpness=history, seconds=0.0)
+    fig = training.sharpness_history([run], path=tmp_path / "eos.png")
+    top, bottom = fig.axes
+    assert legend_texts(top) == ["lr = 0.25, diverged after step 7: lambda_max", "2/lr = 8"]
+    assert top.lines[0].get_marker() == "o"  # three estimates are drawn as points, not an empty panel
+    np.testing.assert_array_equal(top.lines[0].get_ydata(), [3.0, 9.0, 30.0])
+    curve = bottom.lines[0].get_ydata()
+    np.testing.assert_array_equal(curve.compressed(), loss[:7])  # the loss at every step, not three
+    cross = bottom.lines[1]
+    assert cross.get_marker() == "x" and cross.get_xydata().tolist() == [[6.0, 40.0]]
+    assert legend_texts(bottom) == ["last finite loss of a diverged run"]
+    assert_drawn(tmp_path / "eos.png")
+
+
+def test_a_long_lyapunov_title_heads_the_figure_inside_it():
+    title = "Lyapunov spectrum of lorenz (sigma 10, rho 28, beta 2.667), 3 of 3 exponents, QR every 0.5"
+    fig = training.lyapunov_spectrum([0.9, 0.0, -14.6], running=np.ones((5, 3)), title=title)
+    assert fig.get_suptitle() == title
+    assert_inside(fig)  # wrapped, not cut off at the figure's edges
+    assert title.split()[0] in [t.get_text().split()[0] for t, _ in texts_of(fig)]
+
+
+def test_hopfield_capacity_draws_no_flipped_bits_at_zero_on_a_symmetric_log_axis():
+    from types import SimpleNamespace
+
+    c = SimpleNamespace(N=100, trials=5, alphas=np.array([0.05, 0.1, 0.2]), patterns=np.array([5, 10, 20]),
+                        flipped_mean=np.array([0.0, 0.002, 0.3]), flipped_std=np.array([0.0, 0.001, 0.05]),
+                        retrieved=np.array([1.0, 0.6, 0.0]))
+    fig = training.hopfield_capacity({"N = 100": c}, critical=0.138)
+    top, bottom = fig.axes
+    assert top.get_yscale() == "symlog" and top.get_ylim() == (0, 1)
+    assert top.get_yaxis().get_transform().linthresh == 1e-4  # one bit of N P trials = 1e-4 at P = 20
+    np.testing.assert_array_equal(top.lines[0].get_ydata(), [0.0, 0.002, 0.3])  # zero drawn at zero
+    assert top.get_ylabel().startswith("fraction of bits flipped")
+    assert bottom.get_ylabel() == "retrieved exactly"
+    assert_inside(fig)
+
+
+def test_a_truncated_lyapunov_spectrum_still_moving_says_so():
+    fig = training.lyapunov_spectrum([0.4, 0.17, 0.1, 0.08], running=np.ones((5, 4)),
+                                     moving=[True, False, True, True], of=650)
+    stem = fig.axes[0]
+    assert stem.get_title() == "spectrum (the first 4 of 650; 3 not converged)"
+    hollow = [line for line in stem.lines if line.get_label().startswith("still moving")][0]
+    np.testing.assert_array_equal(hollow.get_xdata(), [1, 3, 4]) and hollow.get_markerfacecolor() == "white"
+    assert legend_texts(stem) == ["still moving (> 10% over the last quarter)"]
+    whole = training.lyapunov_spectrum([0.9, 0.0, -14.6], moving=[False] * 3, of=3).axes[0]
+    assert whole.get_title() == "spectrum" and whole.get_legend() is None
 
 
 def test_lyapunov_spectrum_and_convergence(tmp_path):
@@ -82,7 +145,10 @@ def test_information_plane_draws_each_layer_at_its_bits_skips_nan_and_marks_h_y(
     assert list(h_y.get_ydata()) == [3.3, 3.3] and h_y.get_linestyle() == "--"
     assert colorbar.get_ylabel() == "epoch" and colorbar.get_ylim() == (0, 15)
     assert ax.get_legend().get_title().get_text() == "binning, 30 bins over (-1, 1)"
-    assert [t.get_text() for t in ax.texts].count("T2") == 2  # named at its first and last point
+    assert len(ax.texts) == 0  # no names printed over the points, where layers ending together would overprint
+    assert lines["_T2 start"].get_marker() == "o" and lines["_T2 end"].get_marker() == "s"
+    assert lines["_T2 end"].get_xydata().tolist() == [[I_XT[3, 1], I_TY[3, 1]]]  # its last finite point
+    assert legend_texts(ax)[-2:] == ["epoch 0", "epoch 15"]  # what the ring and the box mean
     drawn = loss_ax.lines[0].get_ydata()
     assert loss_ax.get_yscale() == "log" and drawn.mask[1] and list(drawn[[0, 2, 3]]) == [2.3, 0.5, 0.2]
     assert_drawn(tmp_path / "plane.png")
@@ -143,4 +209,6 @@ def test_width_scaling_draws_seeds_means_and_the_fit(tmp_path):
     np.testing.assert_allclose(fit.get_ydata(), prefactor * x ** -rate)
     assert f"width^-{rate:.2f}" in fit.get_label()
     assert ax.get_xscale() == ax.get_yscale() == "log"
+    drawn_labels = [t.get_text() for t in ax.get_xticklabels(minor=True) + ax.get_xticklabels() if t.get_text()]
+    assert drawn_labels == [f"{w:g}" for w in sweep.widths]  # each width named once, nothing else
     assert_drawn(tmp_path / "widths.png")

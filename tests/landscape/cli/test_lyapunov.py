@@ -9,6 +9,8 @@ from tests.landscape.cli.conftest import field, read_json
 
 
 def test_lyapunov_of_lorenz_prints_its_spectrum(tmp_path, capsys):
+    import numpy as np
+
     from dynamics.lyapunov import flow_spectrum
     from dynamics.systems import Lorenz
 
@@ -26,6 +28,9 @@ def test_lyapunov_of_lorenz_prints_its_spectrum(tmp_path, capsys):
     tail = api.running[-max(2, len(api.running) // 4):]  # the convergence measure, from the running estimates
     spreads = [float(v) for v in re.findall(r"^\s+\d\s+\S+\s+spread (\S+)", out, re.M)]
     assert spreads == pytest.approx(tail.max(axis=0) - tail.min(axis=0), rel=0.05)  # printed to 2 digits
+    spread = tail.max(axis=0) - tail.min(axis=0)
+    moving = spread > 0.1 * np.maximum(abs(api.exponents), 0.01 * abs(api.exponents).max())
+    assert summary["moving"] == moving.tolist() and len(re.findall(r"spread \S+  still moving", out)) == moving.sum()
     from tests.viz.conftest import assert_drawn
 
     assert_drawn(tmp_path / "lyapunov.png")
