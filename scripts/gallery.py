@@ -1,6 +1,6 @@
 """Every figure the toolkit draws, in its normal and its degenerate cases, into one folder for a human look.
 
-    python scripts/gallery.py --out gallery/        # about 3 minutes on a 2-core CPU
+    python scripts/gallery.py --out gallery/        # about 30 seconds on a 2-core CPU
 
 The commands run as a user runs them (``landscape ...`` in this process), each into its own folder;
 the degenerate scans (unfinished, NaN, flat, one point, 3D) are drawn by ``landscape render`` from scans

@@ -169,3 +169,24 @@ def test_gpt2_problem_file_trains_two_models_that_connect_reads(tmp_path):
         with torch.no_grad():  # 64 windows of 64 characters in two batches of 32: the mean of the batch means
             own = np.mean([model(**{k: v[i:i + 32] for k, v in data.items()}).loss.item() for i in (0, 32)])
         assert value == pytest.approx(own, rel=1e-5)
+
+
+def test_my_model_is_the_readme_s_problem_file_and_its_checkpoints_serve_the_commands(tmp_path, capsys):
+    from landscape.cli import main
+
+    readme = (ROOT / "README.md").read_text()
+    shown = readme[readme.index("class Net(nn.Module):"):]
+    assert shown[:shown.index("```")].strip() in (ROOT / "examples" / "my_model.py").read_text()  # no drift
+    out = run_example("my_model.py", "--out", str(tmp_path / "run"), "--epochs", "5")
+    assert re.findall(r"seed (\d): loss (\S+)", out)[1][0] == "1"
+    assert sorted(p.name for p in (tmp_path / "run" / "trajectory").iterdir()) == ["epoch05.pt"]
+    problem = f"{ROOT / 'examples' / 'my_model.py'}:make_problem"
+    assert main(["info", "--problem", problem, "--checkpoint", str(tmp_path / "run" / "seed0.pt"),
+                 "--params", "fc.*", "--dtype", "float64"]) == 0
+    printed = capsys.readouterr().out
+    assert "parameters   330 in 2 tensors" in printed  # the README's "fc.*" selects the head: 32 x 10 + 10
+    model, loss_fn, (X, y) = __import__("runpy").run_path(str(ROOT / "examples" / "my_model.py"))["make_problem"]()
+    model.load_state_dict(torch.load(tmp_path / "run" / "seed0.pt", weights_only=True))
+    with torch.no_grad():
+        loss = loss_fn(model(X), y).item()
+    assert float(re.search(r"^loss\s+(\S+)", printed, re.M).group(1)) == pytest.approx(loss, rel=1e-5)

@@ -312,7 +312,7 @@ def place(path: Path, d: dirs.Directions, result: Scan, trajectory) -> dict:
     off = placed.relative[placed.residuals > 0] if (placed.residuals > 0).any() else np.zeros(1)
     print(f"trajectory   {len(names)} checkpoints projected; off-plane distance median {np.median(off):.1%}, "
           f"up to {off.max():.1%} of their distance from the centre", flush=True)
-    low, high = placed.coords.min(axis=0), placed.coords.max(axis=0)
+    low, high = placed.coords.min(axis=0) + 0.0, placed.coords.max(axis=0) + 0.0  # + 0.0: no "-0"
     outside = [f"{'xyz'[a]} from {low[a]:.3g} to {high[a]:.3g}" for a, axis in enumerate(result.axes)
                if low[a] < axis[0] or high[a] > axis[-1]]
     if outside:
