@@ -3,8 +3,9 @@
 Where: ``$LANDSCAPE_CACHE`` if set, else ``$XDG_CACHE_HOME/landscape-dynamics``, else
 ``~/.cache/landscape-dynamics``. Each entry is ``builtins/<name>-<key>.safetensors``: the trained model's state
 dict, with the problem's description in its metadata. The key is a sha256 of everything that decides the
-weights: the built-in's name, every argument (defaults included), the builder's source code, and the toolkit's
-and torch's versions; anything else gives another key. Delete the folder to clear the cache;
+weights: the built-in's name, every argument (defaults included), the source code of the modules that define the
+builder (its training loop and data) and the model's classes, and the toolkit's and torch's versions; anything
+else gives another key. Delete the folder to clear the cache;
 ``landscape.load(name, cache=False)`` (``--no-cache`` on the command line) trains afresh and leaves it alone.
 """
 
@@ -31,13 +32,15 @@ def folder() -> Path:
     return Path(base) / "landscape-dynamics"
 
 
-def entry(name: str, builder, arguments: dict) -> Path:
-    """Where the built-in ``name`` trained by ``builder(**arguments)`` is (or would be) kept."""
+def entry(name: str, builder, arguments: dict, model: nn.Module) -> Path:
+    """Where the built-in ``name`` trained by ``builder(**arguments)`` is (or would be) kept; ``model`` is the
+    untrained model it builds, whose classes' modules enter the key with the builder's (torch's do not)."""
     from landscape import __version__
 
+    modules = {inspect.getmodule(builder)} | {inspect.getmodule(type(m)) for m in model.modules()}
+    sources = {m.__name__: inspect.getsource(m) for m in modules if not m.__name__.startswith("torch")}
     recipe = json.dumps({"name": name, "arguments": {k: repr(v) for k, v in sorted(arguments.items())},
-                         "source": inspect.getsource(builder), "landscape": __version__, "torch": torch.__version__},
-                        sort_keys=True)
+                         "sources": sources, "landscape": __version__, "torch": torch.__version__}, sort_keys=True)
     return folder() / "builtins" / f"{name}-{hashlib.sha256(recipe.encode()).hexdigest()[:20]}.safetensors"
 
 

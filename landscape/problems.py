@@ -146,7 +146,7 @@ def _train(model: nn.Module, data: tuple[Tensor, Tensor], steps: int, lr: float,
     """
     X, y = data
     g = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr) if steps else None  # Adam imports torch._dynamo: 1-2 s
     for step in range(steps + 1):
         if callback is not None:
             model.eval()
@@ -318,23 +318,31 @@ def _builtin(name: str, kwargs: dict, cache: bool) -> Problem:
     arguments.apply_defaults()
     arguments = dict(arguments.arguments)
     keep = cache and arguments.get("steps", 0) > 0 and arguments.get("callback") is None
-    path = problem_cache.entry(name, builder, arguments) if keep else None
-    kept = problem_cache.read(path) if keep else None
+    if not keep:
+        return _build(name, builder, arguments, kwargs)
+    problem = _build(name, builder, {**arguments, "steps": 0}, kwargs)  # untrained: its classes enter the key
+    path = problem_cache.entry(name, builder, arguments, problem.model)
+    kept = problem_cache.read(path)
+    if kept is None:
+        problem = _build(name, builder, arguments, kwargs)
+        problem_cache.write(path, problem.model, problem.description)
+        return problem
+    state, description = kept
+    problem.model.load_state_dict(state)
+    problem.description = f"{description} (read from the cache {problem_cache.folder()})"
+    return problem
+
+
+def _build(name: str, builder, arguments: dict, given: dict) -> Problem:
+    """``builder(**arguments)``; its failure in one line that names the built-in and the arguments ``given``."""
     try:
-        problem = builder(**({**arguments, "steps": 0} if kept else arguments))
+        return builder(**arguments)
     except ValueError as error:
         raise ValueError(str(error) if str(error).startswith(name) else f"{name}: {error}") from error
     except Exception as error:
-        given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "its defaults"
-        raise ValueError(f"the built-in problem {name} cannot be built with {given}: {type(error).__name__}: "
+        said = ", ".join(f"{k}={v!r}" for k, v in given.items()) or "its defaults"
+        raise ValueError(f"the built-in problem {name} cannot be built with {said}: {type(error).__name__}: "
                          f"{(str(error).strip().splitlines() or [''])[0]}") from error
-    if kept:
-        state, description = kept
-        problem.model.load_state_dict(state)
-        problem.description = f"{description} (read from the cache {problem_cache.folder()})"
-    elif keep:
-        problem_cache.write(path, problem.model, problem.description)
-    return problem
 
 
 

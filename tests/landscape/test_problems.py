@@ -221,6 +221,23 @@ def test_trained_builtins_are_read_back_from_the_cache_bit_for_bit(tmp_path, mon
     assert "cache" not in landscape.load("digits-cnn", steps=20, cache=False).description
 
 
+def test_the_cache_key_follows_the_code_of_the_builder_and_of_the_model(monkeypatch):
+    import inspect
+
+    from landscape import cache, language, problems
+
+    small = dict(examples=8, context=16, width=16, heads=4, layers=1, steps=2, lr=3e-3, seed=0)
+    model = landscape.load("tiny-gpt", steps=0, examples=8, context=16, width=16, layers=1).model
+    key = cache.entry("tiny-gpt", problems.tiny_gpt, small, model)
+    assert cache.entry("tiny-gpt", problems.tiny_gpt, small, model) == key
+    assert cache.entry("tiny-gpt", problems.tiny_gpt, {**small, "seed": 1}, model) != key
+    real = inspect.getsource
+    for edited in (language, problems):  # the model's class (landscape.language) and the training loop
+        monkeypatch.setattr(inspect, "getsource", lambda obj, edited=edited: real(obj) + ("#" if obj is edited else ""))
+        assert cache.entry("tiny-gpt", problems.tiny_gpt, small, model) != key
+        monkeypatch.setattr(inspect, "getsource", real)
+
+
 def test_the_cache_keeps_tied_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("LANDSCAPE_CACHE", str(tmp_path))
     fresh = landscape.load("tiny-gpt", steps=2, examples=8, context=16, width=16, layers=1)

@@ -65,3 +65,35 @@ def test_the_json_a_command_writes_is_strict(tmp_path):
     (tmp_path / "bare.json").write_text('{"loss": NaN}')  # what json.dumps writes by default
     with pytest.raises(ValueError, match="NaN, which is not JSON"):
         read_json(tmp_path / "bare.json")
+
+
+HEAD = "import torch\nfrom torch import nn\nfrom torch.nn import functional as F\n"
+DATA = "(torch.randn(6, 4), torch.zeros(6, dtype=torch.long))"
+
+
+@pytest.mark.parametrize("body, message", [
+    ("class Two(nn.Linear):\n    def forward(self, x, mask):\n        return super().forward(x) * mask\n"
+     f"def problem():\n    return Two(4, 3), F.cross_entropy, {DATA}\n",
+     r"the model failed on its data: TypeError: .*forward\(\) missing 1 required positional argument: 'mask'"),
+    (f"def problem():\n    return nn.Linear(4, 3), lambda out, y: {{}}['logits'], {DATA}\n",
+     r"loss_fn failed: KeyError: 'logits'"),
+    ("class Dict(nn.Linear):\n    def forward(self, x):\n        return {'logits': super().forward(x)}\n"
+     f"def problem():\n    return Dict(4, 3), F.cross_entropy, {DATA}\n",
+     r"loss_fn failed: TypeError: cross_entropy.*argument 'input' .* must be Tensor, not dict"),
+    ("class Checked(nn.Linear):\n    def forward(self, x):\n        assert x.shape[1] == 5, 'wants 5 features'\n"
+     f"        return super().forward(x)\ndef problem():\n    return Checked(4, 3), F.cross_entropy, {DATA}\n",
+     r"the model failed on its data: AssertionError: wants 5 features"),
+    ("def problem():\n    raise KeyError('DATA_DIR')\n", r"user.py:problem\(\) failed: KeyError: 'DATA_DIR'"),
+    ("import os\nROOT = os.environ['NO_SUCH_VARIABLE']\n", r"problem file .*user.py failed to run: KeyError: 'NO_SUCH"),
+])
+def test_an_exception_from_user_code_is_one_line_naming_what_failed(body, message, tmp_path, capsys, monkeypatch):
+    (tmp_path / "user.py").write_text(HEAD + body)
+    monkeypatch.delenv("LANDSCAPE_TRACEBACK", raising=False)
+    assert main(["info", "--problem", str(tmp_path / "user.py")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(message, err), err
+    monkeypatch.setenv("LANDSCAPE_TRACEBACK", "1")  # the whole traceback, for debugging: the exception itself
+    with pytest.raises(Exception) as raised:
+        main(["info", "--problem", str(tmp_path / "user.py")])
+    cause = raised.value.__cause__ or raised.value
+    assert re.search(type(cause).__name__, message)
