@@ -6,7 +6,8 @@ imports that file and calls ``factory()``, which returns a ``Problem`` or a tupl
 only files you trust. ``load_checkpoint`` (:mod:`landscape.checkpoints`) reads weights without
 running anything.
 
-Built-in problems (all deterministic for a given ``seed``, trained on the CPU in seconds):
+Built-in problems (all deterministic for a given ``seed``, trained on the CPU in seconds to a minute, then kept
+in the user cache, :mod:`landscape.cache`):
 
 - ``quadratic``: L(theta) = 1/2 (theta - c)^T A (theta - c) with A = Q diag(eigenvalues) Q^T,
   Q a random orthogonal matrix; the Hessian is exactly A. float64.
@@ -15,6 +16,8 @@ Built-in problems (all deterministic for a given ``seed``, trained on the CPU in
   parametrization, or the NTK parametrization (``NTKLinear``).
 - ``digits-cnn``: conv-BatchNorm-ReLU x2, average pooling, linear, on the same digits
   as 1x8x8 images, trained by mini-batch Adam; evaluated in eval mode.
+- ``digits-resnet``: the CIFAR ResNet of He et al. 2016 (ResNet-20 by default: BatchNorm, identity and
+  projection shortcuts) on the digits as 32x32 colour images (``landscape.vision``), mini-batch Adam.
 - ``tiny-gpt``: a small causal transformer (character level) on the Python documentation that ships
   with Python (``pydoc_data``), dict batches of token windows, the mean loss over label tokens
   (``landscape.language``).
@@ -37,6 +40,7 @@ from torch.nn import functional as F
 
 from landscape import cache as problem_cache
 from landscape import language
+from landscape import vision
 from landscape.core.objective import Objective
 
 Tensor = torch.Tensor
@@ -256,6 +260,31 @@ def digits_cnn(channels: int = 8, steps: int = 300, seed: int = 0,
                                f"{time.perf_counter() - start:.1f} s, eval mode")
 
 
+def digits_resnet(depth: int = 20, width: int = 16, steps: int = 300, batch_size: int = 64, lr: float = 0.01,
+                  examples: int | None = None, seed: int = 0,
+                  callback: Callable[[int, nn.Module], None] | None = None) -> Problem:
+    """``digits-resnet``: the CIFAR ResNet of He et al. 2016 (``landscape.vision.ResNet``, depth 6n + 2, BatchNorm,
+    identity and projection shortcuts) on CIFAR-shaped images made from the digits (``landscape.vision.digits32``:
+    32x32, coloured), trained by ``steps`` of Adam on batches of ``batch_size``, then in eval mode. ``examples``:
+    the first that many training images (all 1,437 by default); the test data are the 360 held-out digits."""
+    _integers("digits-resnet", depth=(depth, 8), width=(width, 1), steps=(steps, 0), batch_size=(batch_size, 1))
+    if examples is not None:
+        _integers("digits-resnet", examples=(examples, 1))
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"digits-resnet: lr must be a positive number, got {lr!r}")
+    (X, y), (X_test, y_test) = digits()
+    train = (vision.digits32(X[:examples]), y[:examples])
+    test = (vision.digits32(X_test, seed=1), y_test)
+    model = seeded(lambda: vision.ResNet(depth, width), seed)
+    start = time.perf_counter()
+    _train(model, train, steps, lr=lr, batch_size=batch_size, seed=seed, callback=callback)
+    return Problem("digits-resnet", model, F.cross_entropy, train, batch_size=256, metrics={"accuracy": accuracy},
+                   test_data=test,
+                   description=f"ResNet-{depth} (width {width}, {sum(p.numel() for p in model.parameters()):,} "
+                               f"parameters, BatchNorm) on 32x32 colour digits ({len(train[1])} train examples), "
+                               f"{steps} Adam steps in {time.perf_counter() - start:.1f} s, eval mode")
+
+
 def tiny_gpt(examples: int = 256, context: int = 64, width: int = 64, heads: int = 4, layers: int = 2,
              steps: int = 600, batch_size: int = 32, lr: float = 3e-3, seed: int = 0) -> Problem:
     """``tiny-gpt``: a causal transformer (``landscape.language.TinyGPT``) on Python's documentation, trained by Adam
@@ -293,6 +322,7 @@ BUILTIN: dict[str, Callable[..., Problem]] = {
     "quadratic": quadratic,
     "digits-mlp": digits_mlp,
     "digits-cnn": digits_cnn,
+    "digits-resnet": digits_resnet,
     "tiny-gpt": tiny_gpt,
 }
 

@@ -129,11 +129,12 @@ def run(args: argparse.Namespace) -> int:
     record("line", line, result)
     target = model_b
     if args.align:
-        from landscape.paths.align import weight_matching
+        from landscape.paths.align import output_gap, weight_matching
 
         alignment = weight_matching(model_a, model_b, seed=args.seed)
-        target = alignment.apply(model_b)
-        gap = _output_gap(obj, model_b, target)
+        probe = next(obj.batches())[0]
+        target = alignment.apply(model_b, probe)  # refused when the outputs on the first batch change
+        gap = output_gap(model_b, target, probe)[0]
         print(f"align        weight matching: {alignment.iterations} sweeps in {alignment.seconds:.2f} s, "
               f"{alignment.moved():.0%} of the hidden units moved; outputs unchanged to {gap:.1e} (relative)",
               flush=True)
@@ -205,22 +206,6 @@ def _path_points(obj: Objective, path, t: np.ndarray) -> tuple[np.ndarray, np.nd
         return np.c_[t, np.zeros_like(t)], np.zeros_like(t)
     placed = dirs.project(dirs.plane(obj, path.points[0], path.points[1:-1], path.points[-1]), path(t))
     return placed.coords, placed.residuals
-
-
-def _output_gap(obj: Objective, model: torch.nn.Module, aligned: torch.nn.Module) -> float:
-    """max |f_aligned - f| / max |f| on the first batch: ~1e-7 when the alignment kept the function."""
-    from landscape.core.data import inputs
-
-    X, _, _ = next(obj.batches())
-    positional, kwargs = inputs(X)
-    with torch.no_grad():
-        before = copy.deepcopy(model).to(obj.device, obj.dtype)(*positional, **kwargs)
-        after = copy.deepcopy(aligned).to(obj.device, obj.dtype)(*positional, **kwargs)
-    gap = float((after - before).abs().max() / before.abs().max().clamp_min(1e-30))
-    if gap > 1e-4:
-        raise ValueError(f"the aligned model computes another function (outputs differ by {gap:.1e}, relative): "
-                         f"align handles chains of Linear/Conv/BatchNorm layers run in the order they are defined")
-    return gap
 
 
 def _curve_plane(args, problem: problems.Problem, obj: Objective, path, result, out: Path) -> dict:

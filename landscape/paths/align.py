@@ -7,24 +7,29 @@ parameters), one group at a time: with the neighbouring permutations fixed, grou
 linear assignment problem, C[i, j] = sum over the tensors touching l of <A's slice for unit
 i, B's slice for unit j>, solved exactly by ``scipy.optimize.linear_sum_assignment``.
 
-Models are chains: the leaf modules (``named_modules()`` without children), in registration
-order, are taken to be the order in which ``forward`` runs them, each feeding the next. The
-check is structural only; a model whose forward skips, reorders or adds (residuals) is not
-detected. A group is named after the Linear/Conv layer whose outputs it holds; the last
-weight layer's outputs (the model's outputs) are never permuted. After a Flatten of a conv
-output with C channels, the next Linear's inputs are C blocks of S = in_features / C.
+The groups come from the model's graph, traced by ``torch.fx``: every tensor carries a space of units (its
+channels, or its last dim after a Linear); a Linear/Conv layer starts a new space, normalization,
+activations, dropout and pooling keep theirs, and adding two tensors (a residual connection) ties their
+spaces into one, so that every layer writing into the same residual stream takes the same permutation.
+The spaces of the model's inputs and outputs are never permuted, nor any tied to them. A group is named
+after the first layer writing into it. After a flatten of a conv output with C channels, the next Linear's
+inputs are C blocks of S = in_features / C. Anything else in ``forward`` (attention, concatenation,
+products of two tensors, channel padding, a model that cannot be traced) is refused up front, with the
+reason.
 """
 
 from __future__ import annotations
 
 import copy
+import operator
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 from scipy.optimize import linear_sum_assignment
-from torch import nn
+from torch import fx, nn
+from torch.nn import functional as F
 
 from landscape.core.results import jsonable
 
@@ -39,58 +44,224 @@ POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, n
 PASS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.ELU, nn.SELU, nn.CELU, nn.SiLU, nn.Mish,
         nn.Softplus, nn.Softsign, nn.Hardtanh, nn.Hardsigmoid, nn.Hardswish, nn.Hardshrink, nn.Softshrink,
         nn.Tanhshrink, nn.LogSigmoid, nn.Threshold, nn.Softmax, nn.LogSoftmax, nn.Identity, nn.Dropout,
-        nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout, nn.Flatten) + POOLS
-SUPPORTED = ("align supports chains of Linear, Conv1d/2d/3d (groups=1), BatchNorm1d/2d/3d, LayerNorm over the "
-             "units, elementwise activations, dropout, pooling and Flatten")
+        nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout) + POOLS
+ELEMENTWISE = {F.relu, F.relu6, F.leaky_relu, F.gelu, F.elu, F.selu, F.silu, F.mish, F.softplus, F.hardtanh,
+               F.dropout, torch.relu, torch.tanh, torch.sigmoid, F.sigmoid, F.tanh, "relu", "tanh", "sigmoid",
+               "relu_", "contiguous", "clone"}
+POOLING = {F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.max_pool1d, F.max_pool2d, F.max_pool3d,
+           F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool2d}
+ADD = {operator.add, operator.iadd, torch.add, "add", "add_", "__add__"}
+SUPPORTED = ("align supports Linear, Conv1d/2d/3d (groups=1), BatchNorm1d/2d/3d, LayerNorm over the units, "
+             "elementwise activations, dropout, pooling, flatten and residual additions, traced by torch.fx")
 
 
-def _structure(model: nn.Module) -> tuple[dict[str, int], dict[str, Axes]]:
-    """The groups {name: units} and, for every state-dict key, the groups permuting its dims 0 and 1."""
-    leaves = [(name, m) for name, m in model.named_modules() if next(m.children(), None) is None]
-    last = [name for name, m in leaves if isinstance(m, WEIGHTS)][-1:]
+class _Spaces:
+    """Union-find over unit spaces: their sizes, whether they are tied to the model's inputs or outputs (never
+    permuted), and the layers writing into them (the first names the group)."""
+
+    def __init__(self):
+        self.parent: list[int] = []
+        self.size: list[int | None] = []
+        self.fixed: list[bool] = []
+        self.writers: list[list[str]] = []
+
+    def new(self, size: int | None, fixed: bool = False, writer: str | None = None) -> int:
+        self.parent.append(len(self.parent))
+        self.size.append(size)
+        self.fixed.append(fixed)
+        self.writers.append([writer] if writer else [])
+        return len(self.parent) - 1
+
+    def root(self, s: int) -> int:
+        while self.parent[s] != s:
+            self.parent[s] = self.parent[self.parent[s]]
+            s = self.parent[s]
+        return s
+
+    def tie(self, a: int, b: int, what: str) -> int:
+        a, b = self.root(a), self.root(b)
+        if a == b:
+            return a
+        if None not in (self.size[a], self.size[b]) and self.size[a] != self.size[b]:
+            raise ValueError(f"{what} adds {self.size[a]} units to {self.size[b]}; {SUPPORTED}")
+        a, b = min(a, b), max(a, b)  # the older space keeps the name
+        self.parent[b] = a
+        self.size[a] = self.size[a] if self.size[a] is not None else self.size[b]
+        self.fixed[a] = self.fixed[a] or self.fixed[b]
+        self.writers[a] += self.writers[b]
+        return a
+
+
+@dataclass
+class _Value:
+    """What forward's tensor at a node holds: its unit ``space``, and where the units are: ``"channels"`` (dim
+    1, maps after), ``"last"`` (the last dim), ``"flat"`` (a flattened map: dim 1 in blocks, one per unit) or
+    ``"input"`` (the model's input, never permuted: any layer may take it)."""
+
+    space: int
+    layout: str
+
+
+def _trace(model: nn.Module) -> fx.GraphModule:
+    try:
+        return fx.symbolic_trace(model)
+    except Exception as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"align needs the model's graph to find its residual streams, and torch.fx cannot trace "
+                         f"{type(model).__name__}: {type(error).__name__}: {first}") from error
+
+
+def structure(model: nn.Module) -> tuple[dict[str, int], dict[str, Axes]]:
+    """The model's permutation groups ``{name: units}`` and, for every state-dict key, the groups permuting its
+    dims 0 (outputs) and 1 (inputs), None where nothing does: e.g. a ResNet's ``layer1.0.conv2.weight`` is
+    ``("conv", "layer1.0.conv1")``, its outputs in the stem's residual stream."""
+    if next(model.children(), None) is None:  # one layer: its inputs and outputs are the model's
+        return {}, {key: (None, None) for key in model.state_dict()}
+    graph = _trace(model)
+    spaces = _Spaces()
+    values: dict[fx.Node, _Value | None] = {}
+    layers: dict[str, tuple[int | None, int]] = {}  # a weight layer's (input space, output space), for reuse
+    owners: dict[str, tuple[str, int | None]] = {}  # state-dict key -> (role, space it belongs to)
+    last_weight = [n.target for n in graph.graph.nodes if n.op == "call_module"
+                   and isinstance(graph.get_submodule(n.target), WEIGHTS)][-1:]
+
+    def of(arg) -> _Value | None:
+        return values.get(arg) if isinstance(arg, fx.Node) else None
+
+    for node in graph.graph.nodes:
+        tensors = [of(a) for a in _nodes((node.args, node.kwargs)) if of(a) is not None]
+        x = tensors[0] if tensors else None
+        if node.op == "placeholder":
+            values[node] = _Value(spaces.new(None, fixed=True), "input")
+        elif node.op == "output":  # the outputs' units are the model's: never permuted
+            for arg in _nodes(node.args):
+                if of(arg) is not None:
+                    spaces.fixed[spaces.root(of(arg).space)] = True
+        elif node.op == "call_module":
+            values[node] = _module(graph.get_submodule(node.target), node.target, x, spaces, layers, owners,
+                                   last_weight)
+        elif node.op in ("call_function", "call_method"):
+            values[node] = _function(node, tensors, spaces)
+        elif node.op == "get_attr":
+            raise ValueError(f"forward reads the tensor {node.target!r} directly; {SUPPORTED}")
     groups: dict[str, int] = {}
-    axes: dict[str, Axes] = {}
-    prev: tuple[str, nn.Module] | None = None  # the last weight layer seen
-    flattened = False
-    for name, m in leaves:
-        what = f"layer {name or '(the model)'!r} ({type(m).__name__})"
-        group = prev[0] if prev is not None and prev[0] in groups else None
-        if isinstance(m, WEIGHTS):
-            if not isinstance(m, nn.Linear) and m.groups != 1:
-                raise ValueError(f"{what} has groups={m.groups}; {SUPPORTED}")
-            n_in = m.in_features if isinstance(m, nn.Linear) else m.in_channels
-            if group is not None:
-                width = groups[group]
-                blocks = isinstance(m, nn.Linear) and not isinstance(prev[1], nn.Linear)
-                if blocks and not flattened:
-                    raise ValueError(f"{what} follows the conv {group!r} without a Flatten; {SUPPORTED}")
-                if n_in != width and not (blocks and n_in % width == 0):
-                    raise ValueError(f"{what} takes {n_in} inputs but {group!r} gives {width} units")
-            out = None if [name] == last else name
-            if out is not None:
-                groups[out] = m.out_features if isinstance(m, nn.Linear) else m.out_channels
-            axes.update({_key(name, k): (out, group if k == "weight" else None) for k in m.state_dict()})
-            prev, flattened = (name, m), False
-        elif isinstance(m, NORMS):
-            if group is not None:
-                size = m.normalized_shape if isinstance(m, nn.LayerNorm) else (m.num_features,)
-                after_conv = isinstance(m, nn.LayerNorm) and not isinstance(prev[1], nn.Linear)  # on [N, C, L]: over L
-                if tuple(size) != (groups[group],) or after_conv:
-                    raise ValueError(f"{what} must normalize the {groups[group]} units of {group!r}: BatchNorm with "
-                                     f"num_features={groups[group]}, or LayerNorm({groups[group]}) after a Linear")
-            axes.update({_key(name, k): (group if t.dim() == 1 else None, None) for k, t in m.state_dict().items()})
-        elif isinstance(m, PASS) and not m.state_dict():
-            if isinstance(m, POOLS) and group is not None and isinstance(prev[1], nn.Linear):
-                raise ValueError(f"{what} after the Linear {group!r} would pool across its units")
-            flattened = flattened or (isinstance(m, nn.Flatten) and m.start_dim == 1)
-        else:
-            raise ValueError(f"{what} is not supported; {SUPPORTED}")
+    names: dict[int, str] = {}
+    for s in range(len(spaces.parent)):
+        r = spaces.root(s)
+        if r == s and not spaces.fixed[r] and spaces.writers[r]:
+            names[r] = spaces.writers[r][0]
+            groups[names[r]] = spaces.size[r]
+
+    def group(space: int | None) -> str | None:
+        return None if space is None else names.get(spaces.root(space))
+
+    axes = {}
+    for key, (role, space) in owners.items():
+        out, inp = space if isinstance(space, tuple) else (space, None)
+        axes[key] = (group(out), group(inp)) if role == "weight" else (group(out), None)
     for key in model.state_dict():
         if key not in axes:
             owner = key.rpartition(".")[0]
             raise ValueError(f"{key!r} belongs to {owner or '(the model)'!r} "
-                             f"({type(model.get_submodule(owner)).__name__}), which is not a chain layer; {SUPPORTED}")
+                             f"({type(model.get_submodule(owner)).__name__}), which forward never calls as a "
+                             f"layer; {SUPPORTED}")
     return groups, axes
+
+
+def _nodes(args) -> list[fx.Node]:
+    """The fx nodes in (nested) arguments."""
+    found: list[fx.Node] = []
+    fx.node.map_arg(args, lambda n: found.append(n) or n)
+    return found
+
+
+def _module(m: nn.Module, name: str, x: _Value | None, spaces: _Spaces, layers: dict, owners: dict,
+            last_weight: list[str]) -> _Value | None:
+    """The value a call of the module ``m`` (at ``name``) makes from the input value ``x``; its state-dict keys
+    recorded in ``owners`` with the spaces they belong to."""
+    what = f"layer {name!r} ({type(m).__name__})"
+    if x is None:
+        raise ValueError(f"{what} is not called on a tensor of the model's; {SUPPORTED}")
+    if isinstance(m, WEIGHTS):
+        if not isinstance(m, nn.Linear) and m.groups != 1:
+            raise ValueError(f"{what} has groups={m.groups}; {SUPPORTED}")
+        n_in = m.in_features if isinstance(m, nn.Linear) else m.in_channels
+        width = spaces.size[spaces.root(x.space)]
+        if isinstance(m, nn.Linear):
+            if x.layout == "channels":
+                raise ValueError(f"{what} follows a conv's maps without a flatten; {SUPPORTED}")
+            if x.layout == "flat" and width is not None and n_in % width:
+                raise ValueError(f"{what} takes {n_in} inputs but its input has {width} units")
+        elif x.layout not in ("channels", "input"):
+            raise ValueError(f"{what} takes a flattened or Linear output; {SUPPORTED}")
+        if x.layout != "flat" and width is not None and width != n_in:
+            raise ValueError(f"{what} takes {n_in} inputs but its input has {width} units")
+        if name in layers:  # called again: the same weights, so the same spaces
+            spaces.tie(layers[name][0], x.space, what)
+            return _Value(layers[name][1], "last" if isinstance(m, nn.Linear) else "channels")
+        n_out = m.out_features if isinstance(m, nn.Linear) else m.out_channels
+        out = spaces.new(n_out, fixed=name in last_weight, writer=name)
+        layers[name] = (x.space, out)
+        for key in m.state_dict():
+            owners[f"{name}.{key}"] = ("weight", (out, x.space)) if key == "weight" else ("bias", out)
+        return _Value(out, "last" if isinstance(m, nn.Linear) else "channels")
+    if isinstance(m, NORMS):
+        width = spaces.size[spaces.root(x.space)]
+        size = tuple(m.normalized_shape) if isinstance(m, nn.LayerNorm) else (m.num_features,)
+        over_units = x.layout in ("last", "input") if isinstance(m, nn.LayerNorm) else x.layout != "flat"
+        if size != (width,) or not over_units:
+            raise ValueError(f"{what} must normalize the {width} units of its input: BatchNorm with num_features="
+                             f"{width}, or LayerNorm({width}) after a Linear")
+        for key, t in m.state_dict().items():
+            owners[f"{name}.{key}"] = ("norm", x.space if t.dim() == 1 else None)
+        return x
+    if isinstance(m, nn.Flatten):
+        if m.start_dim != 1:
+            raise ValueError(f"{what} flattens from dim {m.start_dim}; {SUPPORTED}")
+        return _Value(x.space, "flat" if x.layout == "channels" else x.layout)
+    if isinstance(m, PASS) and not m.state_dict():
+        if isinstance(m, POOLS) and x.layout in ("last", "flat"):
+            raise ValueError(f"{what} after a Linear would pool across its units")
+        return x  # elementwise, or equivariant under a permutation of the units (softmax)
+    if isinstance(m, nn.MultiheadAttention):
+        raise ValueError(f"{what}: attention needs per-head permutations, which align does not find yet; "
+                         f"{SUPPORTED}")
+    raise ValueError(f"{what} is not supported; {SUPPORTED}")
+
+
+def _function(node: fx.Node, tensors: list[_Value], spaces: _Spaces) -> _Value | None:
+    """The value a function or method call in forward makes from its tensor arguments (None: not a tensor of
+    units, e.g. ``x.size(0)``)."""
+    target = node.target
+    what = f"{getattr(target, '__name__', target)!s} in forward"
+    if not tensors or target in ("size", "dim", "numel", getattr):
+        return None  # not a tensor of units: x.size(0), x.shape
+    x = tensors[0]
+    if target in ADD:
+        for other in tensors[1:]:
+            if other.layout != x.layout:
+                raise ValueError(f"{what} adds a {other.layout} tensor to a {x.layout} one; {SUPPORTED}")
+            x = _Value(spaces.tie(x.space, other.space, what), x.layout)
+        return x
+    if target in (operator.mul, operator.truediv, torch.mul, "mul", "div") and len(tensors) == 1:
+        return x  # scaled by a number
+    if target in ELEMENTWISE or target in POOLING:
+        if target in POOLING and x.layout in ("last", "flat"):
+            raise ValueError(f"{what} after a Linear would pool across its units")
+        return x
+    if target in (torch.flatten, "flatten"):
+        start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+        if start != 1:
+            raise ValueError(f"{what} flattens from dim {start}; flatten(x, 1) keeps the batch; {SUPPORTED}")
+        return _Value(x.space, "flat" if x.layout == "channels" else x.layout)
+    if target in ("view", "reshape") and len(node.args) == 3 and node.args[2] == -1:
+        return _Value(x.space, "flat" if x.layout == "channels" else x.layout)  # x.view(x.size(0), -1)
+    if target in ("mean", torch.mean):
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        dims = (dims,) if isinstance(dims, int) else tuple(dims or ())
+        if x.layout == "channels" and dims and all(d >= 2 for d in dims) and not node.kwargs.get("keepdim"):
+            return _Value(x.space, "last")  # a global average over the maps: [N, C]
+    raise ValueError(f"{what} is not supported; {SUPPORTED}")
 
 
 def _key(prefix: str, name: str) -> str:
@@ -102,7 +273,7 @@ def units(model: nn.Module) -> dict[str, int]:
 
     e.g. ``nn.Sequential(Linear(64, 32), Tanh(), Linear(32, 10)) -> {"0": 32}``.
     """
-    return _structure(model)[0]
+    return structure(model)[0]
 
 
 def _permute(t: Tensor, out: str | None, inp: str | None, perms: Mapping[str, Tensor]) -> Tensor:
@@ -141,7 +312,7 @@ class Alignment:
 
     def permute(self, state: Mapping[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
         """``state`` (a state dict shaped like ``model``'s) with each tensor's units permuted; others passed through."""
-        groups, axes = _structure(model)
+        groups, axes = structure(model)
         _check_same(model.state_dict(), state, "the state dict and the model")
         sizes = {g: len(p) for g, p in self.permutations.items()}
         if sizes != groups:
@@ -151,12 +322,22 @@ class Alignment:
                 raise ValueError(f"permutations[{g!r}] is not a permutation of 0..{len(p) - 1}")
         return {key: _permute(t, *axes[key], self.permutations) for key, t in state.items()}
 
-    def apply(self, model: nn.Module) -> nn.Module:
-        """A permuted deep copy of ``model`` (parameters and buffers): the same function, reordered units."""
+    def apply(self, model: nn.Module, probe=None) -> nn.Module:
+        """A permuted deep copy of ``model`` (parameters and buffers): the same function, reordered units.
+
+        ``probe``: inputs for ``model`` (a tensor, a tuple of them, or a dict of keyword arguments); the copy's
+        outputs on it are checked against the model's, and a change beyond rounding (sqrt(eps) of the output's
+        dtype, relative to the largest output) is an error: never a different function without a word."""
         aligned = copy.deepcopy(model)
         aligned.load_state_dict(self.permute(model.state_dict(), model))
         for p in aligned.parameters():
             p.grad = None  # a gradient of the unpermuted weights would be wrong here
+        if probe is not None:
+            gap, tol = output_gap(model, aligned, probe)
+            if not gap <= tol:
+                raise ValueError(f"the aligned model computes a different function: its outputs on the probe batch "
+                                 f"differ by {gap:.2g} (relative; rounding allows {tol:.1g}); the permutations do "
+                                 f"not fit this model's structure")
         return aligned
 
     def moved(self) -> float:
@@ -168,6 +349,46 @@ class Alignment:
     def to_dict(self) -> dict:
         return jsonable({"iterations": self.iterations, "similarity": self.similarity, "seconds": self.seconds,
                          "moved": self.moved(), "units": {g: len(p) for g, p in self.permutations.items()}})
+
+
+def output_gap(model: nn.Module, other: nn.Module, probe) -> tuple[float, float]:
+    """(max |f_other - f_model| / max |f_model| over every output tensor on ``probe``, the rounding allowance
+    sqrt(eps) of the outputs' dtype), both models in eval mode for the comparison."""
+    reference = next((p for p in model.parameters() if p.is_floating_point()), torch.empty(0))
+
+    def like_model(item):
+        if isinstance(item, Tensor):
+            return item.to(reference.device, reference.dtype if item.is_floating_point() else item.dtype)
+        if isinstance(item, Mapping):
+            return {k: like_model(v) for k, v in item.items()}
+        return tuple(like_model(v) for v in item) if isinstance(item, (tuple, list)) else item
+
+    probe = like_model(probe)
+
+    def outputs(m: nn.Module) -> list[Tensor]:
+        was = m.training
+        m.eval()
+        try:
+            with torch.no_grad():
+                out = m(**probe) if isinstance(probe, Mapping) else m(*probe) if isinstance(probe, tuple) else m(probe)
+        finally:
+            m.train(was)
+        found: list[Tensor] = []
+        stack = [out]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, Tensor):
+                found.append(item.detach().double())
+            elif isinstance(item, Mapping):
+                stack.extend(item.values())
+            elif isinstance(item, (tuple, list)):
+                stack.extend(item)
+        return found
+
+    mine, theirs = outputs(model), outputs(other)
+    scale = max([float(t.abs().max()) for t in mine if t.numel()] + [torch.finfo(torch.float64).tiny])
+    gap = max([float((a - b).abs().max()) for a, b in zip(mine, theirs) if a.numel()] + [0.0]) / scale
+    return gap, float(torch.finfo(reference.dtype).eps) ** 0.5
 
 
 def weight_matching(model_a: nn.Module, model_b: nn.Module, *, max_iter: int = 100, seed: int = 0) -> Alignment:
@@ -182,7 +403,7 @@ def weight_matching(model_a: nn.Module, model_b: nn.Module, *, max_iter: int = 1
     if max_iter < 1:
         raise ValueError(f"max_iter must be at least 1, got {max_iter}")
     start = time.perf_counter()
-    groups, axes = _structure(model_a)
+    groups, axes = structure(model_a)
     _check_same(model_a.state_dict(), model_b.state_dict(), "the models")
     A = {k: p.detach().to("cpu", torch.float64) for k, p in model_a.named_parameters()}
     B = {k: p.detach().to("cpu", torch.float64) for k, p in model_b.named_parameters()}

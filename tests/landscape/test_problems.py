@@ -263,3 +263,37 @@ def test_the_cache_keeps_tied_weights(tmp_path, monkeypatch):
 def test_builtin_arguments_are_checked_before_anything_runs(name, kwargs, message):
     with pytest.raises(ValueError, match=message):
         landscape.load(name, **kwargs)
+
+
+def test_the_cifar_resnets_have_the_published_sizes():
+    from landscape.vision import ResNet
+
+    # He et al. 2016, table 6 (option A shortcuts, parameter-free): ResNet-20 0.27M, -56 0.85M, -110 1.7M.
+    # Ours project with a 1x1 conv and BatchNorm where the shape changes: 16*32 + 64 + 32*64 + 128 more.
+    for depth, published in ((20, 0.27), (56, 0.85), (110, 1.7)):
+        n = sum(p.numel() for p in ResNet(depth).parameters()) - (16 * 32 + 2 * 32 + 32 * 64 + 2 * 64)
+        assert round(n / 1e6, 2 if depth < 100 else 1) == published
+    with pytest.raises(ValueError, match="depth 6n \\+ 2 .* got 21"):
+        ResNet(21)
+
+
+def test_digits_resnet_is_a_trained_residual_network_on_cifar_shaped_images():
+    from landscape.vision import digits32
+
+    problem = landscape.load("digits-resnet", depth=8, width=4, steps=100, examples=256, cache=False)
+    X, y = problem.data
+    assert X.shape == (256, 3, 32, 32) and X.dtype == torch.float32 and 0 <= X.min() and X.max() <= 1
+    assert problem.test_data[0].shape == (360, 3, 32, 32) and not problem.model.training
+    small = landscape.problems.digits()[0][0][:256]
+    torch.testing.assert_close(X, digits32(small), rtol=0, atol=0)  # deterministic
+    shape = torch.nn.functional.interpolate(small.reshape(-1, 1, 8, 8), size=(32, 32), mode="bilinear").clamp(0, 1)
+    lo, hi = X.amin(dim=(2, 3)), X.amax(dim=(2, 3))  # each image: background + (foreground - background) * shape
+    assert torch.all(lo <= 0.4 + 1e-6) and torch.all(hi >= 0.5 * shape.amax(dim=(2, 3)) - 1e-6)
+    untrained = landscape.load("digits-resnet", depth=8, width=4, steps=0, examples=256)
+    assert problem.objective().loss(problem.objective().theta0) < 0.5 * untrained.objective().loss(
+        untrained.objective().theta0)
+    assert "ResNet-8 (width 4, 5,214 parameters, BatchNorm)" in problem.description
+    with pytest.raises(ValueError, match="digits-resnet: depth must be an integer of at least 8, got 2"):
+        landscape.load("digits-resnet", depth=2)
+    with pytest.raises(ValueError, match="digits-resnet: lr must be a positive number"):
+        landscape.load("digits-resnet", lr=float("nan"))

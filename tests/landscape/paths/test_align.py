@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from landscape.paths.align import Alignment, units, weight_matching
+from landscape.paths.align import Alignment, structure, units, weight_matching
 
 
 def mlp() -> nn.Module:
@@ -27,6 +27,52 @@ def cnn() -> nn.Module:
                          nn.Flatten(), nn.Linear(8 * 2 * 2, 10))
 
 
+def resnet() -> nn.Module:
+    """ResNet-14 of width 4: identity shortcuts within a stage, projections between them."""
+    from landscape.vision import ResNet
+
+    return ResNet(14, 4)
+
+
+class ChainOrderResidual(nn.Module):
+    """A residual MLP whose layers are registered in the order they run: the chain reading of old mistook it."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = nn.Linear(6, 8)
+        self.hidden = nn.Linear(8, 8)
+        self.norm = nn.LayerNorm(8)
+        self.out = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.inp(x))
+        h = self.norm(h + torch.relu(self.hidden(h)))
+        return self.out(h)
+
+
+class Branches(nn.Module):
+    """Two branches concatenated: their units land side by side in one layer's inputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.out = nn.Linear(3, 4), nn.Linear(3, 4), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.out(torch.cat([self.a(x), self.b(x)], 1))
+
+
+class Branching(nn.Module):
+    """A forward whose path depends on the data: no graph to read."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.out = nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.out(h if h.sum() > 0 else -h)
+
+
 def build(make, seed: int) -> nn.Module:
     """A float64 model in eval mode with random weights, norm affine parameters and running statistics."""
     with torch.random.fork_rng():
@@ -44,7 +90,7 @@ def build(make, seed: int) -> nn.Module:
 
 
 def inputs(make, seed: int = 100) -> torch.Tensor:
-    shape = {cnn: (5, 1, 8, 8), deep_mlp: (5, 6), mlp: (5, 64)}[make]
+    shape = {cnn: (5, 1, 8, 8), deep_mlp: (5, 6), mlp: (5, 64), resnet: (5, 3, 16, 16), ChainOrderResidual: (5, 6)}[make]
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
@@ -67,17 +113,18 @@ def test_units():
     assert units(nn.Linear(3, 2)) == {}
 
 
-@pytest.mark.parametrize("make", [mlp, deep_mlp, cnn])
+@pytest.mark.parametrize("make", [mlp, deep_mlp, cnn, resnet, ChainOrderResidual])
 def test_a_random_permutation_keeps_the_function(make):
     model, X = build(make, 0), inputs(make)
     alignment = random_alignment(model, 1)
-    permuted = alignment.apply(model)
+    permuted = alignment.apply(model, X)
     assert alignment.moved() > 0.5
-    assert not torch.equal(permuted[0].weight, model[0].weight)
+    first = next(k for k in model.state_dict() if k.endswith("weight"))
+    assert not torch.equal(permuted.state_dict()[first], model.state_dict()[first])
     torch.testing.assert_close(permuted(X), model(X), rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("make", [mlp, deep_mlp, cnn])
+@pytest.mark.parametrize("make", [mlp, deep_mlp, cnn, resnet, ChainOrderResidual])
 def test_weight_matching_keeps_the_function(make):
     a, b, X = build(make, 0), build(make, 1), inputs(make)
     alignment = weight_matching(a, b)
@@ -85,7 +132,7 @@ def test_weight_matching_keeps_the_function(make):
     torch.testing.assert_close(alignment.apply(b)(X), b(X), rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("make", [mlp, deep_mlp, cnn])
+@pytest.mark.parametrize("make", [mlp, deep_mlp, cnn, resnet, ChainOrderResidual])
 def test_a_permuted_copy_is_recovered_exactly(make):
     model = build(make, 0)
     scramble = random_alignment(model, 2)
@@ -99,6 +146,44 @@ def test_a_permuted_copy_is_recovered_exactly(make):
     before, after = alignment.similarity
     assert after == pytest.approx(similarity(model, model), rel=1e-12)
     assert before < after
+
+
+def test_residual_streams_share_one_permutation():
+    from landscape.vision import ResNet
+
+    model = ResNet(14, 4)  # two blocks a stage: the stage's stream is written by the stem or a projection
+    groups = units(model)
+    assert groups == {"conv": 4, "layer1.0.conv1": 4, "layer1.1.conv1": 4, "layer2.0.conv1": 8,
+                      "layer2.0.conv2": 8, "layer2.1.conv1": 8, "layer3.0.conv1": 16,
+                      "layer3.0.conv2": 16, "layer3.1.conv1": 16}
+    axes = structure(model)[1]
+    # every layer writing into stage 1's stream (stem, both blocks' second convolutions) takes the stem's group
+    assert axes["conv.weight"] == ("conv", None) and axes["bn.weight"] == ("conv", None)
+    assert axes["layer1.0.conv2.weight"] == ("conv", "layer1.0.conv1")
+    assert axes["layer1.1.conv2.weight"] == ("conv", "layer1.1.conv1")
+    # stage 2's stream: block 0's second convolution and its projection shortcut, block 1's second convolution
+    assert axes["layer2.0.shortcut.0.weight"] == ("layer2.0.conv2", "conv")
+    assert axes["layer2.0.shortcut.1.running_mean"] == ("layer2.0.conv2", None)
+    assert axes["layer2.1.conv2.weight"] == ("layer2.0.conv2", "layer2.1.conv1")
+    assert axes["fc.weight"] == (None, "layer3.0.conv2")
+
+
+def test_apply_refuses_permutations_that_change_the_function(monkeypatch):
+    from landscape.paths import align
+
+    model, X = build(ChainOrderResidual, 0), inputs(ChainOrderResidual)
+    groups, axes = align.structure(model)
+    assert groups == {"inp": 8}  # the residual stream: inp's and hidden's outputs are added, one group
+    chain = dict(axes)  # what reading the layers as a chain gives: hidden's outputs a group of their own
+    chain["hidden.weight"], chain["hidden.bias"] = ("hidden", "inp"), ("hidden", None)
+    chain["norm.weight"], chain["norm.bias"], chain["out.weight"] = ("hidden", None), ("hidden", None), (None, "hidden")
+    monkeypatch.setattr(align, "structure", lambda m: ({"inp": 8, "hidden": 8}, chain))
+    wrong = Alignment({"inp": torch.randperm(8, generator=torch.Generator().manual_seed(1)),
+                       "hidden": torch.randperm(8, generator=torch.Generator().manual_seed(2))})
+    assert (wrong.apply(model)(X) - model(X)).abs().max() > 0.01  # silently another function without a probe
+    with pytest.raises(ValueError, match=r"the aligned model computes a different function: its outputs on the probe "
+                                         r"batch differ by \S+ \(relative; rounding allows 1e-08\)"):
+        wrong.apply(model, X)
 
 
 def test_weight_matching_reaches_a_local_optimum():
@@ -159,12 +244,14 @@ def test_moved_and_to_dict():
 @pytest.mark.parametrize("model, match", [
     (nn.Sequential(nn.Conv2d(1, 4, 3), nn.GroupNorm(2, 4), nn.Flatten(), nn.Linear(4, 2)), r"'1' \(GroupNorm\)"),
     (nn.Sequential(nn.Conv2d(2, 4, 3, groups=2), nn.ReLU(), nn.Conv2d(4, 2, 1)), r"'0' \(Conv2d\) has groups=2"),
-    (nn.Sequential(nn.Linear(4, 4), nn.MultiheadAttention(4, 1)), r"'1\.in_proj_weight' belongs to '1' \(Multihead"),
-    (nn.Sequential(nn.Conv2d(1, 4, 3), nn.Linear(4, 2)), r"'1' \(Linear\) follows the conv '0' without a Flatten"),
-    (nn.Sequential(nn.Linear(3, 4), nn.MaxPool1d(2), nn.Linear(2, 2)), r"'1' \(MaxPool1d\) after the Linear '0'"),
-    (nn.Sequential(nn.Linear(3, 4), nn.Linear(5, 2)), r"'1' \(Linear\) takes 5 inputs but '0' gives 4 units"),
+    (nn.Sequential(nn.Linear(4, 4), nn.MultiheadAttention(4, 1)), r"'1' \(MultiheadAttention\): attention needs per-head"),
+    (nn.Sequential(nn.Conv2d(1, 4, 3), nn.Linear(4, 2)), r"'1' \(Linear\) follows a conv's maps without a flatten"),
+    (nn.Sequential(nn.Linear(3, 4), nn.MaxPool1d(2), nn.Linear(2, 2)), r"'1' \(MaxPool1d\) after a Linear would pool across its units"),
+    (nn.Sequential(nn.Linear(3, 4), nn.Linear(5, 2)), r"'1' \(Linear\) takes 5 inputs but its input has 4 units"),
     (nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(5), nn.Linear(4, 2)), r"'1' \(BatchNorm1d\) must normalize the 4"),
     (nn.Sequential(nn.Conv1d(3, 4, 1), nn.LayerNorm(4), nn.Conv1d(4, 2, 1)), r"'1' \(LayerNorm\) must normalize"),
+    (Branches(), r"cat in forward is not supported"),
+    (Branching(), r"torch.fx cannot trace Branching: TraceError: symbolically traced variables cannot be used as"),
 ])
 def test_unsupported_layers_are_named(model, match):
     with pytest.raises(ValueError, match=match):
