@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import statistics
 import sys
 import time
 
@@ -41,23 +40,6 @@ from landscape.scans import directions
 
 SIZES = {"cpu": {"gpt2": dict(n_embd=256, n_layer=4, n_head=4, vocab_size=1000), "sequences": 16, "context": 64},
          "cuda": {"gpt2": dict(n_embd=256, n_layer=4, n_head=4, vocab_size=1000), "sequences": 64, "context": 128}}
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def median_time(fn, device, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 class Logits(torch.nn.Module):
@@ -135,7 +117,7 @@ def hvp_costs(name, model, eager, batch, device, repeats) -> dict:
     items = {"gradient (landscape)": lambda: obj.grad(), "HVP cached (landscape)": lambda: obj.hvp(v),
              "HVP, hand-written double backward": hand_hvp, "PyHessian HVP": pyhessian_hvp,
              "hessian-eigenthings HVP": eigenthings_hvp}
-    seconds = {label: median_time(fn, device, repeats) for label, fn in items.items()}
+    seconds = {label: benchlib.median_time(fn, device, repeats) for label, fn in items.items()}
     ref = hand_hvp()
     agree = {label: ((fn() - ref).norm() / ref.norm()).item() for label, fn in list(items.items())[1:]}
     grad = seconds["gradient (landscape)"]

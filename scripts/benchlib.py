@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -23,3 +24,22 @@ def write(report: dict, out: str | Path, filename: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / filename).write_text(json.dumps(report, indent=2))
     print(f"\nwrote {out / filename}")
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a CUDA timing without it measures the launch, not the work)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_time(fn, device: torch.device, repeats: int) -> float:
+    """The median of ``repeats`` timed calls of ``fn`` after one untimed warm-up call, in seconds."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

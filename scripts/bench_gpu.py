@@ -1,0 +1,233 @@
+"""Benchmark for a session with a GPU (issue 18): ResNets and a transformer at real scale, in one run.
+
+    python scripts/bench_gpu.py --device cuda --out out/     # under 5 minutes on one H200
+    python scripts/bench_gpu.py                              # the CPU half, smaller sizes (10 minutes on 2 cores)
+    python scripts/bench_gpu.py --size tiny                  # that it runs, in seconds (a test does this)
+
+1. HVP cost on the CIFAR ResNet-20 and ResNet-56 (``landscape.vision.ResNet``, eval mode, random weights) over
+   CIFAR-shaped examples in batches, and on the built-in tiny-gpt: the seconds of one gradient, of landscape's
+   cached HVP, of a hand-written cached double backward (every batch's gradient graph kept, one
+   ``torch.autograd.grad`` per product) and of PyHessian's product (its data as one batch, as PyHessian takes it),
+   each over the gradient's; and 16 vectors at once (landscape's ``H @ V``) against 16 single products.
+2. Scan rate on ResNet-56 (ResNet-20 on the CPU) over synthetic CIFAR-shaped examples: points per second of
+   landscape's scan per strategy (loop, batched, auto) and of a plain torch loop (``vector_to_parameters``,
+   ``no_grad``, the batches' mean), on a 3 x 3 grid, with each one's largest relative difference from a float64
+   reference computed at the same points; the precision convolutions and matrix products run at (TF32 or not)
+   is recorded.
+
+Writes OUT/bench_gpu.json and OUT/bench_gpu.md (a markdown table of both parts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from pathlib import Path
+
+import benchlib
+import numpy as np
+import torch
+from torch.nn import functional as F
+from torch.nn.utils import vector_to_parameters
+
+import landscape
+from landscape.core.hvp import twice_differentiable
+from landscape.language import causal_lm_loss
+from landscape.scans import directions
+from landscape.vision import ResNet
+
+SIZES = {"cuda": {"hvp_examples": 2048, "hvp_batch": 512, "hvp_depths": (20, 56), "gpt_windows": 256, "scan_depth": 56,
+                  "scan_examples": 50_000, "scan_batch": 2500, "repeats": 5},
+         "cpu": {"hvp_examples": 256, "hvp_batch": 128, "hvp_depths": (8, 20), "gpt_windows": 256, "scan_depth": 20,
+                 "scan_examples": 1024, "scan_batch": 256, "repeats": 3},
+         "tiny": {"hvp_examples": 16, "hvp_batch": 8, "hvp_depths": (8,), "gpt_windows": 8, "scan_depth": 8,
+                  "scan_examples": 32, "scan_batch": 16, "repeats": 1,  # a check that it runs: seconds
+                  "gpt": {"steps": 2, "examples": 8, "context": 16, "width": 16, "layers": 1}}}
+
+
+def cifar(m: int, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``m`` synthetic CIFAR-shaped examples: images ``[m, 3, 32, 32]`` and labels in 0..9."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(m, 3, 32, 32, generator=g).to(device), torch.randint(0, 10, (m,), generator=g).to(device)
+
+
+def resnet(depth: int, device: torch.device) -> torch.nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return ResNet(depth).to(device).eval()
+
+
+def hvp_costs(name: str, model, loss_fn, batches: list, device, repeats: int, peer_data=None) -> dict:
+    """Seconds of a gradient, landscape's cached HVP, a hand-written double backward and PyHessian's product; 16
+    vectors batched against 16 singles; every product's relative difference from the hand-written one."""
+    data = batches if len(batches) > 1 else batches[0]
+    obj = landscape.Objective(model, loss_fn, data, hvp_mode="cached")
+    n = obj.space.n
+    g = torch.Generator().manual_seed(2)
+    v = torch.randn(n, generator=g).to(device)
+    V = torch.randn(16, n, generator=g).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    sizes = [p.numel() for p in params]
+    pieces = [part.view_as(p) for part, p in zip(v.split(sizes), params)]
+    total = sum(_count(b) for b in batches)
+    graphs = []
+    with twice_differentiable():  # attention on its math kernel: the fused ones have no double backward
+        for batch in batches:  # the hand-written cached double backward: each batch's gradient, its graph kept
+            loss = _loss(model, loss_fn, batch) * (_count(batch) / total)
+            graphs.append(torch.autograd.grad(loss, params, create_graph=True))
+
+    def hand_hvp():
+        out = torch.zeros(n, device=device)
+        for grads in graphs:
+            out += torch.cat([h.reshape(-1) for h in torch.autograd.grad(grads, params, pieces, retain_graph=True)])
+        return out
+
+    items = {"gradient": lambda: obj.grad(), "HVP (landscape, cached)": lambda: obj.hvp(v),
+             "HVP (hand-written double backward)": hand_hvp}
+    if peer_data is not None:
+        from pyhessian import hessian as PyHessian
+        from pyhessian.utils import hessian_vector_product
+
+        peer = PyHessian(model, loss_fn, data=peer_data, cuda=device.type == "cuda")
+        items["HVP (PyHessian)"] = lambda: torch.cat(
+            [h.reshape(-1) for h in hessian_vector_product(peer.gradsH, peer.params, pieces)])
+    H = landscape.hessian(obj)
+    items["16 HVPs batched (landscape, H @ V)"] = lambda: H @ V
+    items["16 HVPs one by one (landscape)"] = lambda: torch.stack([obj.hvp(V[i]) for i in range(16)])
+    obj.hvp(v)  # the cached graph, built once
+    seconds = {label: benchlib.median_time(fn, device, repeats) for label, fn in items.items()}
+    reference = hand_hvp()
+    agree = {label: float((items[label]() - reference).norm() / reference.norm())
+             for label in items if label.startswith("HVP")}
+    single = items["16 HVPs one by one (landscape)"]()
+    agree["16 batched against singles"] = float(((H @ V) - single).norm() / single.norm())
+    grad = seconds["gradient"]
+    model.zero_grad(set_to_none=True)
+    return {"model": name, "parameters": n, "examples": total, "batches": len(batches), "seconds": seconds,
+            "x gradient": {k: t / grad for k, t in seconds.items()}, "relative difference": agree}
+
+
+def _loss(model, loss_fn, batch):
+    if isinstance(batch, dict):
+        return loss_fn(model(**batch), batch)
+    return loss_fn(model(batch[0]), batch[1])
+
+
+def _count(batch) -> int:
+    return int((batch["labels"][:, 1:] != -100).sum()) if isinstance(batch, dict) else len(batch[1])
+
+
+def scan_rates(depth: int, examples: int, batch: int, device, repeats: int) -> dict:
+    """Points per second of landscape's scan per strategy and of a plain torch loop on a 3 x 3 grid, and each one's
+    largest relative difference from float64 losses at the same points."""
+    model = resnet(depth, device)
+    X, y = cifar(examples, device, seed=3)
+    data = [(X[i:i + batch], y[i:i + batch]) for i in range(0, examples, batch)]
+    obj = landscape.Objective(model, F.cross_entropy, data)
+    d = directions.random(obj, 2, seed=0)
+    axes = [np.linspace(-0.5, 0.5, 3)] * 2
+    points = torch.stack([obj.theta0 + a * d.vectors[0] + b * d.vectors[1] for a in axes[0] for b in axes[1]])
+    reference = []
+    wide = copy.deepcopy(model).double()
+    params = [p for p in wide.parameters()]
+    with torch.no_grad():
+        for theta in points:
+            vector_to_parameters(theta.double(), params)
+            reference.append(sum(float(F.cross_entropy(wide(Xb.double()), yb, reduction="sum")) for Xb, yb in data)
+                             / examples)
+    reference = np.array(reference)
+    del wide
+    rows = {}
+    for strategy in ("loop", "batched", "auto"):
+        landscape.scan(obj, d, [(-0.5, 0.5, 3)] * 2, strategy=strategy, progress=False)  # warm (vmap, cuDNN)
+        times, values = [], None
+        for _ in range(repeats):
+            benchlib.sync(device)
+            result = landscape.scan(obj, d, [(-0.5, 0.5, 3)] * 2, strategy=strategy, progress=False)
+            benchlib.sync(device)
+            times.append(result.seconds)
+            values = result.values["loss"].reshape(-1)
+        rows[f"landscape scan ({result.strategy})" if strategy != "auto" else f"landscape scan (auto: "
+             f"{result.strategy})"] = (len(points) / float(np.median(times)), values)
+    plain = copy.deepcopy(model)
+    plain_params = list(plain.parameters())
+
+    def plain_loop():
+        out = []
+        with torch.no_grad():
+            for theta in points:
+                vector_to_parameters(theta, plain_params)
+                out.append(sum(float(F.cross_entropy(plain(Xb), yb, reduction="sum")) for Xb, yb in data) / examples)
+        return np.array(out)
+
+    plain_values = plain_loop()
+    seconds = benchlib.median_time(plain_loop, device, repeats)
+    rows["plain torch loop"] = (len(points) / seconds, plain_values)
+    plain_rate = rows["plain torch loop"][0]
+    return {"model": f"ResNet-{depth}", "parameters": obj.space.n, "examples": examples, "batch": batch,
+            "points": len(points),
+            "precision": {"cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+                          "cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+                          "float32_matmul_precision": torch.get_float32_matmul_precision()},
+            "rows": {label: {"points/s": rate, "x plain loop": rate / plain_rate,
+                             "max rel. difference from float64": float(np.max(np.abs(v - reference) / reference))}
+                     for label, (rate, v) in rows.items()}}
+
+
+def markdown(report: dict) -> str:
+    lines = [f"Device: {report['device']}; torch {report['torch']}; {report['date']}.", "",
+             "| model | parameters | examples (batches) | gradient s | HVP x gradient | hand-written x gradient | "
+             "PyHessian x gradient | 16 batched / 16 singles |", "|---|---|---|---|---|---|---|---|"]
+    for r in report["hvp"]:
+        x = r["x gradient"]
+        ratio = r["seconds"]["16 HVPs batched (landscape, H @ V)"] / r["seconds"]["16 HVPs one by one (landscape)"]
+        peer = f"{x['HVP (PyHessian)']:.2f}" if "HVP (PyHessian)" in x else "-"
+        lines.append(f"| {r['model']} | {r['parameters']:,} | {r['examples']:,} ({r['batches']}) | "
+                     f"{r['seconds']['gradient']:.4f} | {x['HVP (landscape, cached)']:.2f} | "
+                     f"{x['HVP (hand-written double backward)']:.2f} | {peer} | {ratio:.2f} |")
+    s = report["scan"]
+    lines += ["", f"Scan: {s['model']} ({s['parameters']:,} parameters) over {s['examples']:,} examples in batches of "
+              f"{s['batch']}, {s['points']} points; precision {s['precision']}.", "",
+              "| evaluator | points/s | x plain loop | max rel. difference from float64 |", "|---|---|---|---|"]
+    for label, row in s["rows"].items():
+        lines.append(f"| {label} | {row['points/s']:.3g} | {row['x plain loop']:.2f} | "
+                     f"{row['max rel. difference from float64']:.1e} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default="out")
+    parser.add_argument("--size", choices=("device", "tiny"), default="device",
+                        help="device: the sizes above for the device's kind; tiny: a check that the script runs")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    sizes = SIZES[device.type if args.size == "device" else "tiny"]
+    start = time.perf_counter()
+    report = benchlib.header(device, sizes=sizes, hvp=[])
+    X, y = cifar(sizes["hvp_examples"], device, seed=1)
+    b = sizes["hvp_batch"]
+    batches = [(X[i:i + b], y[i:i + b]) for i in range(0, len(y), b)]
+    for depth in sizes["hvp_depths"]:
+        report["hvp"].append(hvp_costs(f"ResNet-{depth}", resnet(depth, device), F.cross_entropy, batches, device,
+                                       sizes["repeats"], peer_data=(X, y)))
+        print(f"{report['hvp'][-1]['model']}: {time.perf_counter() - start:.0f} s", flush=True)
+    tiny = landscape.load("tiny-gpt", **sizes.get("gpt", {}))
+    windows = {k: t[:sizes["gpt_windows"]].to(device) for k, t in tiny.data.items()}
+    chunks = [{k: t[i:i + 64] for k, t in windows.items()} for i in range(0, len(windows["input_ids"]), 64)]
+    report["hvp"].append(hvp_costs("tiny-gpt", tiny.model.to(device), causal_lm_loss, chunks, device,
+                                   sizes["repeats"]))
+    print(f"tiny-gpt: {time.perf_counter() - start:.0f} s", flush=True)
+    report["scan"] = scan_rates(sizes["scan_depth"], sizes["scan_examples"], sizes["scan_batch"], device,
+                                sizes["repeats"])
+    report["seconds"] = time.perf_counter() - start
+    table = markdown(report)
+    print(table)
+    benchlib.write(report, args.out, "bench_gpu.json")
+    (Path(args.out) / "bench_gpu.md").write_text(table)
+
+
+if __name__ == "__main__":
+    main()

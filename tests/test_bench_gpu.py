@@ -1,0 +1,27 @@
+"""scripts/bench_gpu.py, the benchmark a session with a GPU runs, at its tiny size: it runs, and what it compares agrees."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_gpu_benchmark_runs_and_its_products_and_scans_agree(tmp_path):
+    import os
+
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_gpu.py"), "--size", "tiny", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=ROOT / "scripts",
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "bench_gpu.json").read_text())
+    assert [r["model"] for r in report["hvp"]] == ["ResNet-8", "tiny-gpt"]
+    for row in report["hvp"]:  # every product against the hand-written double backward
+        assert all(v < 1e-5 for v in row["relative difference"].values()), row["relative difference"]
+    rows = report["scan"]["rows"]
+    assert set(rows) == {"landscape scan (loop)", "landscape scan (batched)", "landscape scan (auto: loop)",
+                         "plain torch loop"}
+    assert all(r["max rel. difference from float64"] < 1e-5 for r in rows.values())  # float32 against float64
+    table = (tmp_path / "bench_gpu.md").read_text()
+    assert "| ResNet-8 | 78,042 | 16 (2) |" in table and "| plain torch loop |" in table
