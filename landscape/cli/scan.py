@@ -52,7 +52,8 @@ def add_parser(subparsers) -> None:
                           "and each checkpoint is projected onto the scan's plane")
     sub.add_argument("--strategy", choices=list(STRATEGIES), default="auto",
                      help="loop (one point at a time), batched (vmapped chunks of points) or auto (default: "
-                          "batched on CUDA, loop on the CPU)")
+                          "from 256 points on, both timed on 16 points and the faster kept; below, batched on "
+                          "CUDA and loop on the CPU)")
     sub.add_argument("--chunk", type=int, metavar="N",
                      help="points per chunk written to the file together (default 64 for loop, what fits in "
                           "memory for batched; a resumed scan keeps its own)")

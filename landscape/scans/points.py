@@ -14,9 +14,10 @@ Strategies:
   statistics along a path) are copied into the model's buffers before each point.
 - ``"batched"``: ``Objective.evaluate_many``, ``torch.func.vmap`` over ``functional_call``
   for a chunk of points at once.
-- ``"auto"``: batched on CUDA, loop on the CPU (where measured it is the faster one), and loop for a
-  model that vmap cannot serve (``core.data.vmappable``: attention, Hugging Face), decided up front;
-  asked for by name on CUDA, batched is refused for such a model rather than risk the process.
+- ``"auto"``: ``choose`` times both on a few points and keeps the faster (a ResNet on a GPU and an MLP on
+  digits want different ones); where nothing is measured (``resolve``), batched on CUDA and loop on the
+  CPU. Loop, unmeasured, for a model that vmap cannot serve (``core.data.vmappable``: attention, Hugging
+  Face); asked for by name on CUDA, batched is refused for such a model rather than risk the process.
 
 Scans (``landscape.scans.scan``) and paths (``landscape.paths.curves``) evaluate through it.
 """
@@ -24,6 +25,7 @@ Scans (``landscape.scans.scan``) and paths (``landscape.paths.curves``) evaluate
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -50,6 +52,32 @@ def resolve(obj: Objective, strategy: str) -> str:
         raise ValueError("the batched strategy vmaps the model over points, which this model (attention, or a Hugging "
                          "Face model) cannot take on CUDA without risking the process; use strategy='loop'")
     return strategy
+
+
+def choose(obj: Objective, metrics: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None,
+           thetas: Tensor) -> tuple[str, dict | None]:
+    """The faster strategy on ``thetas [k, n]``, and what was measured: each strategy warmed on one point (vmap's
+    tracing, cuDNN's choice of kernels), then timed on all k: ``{"points": k, "loop": points/s, "batched":
+    points/s, "agreement": max |batched - loop| / |loop| over the values}``. A model vmap cannot serve, or
+    fewer than 2 points, gets the loop, unmeasured (None)."""
+    if not vmappable(obj.model) or len(thetas) < 2:
+        return "loop", None
+    rates, values = {}, {}
+    for name in ("loop", "batched"):
+        evaluate = evaluator(obj, metrics, name)
+        evaluate(thetas[:1])
+        if obj.device.type == "cuda":
+            torch.cuda.synchronize(obj.device)
+        start = time.perf_counter()
+        values[name] = evaluate(thetas)
+        if obj.device.type == "cuda":
+            torch.cuda.synchronize(obj.device)
+        rates[name] = len(thetas) / max(time.perf_counter() - start, 1e-9)
+    loop, batched = values["loop"], values["batched"]
+    both = np.isfinite(loop) & np.isfinite(batched)
+    gaps = np.abs(batched - loop)[both] / np.maximum(np.abs(loop[both]), np.finfo(np.float64).tiny)
+    agreement = float(gaps.max()) if gaps.size else float("nan")
+    return max(rates, key=rates.get), {"points": len(thetas), **rates, "agreement": agreement}
 
 
 def evaluator(obj: Objective, metrics: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None = None,

@@ -46,6 +46,7 @@ from landscape.scans import store as _store
 from landscape.scans.grid import coordinates, parse_grid, thetas
 
 Tensor = torch.Tensor
+MEASURE_FROM = 256  # points: below, timing both strategies would cost a good share of the scan itself
 
 
 @dataclass
@@ -57,7 +58,8 @@ class Scan:
     ``done`` marks computed points (all, once a scan finished); ``seconds`` and
     ``points_computed`` are the cost of this call (a resumed scan computes only the rest).
     ``trajectory``, when the file has one, holds checkpoints placed on the grid: ``coords [m, k]``,
-    off-plane ``residuals [m]``, ``names`` and their own ``loss [m]`` (or None).
+    off-plane ``residuals [m]``, ``names`` and their own ``loss [m]`` (or None). ``measured``: what
+    ``strategy="auto"`` timed to choose ``strategy`` (``points.choose``), None when it measured nothing.
     """
 
     axes: list[np.ndarray]
@@ -72,6 +74,7 @@ class Scan:
     path: str | None = None
     center_values: dict[str, float] = field(default_factory=dict)
     trajectory: dict | None = None
+    measured: dict | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -95,7 +98,8 @@ class Scan:
                "done": int(self.done.sum()), "points": int(self.done.size),
                "points_computed": self.points_computed, "seconds": self.seconds,
                "points_per_second": self.points_computed / self.seconds if self.seconds > 0 else None,
-               "strategy": self.strategy, "chunk": self.chunk, "directions": self.directions.to_dict(),
+               "strategy": self.strategy, "strategy_measured": self.measured, "chunk": self.chunk,
+               "directions": self.directions.to_dict(),
                "path": self.path}
         if values:
             out["values"] = self.values
@@ -130,7 +134,10 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
             the values at the centre to the last bit, which stand for the data, its batching
             and the loss and metric functions), the scan resumes and the result equals an
             uninterrupted run bit for bit; a different scan is refused.
-        strategy: ``"loop"``, ``"batched"`` or ``"auto"`` (batched on CUDA, loop on the CPU).
+        strategy: ``"loop"``, ``"batched"`` or ``"auto"``: from ``MEASURE_FROM`` points on, both are timed on
+            up to 16 points along the first direction and the faster is kept (``Scan.measured`` says what
+            was measured; a resumed scan keeps its stored strategy); a smaller grid takes batched on CUDA,
+            the loop on the CPU.
         chunk: points per chunk (flushed to the store together); default 64 for the loop,
             the memory budget's share for batched (at most 1024). A resume uses the stored one.
         meta: extra JSON metadata for the store (the CLI puts the problem's name there).
@@ -152,7 +159,7 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
     obj.require_whole_data("landscape.scan")
     if not isinstance(directions, _directions.Directions):
         directions = _directions.given(obj, directions)
-    strategy = points.resolve(obj, strategy)
+    asked, strategy = strategy, points.resolve(obj, strategy)
     axes = parse_grid(grid)
     if len(axes) != len(directions):
         raise ValueError(f"the grid has {len(axes)} axes but there are {len(directions)} directions")
@@ -161,6 +168,18 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
     center = obj.point(directions.center)
     shape = tuple(len(a) for a in axes)
     total = int(np.prod(shape))
+    measured = None
+    if asked == "auto" and total >= MEASURE_FROM:  # by measurement, unless a stored scan has its strategy
+        stored = None if store is None else _store.stored_key(store)
+        if stored and "strategy" in stored:
+            strategy = stored["strategy"]
+        else:
+            room = memory.chunk_size(total, obj.graph_bytes(), obj.memory_budget())
+            along = torch.linspace(float(axes[0][0]), float(axes[0][-1]), min(16, room, total), device=obj.device,
+                                   dtype=obj.dtype)
+            strategy, measured = points.choose(obj, metrics, center + along[:, None] * D[0])
+        if world is not None:
+            strategy, measured = world.broadcast_object((strategy, measured))
     if chunk is None:
         chunk = 64 if strategy == "loop" else min(1024, memory.chunk_size(total, obj.graph_bytes(), obj.memory_budget()))
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
@@ -181,9 +200,11 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
     if not force:
         check_room(need, store)
     disk = f" and {memory.size_text(need['disk'])} on disk" if need["disk"] else ""
+    chose = (f"; auto chose {strategy}: {measured['loop']:.3g} points/s looped, {measured['batched']:.3g} batched, "
+             f"agreeing to {measured['agreement']:.1e}" if measured else "")
     plan = (f"scan: {total:,} points, {memory.size_text(need['memory'])} in memory{disk}, "
             f"{_duration(total * per_point / (world.size if world else 1))} at the centre's {per_point * 1e3:.2g} ms "
-            f"a point") if progress else None
+            f"a point{chose}") if progress else None
     fixed = [t.reshape(-1).double() for t in obj.fixed.values()]
     key = {"recipe": directions.recipe, "axes": [a.tolist() for a in axes], "metrics": list(fns),
            "parameters": list(obj.space.names), "dtype": str(obj.dtype).removeprefix("torch."),
@@ -221,7 +242,7 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
     seconds = time.perf_counter() - start_time
     return Scan(axes=axes, values=values, done=done, directions=directions, center=center, strategy=strategy,
                 chunk=work.chunk, seconds=seconds, points_computed=computed, path=None if store is None else str(store),
-                center_values=probe)
+                center_values=probe, measured=measured)
 
 
 def footprint(points: int, values: int, direction_bytes: int, store: str | Path | None) -> dict[str, int]:

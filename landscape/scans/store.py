@@ -227,6 +227,15 @@ def add_trajectory(path: str | Path, coords: np.ndarray, residuals: np.ndarray, 
             group.create_dataset("loss", data=np.asarray(loss, dtype=np.float64))
 
 
+def stored_key(path: str | Path) -> dict | None:
+    """The key of the scan stored at ``path``, or of its first per-rank file; None when there is neither."""
+    files = ([Path(path)] if Path(path).exists() else []) + parts(path)
+    if not files:
+        return None
+    with _open(files[0], "r") as file:
+        return json.loads(file.attrs.get("key", "{}"))
+
+
 def progress(path: str | Path, with_parts: bool = True) -> tuple[int | None, np.ndarray | None]:
     """(chunk, done mask) of the scan at ``path`` and (``with_parts``) its per-rank files, without changing
     anything; (None, None) when there is nothing on disk."""

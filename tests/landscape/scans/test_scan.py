@@ -430,3 +430,34 @@ def test_a_scan_says_its_footprint_and_duration_before_the_first_point(capsys, d
     scan(obj, dirs.random(obj, seed=0), ["-1:1:5", "-1:1:3"], metrics=digits_mlp.metrics)
     first = capsys.readouterr().err.strip().splitlines()[0]
     assert re.fullmatch(r"scan: 15 points, 255 B in memory, under a second at the centre's \S+ ms a point", first)
+
+
+def test_auto_times_both_strategies_and_keeps_the_faster(digits_mlp, tmp_path):
+    from landscape.scans import points
+    from landscape.scans.scan import MEASURE_FROM
+
+    obj = digits_mlp.objective()
+    d = dirs.random(obj, seed=5)
+    thetas = obj.theta0 + torch.linspace(-1, 1, 6)[:, None] * d.vectors[0]
+    chosen, measured = points.choose(obj, digits_mlp.metrics, thetas)
+    assert measured["points"] == 6 and measured["loop"] > 0 and measured["batched"] > 0
+    assert chosen == max(("loop", "batched"), key=measured.get)
+    loop = points.evaluator(obj, digits_mlp.metrics, "loop")(thetas)
+    batched = points.evaluator(obj, digits_mlp.metrics, "batched")(thetas)
+    assert measured["agreement"] == np.max(np.abs(batched - loop) / np.abs(loop)) < 1e-5  # float32 rounding
+    attention = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.TransformerEncoderLayer(4, 1, 8, batch_first=True))
+    other = landscape.Objective(attention, lambda out, y: out.pow(2).mean(), (torch.randn(2, 3, 4), torch.zeros(2)))
+    assert points.choose(other, None, other.theta0.expand(4, -1)) == ("loop", None)  # vmap cannot serve attention
+
+    side = int(np.ceil(np.sqrt(MEASURE_FROM)))
+    grid = [f"-1:1:{side}", f"-1:1:{side}"]
+    measured_scan = scan(obj, d, grid, progress=False)
+    m = measured_scan.measured
+    assert m["points"] == 16 and measured_scan.strategy == max(("loop", "batched"), key=m.get)
+    assert measured_scan.to_dict()["strategy_measured"] == m
+    small = scan(obj, d, [f"-1:1:{side - 1}"] * 2, progress=False)  # under MEASURE_FROM: the device's rule
+    assert small.measured is None and small.strategy == "loop"
+    stored = scan(obj, d, grid, strategy="batched", store=tmp_path / "s.h5", progress=False)
+    resumed = scan(obj, d, grid, store=tmp_path / "s.h5", progress=False)  # auto keeps the stored strategy
+    assert resumed.strategy == "batched" and resumed.measured is None and resumed.points_computed == 0
+    np.testing.assert_array_equal(resumed.values["loss"], stored.values["loss"])
