@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ from landscape.core.objective import Objective, measure
 
 Tensor = torch.Tensor
 STRATEGIES = ("auto", "loop", "batched")
+PRECISIONS = ("float32", "tf32")
 Evaluate = Callable[..., np.ndarray]
 
 
@@ -54,17 +56,37 @@ def resolve(obj: Objective, strategy: str) -> str:
     return strategy
 
 
+@contextmanager
+def precision(kind: str = "float32") -> Iterator[None]:
+    """Convolutions and matrix products in ``kind``: ``"float32"`` (full float32 products) or ``"tf32"`` (NVIDIA
+    GPUs since Ampere round the inputs of both to TF32's 10-bit mantissa: faster, ~1e-3 relative per product).
+    torch's own default is TF32 for cuDNN convolutions and float32 for matrix products; inside, both follow
+    ``kind``, and both are restored after. No effect on the CPU or in float64."""
+    _known(kind)
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = kind == "tf32"
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def _known(kind: str) -> None:
+    if kind not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {kind!r}")
+
+
 def choose(obj: Objective, metrics: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None,
-           thetas: Tensor) -> tuple[str, dict | None]:
+           thetas: Tensor, kind: str = "float32") -> tuple[str, dict | None]:
     """The faster strategy on ``thetas [k, n]``, and what was measured: each strategy warmed on one point (vmap's
     tracing, cuDNN's choice of kernels), then timed on all k: ``{"points": k, "loop": points/s, "batched":
     points/s, "agreement": max |batched - loop| / |loop| over the values}``. A model vmap cannot serve, or
-    fewer than 2 points, gets the loop, unmeasured (None)."""
+    fewer than 2 points, gets the loop, unmeasured (None). ``kind``: the ``precision`` both run in."""
     if not vmappable(obj.model) or len(thetas) < 2:
         return "loop", None
     rates, values = {}, {}
     for name in ("loop", "batched"):
-        evaluate = evaluator(obj, metrics, name)
+        evaluate = evaluator(obj, metrics, name, kind)
         evaluate(thetas[:1])
         if obj.device.type == "cuda":
             torch.cuda.synchronize(obj.device)
@@ -81,14 +103,22 @@ def choose(obj: Objective, metrics: Mapping[str, Callable[[Tensor, Tensor], Tens
 
 
 def evaluator(obj: Objective, metrics: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None = None,
-              strategy: str = "auto") -> Evaluate:
-    """``evaluate(thetas [c, n], buffers=None) -> float64 [c, 1 + len(metrics)]`` by ``strategy``.
+              strategy: str = "auto", kind: str = "float32") -> Evaluate:
+    """``evaluate(thetas [c, n], buffers=None) -> float64 [c, 1 + len(metrics)]`` by ``strategy``, in the
+    ``precision`` ``kind``.
 
     ``buffers`` (loop only): one ``{name: tensor}`` per point, put in the model's buffers before it.
     Each call counts ``c`` full-data forward passes in ``obj.counts["n_forward"]``.
     """
+    _known(kind)
     fns = obj.functions(metrics)
-    return _loop(obj, fns) if resolve(obj, strategy) == "loop" else _batched(obj, metrics)
+    inner = _loop(obj, fns) if resolve(obj, strategy) == "loop" else _batched(obj, metrics)
+
+    def evaluate(thetas: Tensor, buffers: list[dict[str, Tensor]] | None = None) -> np.ndarray:
+        with precision(kind):
+            return inner(thetas, buffers)
+
+    return evaluate
 
 
 def _inplace_copy(obj: Objective) -> tuple[nn.Module, Tensor]:

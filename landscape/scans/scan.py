@@ -59,7 +59,8 @@ class Scan:
     ``points_computed`` are the cost of this call (a resumed scan computes only the rest).
     ``trajectory``, when the file has one, holds checkpoints placed on the grid: ``coords [m, k]``,
     off-plane ``residuals [m]``, ``names`` and their own ``loss [m]`` (or None). ``measured``: what
-    ``strategy="auto"`` timed to choose ``strategy`` (``points.choose``), None when it measured nothing.
+    ``strategy="auto"`` timed to choose ``strategy`` (``points.choose``), None when it measured nothing;
+    ``precision`` what convolutions and matrix products ran in (``points.precision``).
     """
 
     axes: list[np.ndarray]
@@ -75,6 +76,7 @@ class Scan:
     center_values: dict[str, float] = field(default_factory=dict)
     trajectory: dict | None = None
     measured: dict | None = None
+    precision: str = "float32"
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -98,7 +100,8 @@ class Scan:
                "done": int(self.done.sum()), "points": int(self.done.size),
                "points_computed": self.points_computed, "seconds": self.seconds,
                "points_per_second": self.points_computed / self.seconds if self.seconds > 0 else None,
-               "strategy": self.strategy, "strategy_measured": self.measured, "chunk": self.chunk,
+               "strategy": self.strategy, "strategy_measured": self.measured, "precision": self.precision,
+               "chunk": self.chunk,
                "directions": self.directions.to_dict(),
                "path": self.path}
         if values:
@@ -113,13 +116,14 @@ def load(path: str | Path) -> Scan:
     return Scan(axes=data["axes"], values=data["values"], done=data["done"],
                 directions=_directions.Directions(torch.from_numpy(data["directions"]), key["recipe"], center=center),
                 center=center, strategy=key["strategy"], chunk=key["chunk"], path=str(path),
+                precision=key.get("precision", "float32"),
                 center_values={name: float.fromhex(v) for name, v in key["probe"].items()},
                 trajectory=data.get("trajectory"))
 
 
 def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None = None,
          store: str | Path | None = None, strategy: str = "auto", chunk: int | None = None, progress: bool = True,
-         meta: dict | None = None, world=None, force: bool = False) -> Scan:
+         meta: dict | None = None, world=None, force: bool = False, precision: str = "float32") -> Scan:
     """Evaluate the loss and ``metrics`` on a grid around a centre, along 1-3 directions.
 
     Args:
@@ -145,6 +149,9 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
             the data) computes its share of the chunks and writes ``store``'s per-rank file;
             every rank returns the merged scan (``points_computed`` and the rate count all
             ranks' points). Call it on every rank. Default: this process alone.
+        precision: ``"float32"`` (default: full float32 convolutions and matrix products) or ``"tf32"``
+            (faster on NVIDIA GPUs since Ampere, ~1e-3 relative per product; ``points.precision``). It decides
+            the values on CUDA, so a resumed CUDA scan must use its own.
         force: run even when the grid's values need more host memory, or its new store more disk, than
             there is (``footprint``, ``check_room``); refused otherwise, before any file is made. With ``progress`` the
             footprint and the time it will take at the centre's rate are printed before the first point.
@@ -177,7 +184,7 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
             room = memory.chunk_size(total, obj.graph_bytes(), obj.memory_budget())
             along = torch.linspace(float(axes[0][0]), float(axes[0][-1]), min(16, room, total), device=obj.device,
                                    dtype=obj.dtype)
-            strategy, measured = points.choose(obj, metrics, center + along[:, None] * D[0])
+            strategy, measured = points.choose(obj, metrics, center + along[:, None] * D[0], precision)
         if world is not None:
             strategy, measured = world.broadcast_object((strategy, measured))
     if chunk is None:
@@ -188,7 +195,7 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
         D, center = world.broadcast_(D.clone()), world.broadcast_(center.clone())
         chunk = world.broadcast_object(chunk)
 
-    evaluate = points.evaluator(obj, metrics, strategy)
+    evaluate = points.evaluator(obj, metrics, strategy, precision)
     # The centre, evaluated as every point is (and before any file is made, so a loss or metric that
     # is not a scalar fails here): its values, to the last bit, stand for everything that decides a
     # point's value and has no recipe (the data, its batching, loss_fn, metric functions).
@@ -211,7 +218,8 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
            "device": obj.device.type, "train": obj.train, "strategy": strategy,
            "directions": fingerprint(D), "center": fingerprint(center),
            "fixed": fingerprint(torch.cat(fixed)) if fixed else None,
-           "probe": {name: float.hex(v) for name, v in probe.items()}}
+           "probe": {name: float.hex(v) for name, v in probe.items()},
+           **({"precision": precision} if obj.device.type == "cuda" else {})}  # on the CPU it changes nothing
     if store is not None:
         import landscape
 
@@ -219,7 +227,8 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S"), **(meta or {})}
     work = _Work(obj, evaluate, axes, D, center, list(fns), chunk)
     if world is not None:
-        return _sharded(world, work, {**key, "chunk": chunk}, store, meta, plan, directions, strategy, probe)
+        return _sharded(world, work, {**key, "chunk": chunk}, store, meta, plan, directions, strategy, probe,
+                        measured=measured, precision=precision)
     opened = None
     if store is not None:
         opened = _store.Store.open(store, {**key, "chunk": chunk}, axes, D, center, meta)
@@ -242,7 +251,7 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
     seconds = time.perf_counter() - start_time
     return Scan(axes=axes, values=values, done=done, directions=directions, center=center, strategy=strategy,
                 chunk=work.chunk, seconds=seconds, points_computed=computed, path=None if store is None else str(store),
-                center_values=probe, measured=measured)
+                center_values=probe, measured=measured, precision=precision)
 
 
 def footprint(points: int, values: int, direction_bytes: int, store: str | Path | None) -> dict[str, int]:
@@ -321,9 +330,10 @@ class _Work:
 
 
 def _sharded(world, work: _Work, key: dict, store, meta: dict | None, plan: str | None, directions, strategy: str,
-             probe: dict) -> Scan:
+             probe: dict, **recorded) -> Scan:
     """The scan on every rank of ``world``: its share of the chunks, its own file, rank 0's merge; rank 0 prints
-    the ``plan`` line (None: no progress shown)."""
+    the ``plan`` line (None: no progress shown). ``recorded``: the rest of the ``Scan``'s fields (measured,
+    precision)."""
     keys = world.gather_objects(key)
     for rank, other in enumerate(keys):
         if other != keys[0]:
@@ -381,4 +391,5 @@ def _sharded(world, work: _Work, key: dict, store, meta: dict | None, plan: str 
         done = np.ones(shape, dtype=bool)
     return Scan(axes=work.axes, values=values, done=done, directions=directions, center=work.center,
                 strategy=strategy, chunk=work.chunk, seconds=time.perf_counter() - start_time,
-                points_computed=world.sum(computed), path=None if path is None else str(path), center_values=probe)
+                points_computed=world.sum(computed), path=None if path is None else str(path), center_values=probe,
+                **recorded)

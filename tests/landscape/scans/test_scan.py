@@ -461,3 +461,49 @@ def test_auto_times_both_strategies_and_keeps_the_faster(digits_mlp, tmp_path):
     resumed = scan(obj, d, grid, store=tmp_path / "s.h5", progress=False)  # auto keeps the stored strategy
     assert resumed.strategy == "batched" and resumed.measured is None and resumed.points_computed == 0
     np.testing.assert_array_equal(resumed.values["loss"], stored.values["loss"])
+
+
+def test_the_precision_of_convolutions_and_products_is_chosen_and_restored(digits_mlp):
+    from landscape.scans import points
+
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    for kind, tf32 in (("float32", False), ("tf32", True)):
+        with points.precision(kind):
+            assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (tf32, tf32)
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
+    obj = digits_mlp.objective()
+    d = dirs.random(obj, seed=6)
+    with pytest.raises(ValueError, match="precision must be one of float32, tf32, got 'bf16'"):
+        scan(obj, d, ["-1:1:3"] * 2, precision="bf16", progress=False)
+
+    class Recording(torch.nn.Linear):
+        seen: list = []  # a class attribute: the copies the strategies make share it
+
+        def forward(self, x):
+            Recording.seen.append(torch.backends.cudnn.allow_tf32)
+            return super().forward(x)
+
+    X, y = digits_mlp.data
+    small = landscape.Objective(Recording(64, 10), torch.nn.functional.cross_entropy, (X, y))
+    for strategy in ("loop", "batched"):
+        Recording.seen.clear()
+        result = scan(small, dirs.random(small, seed=6), ["-1:1:3"] * 2, precision="tf32", strategy=strategy,
+                      progress=False)
+        assert Recording.seen and all(Recording.seen) and result.precision == "tf32"
+        assert result.to_dict()["precision"] == "tf32"
+    result = scan(obj, d, ["-1:1:3"] * 2, precision="tf32", strategy="loop", progress=False)
+    plain = scan(obj, d, ["-1:1:3"] * 2, strategy="loop", progress=False)
+    assert plain.precision == "float32"
+    np.testing.assert_array_equal(plain.values["loss"], result.values["loss"])  # the CPU has no TF32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cuda_scan_in_float32_agrees_with_float64_and_tf32_is_said(digits_cnn):
+    obj = digits_cnn.objective(device="cuda")
+    d = dirs.random(obj, seed=7)
+    exact = digits_cnn.objective(device="cuda", dtype=torch.float64)
+    for strategy in ("loop", "batched"):
+        full = scan(obj, d, ["-1:1:3"] * 2, strategy=strategy, progress=False)
+        reference = scan(exact, d, ["-1:1:3"] * 2, strategy=strategy, progress=False)
+        assert np.max(np.abs(full.values["loss"] / reference.values["loss"] - 1)) < 1e-5
+        assert scan(obj, d, ["-1:1:3"] * 2, strategy=strategy, precision="tf32", progress=False).precision == "tf32"
