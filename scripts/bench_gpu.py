@@ -1,6 +1,6 @@
 """Benchmark for a session with a GPU (issue 18): ResNets and a transformer at real scale, in one run.
 
-    python scripts/bench_gpu.py --device cuda --out out/     # under 5 minutes on one H200
+    python scripts/bench_gpu.py --device cuda --out out/     # under 5 minutes on one H200 (--compile: more)
     python scripts/bench_gpu.py                              # the CPU half, smaller sizes (10 minutes on 2 cores)
     python scripts/bench_gpu.py --size tiny                  # that it runs, in seconds (a test does this)
 
@@ -13,7 +13,8 @@
    landscape's scan per strategy (loop, batched, auto) and of a plain torch loop (``vector_to_parameters``,
    ``no_grad``, the batches' mean), on a 3 x 3 grid, with each one's largest relative difference from a float64
    reference computed at the same points; the precision convolutions and matrix products run at (TF32 or not)
-   is recorded.
+   is recorded. Beside them, the plain loop with one idea each: channels_last, cuDNN autotuning, TF32, and with
+   ``--compile`` torch.compile and its CUDA graphs.
 
 Writes OUT/bench_gpu.json and OUT/bench_gpu.md (a markdown table of both parts).
 """
@@ -21,6 +22,7 @@ Writes OUT/bench_gpu.json and OUT/bench_gpu.md (a markdown table of both parts).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import time
 from pathlib import Path
@@ -118,7 +120,7 @@ def _count(batch) -> int:
     return int((batch["labels"][:, 1:] != -100).sum()) if isinstance(batch, dict) else len(batch[1])
 
 
-def scan_rates(depth: int, examples: int, batch: int, device, repeats: int) -> dict:
+def scan_rates(depth: int, examples: int, batch: int, device, repeats: int, compile_: bool) -> dict:
     """Points per second of landscape's scan per strategy and of a plain torch loop on a 3 x 3 grid, and each one's
     largest relative difference from float64 losses at the same points."""
     model = resnet(depth, device)
@@ -165,6 +167,8 @@ def scan_rates(depth: int, examples: int, batch: int, device, repeats: int) -> d
     seconds = benchlib.median_time(plain_loop, device, repeats)
     rows["plain torch loop"] = (len(points) / seconds, plain_values)
     plain_rate = rows["plain torch loop"][0]
+    for label, (rate, values) in ideas(model, points, data, examples, device, repeats, compile_).items():
+        rows[label] = (rate, values)
     return {"model": f"ResNet-{depth}", "parameters": obj.space.n, "examples": examples, "batch": batch,
             "points": len(points),
             "precision": {"cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
@@ -173,6 +177,56 @@ def scan_rates(depth: int, examples: int, batch: int, device, repeats: int) -> d
             "rows": {label: {"points/s": rate, "x plain loop": rate / plain_rate,
                              "max rel. difference from float64": float(np.max(np.abs(v - reference) / reference))}
                      for label, (rate, v) in rows.items()}}
+
+
+def ideas(model, points, data, examples: int, device, repeats: int, compile_: bool) -> dict:
+    """The plain loop with one idea each, side by side: the points per second and the values of channels_last
+    memory, cuDNN autotuning (``cudnn.benchmark``), TF32 convolutions and products, and, with ``compile_``,
+    ``torch.compile`` and its CUDA graphs (mode "reduce-overhead"). Parameters are copied in place (a compiled
+    model keeps its tensors)."""
+    from landscape.scans.points import precision
+
+    def channels_last(m):
+        return m.to(memory_format=torch.channels_last)
+
+    variants = {"plain + channels_last": (channels_last, True, contextlib.nullcontext),
+                "plain + cudnn.benchmark": (lambda m: m, False, autotuned),
+                "plain + TF32": (lambda m: m, False, lambda: precision("tf32"))}
+    if compile_:
+        variants["plain + torch.compile"] = (torch.compile, False, contextlib.nullcontext)
+        variants["plain + torch.compile (CUDA graphs)"] = (lambda m: torch.compile(m, mode="reduce-overhead"), False,
+                                                           contextlib.nullcontext)
+    found = {}
+    for label, (prepare, last, context) in variants.items():
+        m = prepare(copy.deepcopy(model))
+        params = list(m.parameters()) if not hasattr(m, "_orig_mod") else list(m._orig_mod.parameters())
+        batches = [(Xb.contiguous(memory_format=torch.channels_last) if last else Xb, yb) for Xb, yb in data]
+
+        def run():
+            out = []
+            with torch.no_grad(), context():
+                for theta in points:
+                    offset = 0
+                    for p in params:
+                        p.copy_(theta[offset:offset + p.numel()].view_as(p))
+                        offset += p.numel()
+                    out.append(sum(float(F.cross_entropy(m(Xb), yb, reduction="sum")) for Xb, yb in batches)
+                               / examples)
+            return np.array(out)
+
+        values = run()  # also the warm-up: cuDNN's search, compilation
+        found[label] = (len(points) / benchlib.median_time(run, device, repeats), values)
+    return found
+
+
+@contextlib.contextmanager
+def autotuned():
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def markdown(report: dict) -> str:
@@ -200,6 +254,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="out")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile and its CUDA graphs (minutes "
+                        "of compilation)")
     parser.add_argument("--size", choices=("device", "tiny"), default="device",
                         help="device: the sizes above for the device's kind; tiny: a check that the script runs")
     args = parser.parse_args()
@@ -221,7 +277,7 @@ def main() -> None:
                                    sizes["repeats"]))
     print(f"tiny-gpt: {time.perf_counter() - start:.0f} s", flush=True)
     report["scan"] = scan_rates(sizes["scan_depth"], sizes["scan_examples"], sizes["scan_batch"], device,
-                                sizes["repeats"])
+                                sizes["repeats"], args.compile)
     report["seconds"] = time.perf_counter() - start
     table = markdown(report)
     print(table)

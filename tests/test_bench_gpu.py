@@ -21,7 +21,7 @@ def test_the_gpu_benchmark_runs_and_its_products_and_scans_agree(tmp_path):
         assert all(v < 1e-5 for v in row["relative difference"].values()), row["relative difference"]
     rows = report["scan"]["rows"]
     assert set(rows) == {"landscape scan (loop)", "landscape scan (batched)", "landscape scan (auto: loop)",
-                         "plain torch loop"}
+                         "plain torch loop", "plain + channels_last", "plain + cudnn.benchmark", "plain + TF32"}
     assert all(r["max rel. difference from float64"] < 1e-5 for r in rows.values())  # float32 against float64
     table = (tmp_path / "bench_gpu.md").read_text()
     assert "| ResNet-8 | 78,042 | 16 (2) |" in table and "| plain torch loop |" in table
