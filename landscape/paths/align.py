@@ -122,8 +122,6 @@ def structure(model: nn.Module) -> tuple[dict[str, int], dict[str, Axes]]:
     values: dict[fx.Node, _Value | None] = {}
     layers: dict[str, tuple[int | None, int]] = {}  # a weight layer's (input space, output space), for reuse
     owners: dict[str, tuple[str, int | None]] = {}  # state-dict key -> (role, space it belongs to)
-    last_weight = [n.target for n in graph.graph.nodes if n.op == "call_module"
-                   and isinstance(graph.get_submodule(n.target), WEIGHTS)][-1:]
 
     def of(arg) -> _Value | None:
         return values.get(arg) if isinstance(arg, fx.Node) else None
@@ -138,8 +136,7 @@ def structure(model: nn.Module) -> tuple[dict[str, int], dict[str, Axes]]:
                 if of(arg) is not None:
                     spaces.fixed[spaces.root(of(arg).space)] = True
         elif node.op == "call_module":
-            values[node] = _module(graph.get_submodule(node.target), node.target, x, spaces, layers, owners,
-                                   last_weight)
+            values[node] = _module(graph.get_submodule(node.target), node.target, x, spaces, layers, owners)
         elif node.op in ("call_function", "call_method"):
             values[node] = _function(node, tensors, spaces)
         elif node.op == "get_attr":
@@ -175,8 +172,8 @@ def _nodes(args) -> list[fx.Node]:
     return found
 
 
-def _module(m: nn.Module, name: str, x: _Value | None, spaces: _Spaces, layers: dict, owners: dict,
-            last_weight: list[str]) -> _Value | None:
+def _module(m: nn.Module, name: str, x: _Value | None, spaces: _Spaces, layers: dict,
+            owners: dict) -> _Value | None:
     """The value a call of the module ``m`` (at ``name``) makes from the input value ``x``; its state-dict keys
     recorded in ``owners`` with the spaces they belong to."""
     what = f"layer {name!r} ({type(m).__name__})"
@@ -200,7 +197,7 @@ def _module(m: nn.Module, name: str, x: _Value | None, spaces: _Spaces, layers: 
             spaces.tie(layers[name][0], x.space, what)
             return _Value(layers[name][1], "last" if isinstance(m, nn.Linear) else "channels")
         n_out = m.out_features if isinstance(m, nn.Linear) else m.out_channels
-        out = spaces.new(n_out, fixed=name in last_weight, writer=name)
+        out = spaces.new(n_out, writer=name)
         layers[name] = (x.space, out)
         for key in m.state_dict():
             owners[f"{name}.{key}"] = ("weight", (out, x.space)) if key == "weight" else ("bias", out)

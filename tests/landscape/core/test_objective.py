@@ -204,14 +204,9 @@ def test_check_hvp_catches_a_wrong_second_derivative():
     assert not check.ok and check.rel_error > 1e-2
 
 
-class Float32OnlySloppyCube(torch.autograd.Function):
+class Float32OnlySloppyCube(SloppyCube):
     """x^3, exact in float64 but, in float32, with SloppyCube's wrong second derivative (a kernel that differs
     by dtype)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x**3
 
     @staticmethod
     def backward(ctx, grad_out):
