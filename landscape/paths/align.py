@@ -13,9 +13,10 @@ activations, dropout and pooling keep theirs, and adding two tensors (a residual
 spaces into one, so that every layer writing into the same residual stream takes the same permutation.
 The spaces of the model's inputs and outputs are never permuted, nor any tied to them. A group is named
 after the first layer writing into it. After a flatten of a conv output with C channels, the next Linear's
-inputs are C blocks of S = in_features / C. Anything else in ``forward`` (attention, concatenation,
-products of two tensors, channel padding, a model that cannot be traced) is refused up front, with the
-reason.
+inputs are C blocks of S = in_features / C. Self-attention (``nn.MultiheadAttention(x, x, x)``) permutes its
+heads: a head's rows of q, k and v and its columns of the output projection move together, as a block.
+Anything else in ``forward`` (attention written by hand, cross-attention, concatenation, products of two
+tensors, channel padding, a model that cannot be traced) is refused up front, with the reason.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from torch.nn import functional as F
 from landscape.core.results import jsonable
 
 Tensor = torch.Tensor
-Axes = tuple[str | None, str | None]  # the groups permuting a tensor's dim 0 (outputs) and dim 1 (inputs)
+Axes = tuple  # (group of dim 0, group of dim 1[, segments of dim 0]): the outputs' and inputs' groups
 
 WEIGHTS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm)
@@ -51,8 +52,9 @@ ELEMENTWISE = {F.relu, F.relu6, F.leaky_relu, F.gelu, F.elu, F.selu, F.silu, F.m
 POOLING = {F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.max_pool1d, F.max_pool2d, F.max_pool3d,
            F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool2d}
 ADD = {operator.add, operator.iadd, torch.add, "add", "add_", "__add__"}
-SUPPORTED = ("align supports Linear, Conv1d/2d/3d (groups=1), BatchNorm1d/2d/3d, LayerNorm over the units, "
-             "elementwise activations, dropout, pooling, flatten and residual additions, traced by torch.fx")
+SUPPORTED = ("align supports Linear, Conv1d/2d/3d (groups=1), Embedding, self-attention (nn.MultiheadAttention), "
+             "BatchNorm1d/2d/3d, LayerNorm over the units, elementwise activations, dropout, pooling, flatten and "
+             "residual additions, traced by torch.fx")
 
 
 class _Spaces:
@@ -121,7 +123,7 @@ def structure(model: nn.Module) -> tuple[dict[str, int], dict[str, Axes]]:
     spaces = _Spaces()
     values: dict[fx.Node, _Value | None] = {}
     layers: dict[str, tuple[int | None, int]] = {}  # a weight layer's (input space, output space), for reuse
-    owners: dict[str, tuple[str, int | None]] = {}  # state-dict key -> (role, space it belongs to)
+    owners: dict[str, tuple] = {}  # state-dict key -> (space of dim 0, space of dim 1, segments of dim 0)
 
     def of(arg) -> _Value | None:
         return values.get(arg) if isinstance(arg, fx.Node) else None
@@ -136,6 +138,10 @@ def structure(model: nn.Module) -> tuple[dict[str, int], dict[str, Axes]]:
                 if of(arg) is not None:
                     spaces.fixed[spaces.root(of(arg).space)] = True
         elif node.op == "call_module":
+            if isinstance(graph.get_submodule(node.target), nn.MultiheadAttention) and not (
+                    len(node.args) >= 3 and node.args[0] is node.args[1] is node.args[2]):
+                raise ValueError(f"layer {node.target!r} (MultiheadAttention) is called with different query, key "
+                                 f"and value; align takes self-attention, attn(x, x, x)")
             values[node] = _module(graph.get_submodule(node.target), node.target, x, spaces, layers, owners)
         elif node.op in ("call_function", "call_method"):
             values[node] = _function(node, tensors, spaces)
@@ -152,10 +158,8 @@ def structure(model: nn.Module) -> tuple[dict[str, int], dict[str, Axes]]:
     def group(space: int | None) -> str | None:
         return None if space is None else names.get(spaces.root(space))
 
-    axes = {}
-    for key, (role, space) in owners.items():
-        out, inp = space if isinstance(space, tuple) else (space, None)
-        axes[key] = (group(out), group(inp)) if role == "weight" else (group(out), None)
+    axes = {key: (group(out), group(inp)) + ((segments,) if segments != 1 else ())
+            for key, (out, inp, segments) in owners.items()}
     for key in model.state_dict():
         if key not in axes:
             owner = key.rpartition(".")[0]
@@ -177,6 +181,10 @@ def _module(m: nn.Module, name: str, x: _Value | None, spaces: _Spaces, layers: 
     """The value a call of the module ``m`` (at ``name``) makes from the input value ``x``; its state-dict keys
     recorded in ``owners`` with the spaces they belong to."""
     what = f"layer {name!r} ({type(m).__name__})"
+    if isinstance(m, nn.Embedding):  # its indices may be made in forward (positions): no units to follow
+        out = spaces.new(m.embedding_dim, writer=name)
+        owners[f"{name}.weight"] = (None, out, 1)
+        return _Value(out, "last")
     if x is None:
         raise ValueError(f"{what} is not called on a tensor of the model's; {SUPPORTED}")
     if isinstance(m, WEIGHTS):
@@ -200,7 +208,7 @@ def _module(m: nn.Module, name: str, x: _Value | None, spaces: _Spaces, layers: 
         out = spaces.new(n_out, writer=name)
         layers[name] = (x.space, out)
         for key in m.state_dict():
-            owners[f"{name}.{key}"] = ("weight", (out, x.space)) if key == "weight" else ("bias", out)
+            owners[f"{name}.{key}"] = (out, x.space, 1) if key == "weight" else (out, None, 1)
         return _Value(out, "last" if isinstance(m, nn.Linear) else "channels")
     if isinstance(m, NORMS):
         width = spaces.size[spaces.root(x.space)]
@@ -210,7 +218,7 @@ def _module(m: nn.Module, name: str, x: _Value | None, spaces: _Spaces, layers: 
             raise ValueError(f"{what} must normalize the {width} units of its input: BatchNorm with num_features="
                              f"{width}, or LayerNorm({width}) after a Linear")
         for key, t in m.state_dict().items():
-            owners[f"{name}.{key}"] = ("norm", x.space if t.dim() == 1 else None)
+            owners[f"{name}.{key}"] = (x.space if t.dim() == 1 else None, None, 1)
         return x
     if isinstance(m, nn.Flatten):
         if m.start_dim != 1:
@@ -221,19 +229,41 @@ def _module(m: nn.Module, name: str, x: _Value | None, spaces: _Spaces, layers: 
             raise ValueError(f"{what} after a Linear would pool across its units")
         return x  # elementwise, or equivariant under a permutation of the units (softmax)
     if isinstance(m, nn.MultiheadAttention):
-        raise ValueError(f"{what}: attention needs per-head permutations, which align does not find yet; "
-                         f"{SUPPORTED}")
+        return _attention(m, name, x, spaces, owners)
     raise ValueError(f"{what} is not supported; {SUPPORTED}")
+
+
+def _attention(m: nn.MultiheadAttention, name: str, x: _Value, spaces: _Spaces, owners: dict) -> _Value:
+    """Self-attention ``m(x, x, x)``: its heads are one group (their q, k and v rows and out_proj's columns move
+    together, a head's dims as a block), out_proj writes a new space; the value is the (output, weights) pair."""
+    what = f"layer {name!r} (MultiheadAttention)"
+    if not m._qkv_same_embed_dim or m.bias_k is not None or m.add_zero_attn:
+        raise ValueError(f"{what} has separate q/k/v projections, bias_k/bias_v or add_zero_attn; align takes the "
+                         f"plain packed projection")
+    if x.layout not in ("last", "input") or spaces.size[spaces.root(x.space)] not in (None, m.embed_dim):
+        raise ValueError(f"{what} must take {m.embed_dim} units on its last dim")
+    heads = spaces.new(m.num_heads, writer=f"{name}.heads")
+    out = spaces.new(m.embed_dim, writer=f"{name}.out_proj")
+    owners.update({f"{name}.in_proj_weight": (heads, x.space, 3), f"{name}.in_proj_bias": (heads, None, 3),
+                   f"{name}.out_proj.weight": (out, heads, 1), f"{name}.out_proj.bias": (out, None, 1)})
+    return _Value(out, "pair")
 
 
 def _function(node: fx.Node, tensors: list[_Value], spaces: _Spaces) -> _Value | None:
     """The value a function or method call in forward makes from its tensor arguments (None: not a tensor of
     units, e.g. ``x.size(0)``)."""
     target = node.target
-    what = f"{getattr(target, '__name__', target)!s} in forward"
+    inside = list(node.meta.get("nn_module_stack") or {})  # the modules whose forward it is in, outermost first
+    what = f"{getattr(target, '__name__', target)!s} in {f'the forward of {inside[-1]!r}' if inside else 'forward'}"
     if not tensors or target in ("size", "dim", "numel", getattr):
         return None  # not a tensor of units: x.size(0), x.shape
     x = tensors[0]
+    if x.layout == "pair":  # attention's (output, weights)
+        if target is operator.getitem and node.args[1] == 0:
+            return _Value(x.space, "last")
+        if target is operator.getitem and node.args[1] == 1:
+            return None
+        raise ValueError(f"{what} on attention's (output, weights) pair; {SUPPORTED}")
     if target in ADD:
         for other in tensors[1:]:
             if other.layout != x.layout:
@@ -273,19 +303,32 @@ def units(model: nn.Module) -> dict[str, int]:
     return structure(model)[0]
 
 
-def _permute(t: Tensor, out: str | None, inp: str | None, perms: Mapping[str, Tensor]) -> Tensor:
-    """t[P_out][:, P_in], the inputs taken as [t.shape[0], units, -1] blocks (conv kernels, flattened maps)."""
+def _index(p: Tensor, size: int, repeat: int = 1) -> Tensor:
+    """The index along a dim of ``size`` entries that moves its units by ``p``: ``repeat`` segments (an attention
+    layer's q, k and v), each of len(p) units of size / (repeat len(p)) entries (a head's dims, a flattened map)."""
+    n = len(p)
+    block = size // (repeat * n)
+    unit = (p[:, None] * block + torch.arange(block, device=p.device)).reshape(-1)
+    return (torch.arange(repeat, device=p.device)[:, None] * (n * block) + unit).reshape(-1)
+
+
+def _permute(t: Tensor, axes: Axes, perms: Mapping[str, Tensor]) -> Tensor:
+    """t with the units of dim 0 moved by ``perms[out]`` (in its segments) and of dim 1 by ``perms[inp]``, for
+    ``axes`` = (out, inp[, segments])."""
+    out, inp, *segments = axes
+    repeat = segments[0] if segments else 1
     if out is not None:
-        t = t[perms[out].to(t.device)]
+        t = t.index_select(0, _index(perms[out].to(t.device), t.shape[0], repeat))
     if inp is not None:
-        p = perms[inp].to(t.device)
-        t = t.reshape(t.shape[0], len(p), -1)[:, p].reshape(t.shape)
+        t = t.index_select(1, _index(perms[inp].to(t.device), t.shape[1]))
     return t
 
 
-def _rows(t: Tensor, units: int, dim: int) -> Tensor:
-    """t as [units, -1], one row per unit along ``dim`` (0: outputs, 1: inputs)."""
-    return t.reshape(units, -1) if dim == 0 else t.reshape(t.shape[0], units, -1).transpose(0, 1).reshape(units, -1)
+def _rows(t: Tensor, units: int, dim: int, repeat: int = 1) -> Tensor:
+    """t as [units, -1], one row per unit along ``dim`` (0: outputs, in ``repeat`` segments; 1: inputs)."""
+    x = t.movedim(dim, 0)
+    block = x.shape[0] // ((repeat if dim == 0 else 1) * units)
+    return x.reshape(repeat if dim == 0 else 1, units, block, -1).transpose(0, 1).reshape(units, -1)
 
 
 def _check_same(a: Mapping[str, Tensor], b: Mapping[str, Tensor], what: str) -> None:
@@ -317,7 +360,7 @@ class Alignment:
         for g, p in self.permutations.items():
             if not torch.equal(p.cpu().sort().values, torch.arange(len(p), dtype=p.dtype)):
                 raise ValueError(f"permutations[{g!r}] is not a permutation of 0..{len(p) - 1}")
-        return {key: _permute(t, *axes[key], self.permutations) for key, t in state.items()}
+        return {key: _permute(t, axes[key], self.permutations) for key, t in state.items()}
 
     def apply(self, model: nn.Module, probe=None) -> nn.Module:
         """A permuted deep copy of ``model`` (parameters and buffers): the same function, reordered units.
@@ -407,7 +450,7 @@ def weight_matching(model_a: nn.Module, model_b: nn.Module, *, max_iter: int = 1
     perms = {g: torch.arange(n) for g, n in groups.items()}
 
     def similarity() -> float:
-        return sum(float((A[k] * _permute(B[k], *axes[k], perms)).sum()) for k in A)
+        return sum(float((A[k] * _permute(B[k], axes[k], perms)).sum()) for k in A)
 
     before = similarity()
     names = list(groups)
@@ -420,11 +463,11 @@ def weight_matching(model_a: nn.Module, model_b: nn.Module, *, max_iter: int = 1
             n = groups[g]
             C = torch.zeros(n, n, dtype=torch.float64)
             for k in A:
-                out, inp = axes[k]
+                out, inp, *segments = axes[k]
                 if g in (out, inp):  # B permuted by the neighbouring groups only
-                    b = _permute(B[k], None if out == g else out, None if inp == g else inp, perms)
+                    b = _permute(B[k], (None if out == g else out, None if inp == g else inp, *segments), perms)
                     dim = 0 if out == g else 1
-                    C += _rows(A[k], n, dim) @ _rows(b, n, dim).T
+                    C += _rows(A[k], n, dim, *segments) @ _rows(b, n, dim, *segments).T
             cols = torch.from_numpy(linear_sum_assignment(C.numpy(), maximize=True)[1]).long()
             new, old = C[torch.arange(n), cols].sum(), C[torch.arange(n), perms[g]].sum()
             if new > old + 1e-12 * old.abs():  # ties keep the current permutation, so sweeps terminate
