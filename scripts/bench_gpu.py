@@ -12,8 +12,8 @@
 2. Scan rate on ResNet-56 (ResNet-20 on the CPU) over synthetic CIFAR-shaped examples: points per second of
    landscape's scan per strategy (loop, batched, auto) and of a plain torch loop (``vector_to_parameters``,
    ``no_grad``, the batches' mean), on a 3 x 3 grid, with each one's largest relative difference from a float64
-   reference computed at the same points; the precision convolutions and matrix products run at (TF32 or not)
-   is recorded. Beside them, the plain loop with one idea each: channels_last, cuDNN autotuning, TF32, and with
+   reference computed at the same points, all in full float32 (TF32 off), and what "auto" would take there
+   (``points.choose``: below 256 points a scan itself takes the device's rule). Beside them, the plain loop with one idea each: channels_last, cuDNN autotuning, TF32, and with
    ``--compile`` torch.compile and its CUDA graphs.
 
 Writes OUT/bench_gpu.json and OUT/bench_gpu.md (a markdown table of both parts).
@@ -37,6 +37,7 @@ import landscape
 from landscape.core.hvp import twice_differentiable
 from landscape.language import causal_lm_loss
 from landscape.scans import directions
+from landscape.scans.points import choose, precision
 from landscape.vision import ResNet
 
 SIZES = {"cuda": {"hvp_examples": 2048, "hvp_batch": 512, "hvp_depths": (20, 56), "gpt_windows": 256, "scan_depth": 56,
@@ -142,6 +143,7 @@ def scan_rates(depth: int, examples: int, batch: int, device, repeats: int, comp
                              / examples)
     reference = np.array(reference)
     del wide
+    chosen = dict(zip(("strategy", "measured"), choose(obj, None, points)))  # what auto would take here
     rows = {}
     for strategy in ("loop", "batched", "auto"):
         landscape.scan(obj, d, [(-0.5, 0.5, 3)] * 2, strategy=strategy, progress=False)  # warm (vmap, cuDNN)
@@ -159,7 +161,7 @@ def scan_rates(depth: int, examples: int, batch: int, device, repeats: int, comp
 
     def plain_loop():
         out = []
-        with torch.no_grad():
+        with torch.no_grad(), precision("float32"):  # as landscape's scans: full float32 products
             for theta in points:
                 vector_to_parameters(theta, plain_params)
                 out.append(sum(float(F.cross_entropy(plain(Xb), yb, reduction="sum")) for Xb, yb in data) / examples)
@@ -173,9 +175,8 @@ def scan_rates(depth: int, examples: int, batch: int, device, repeats: int, comp
         rows[label] = (rate, values)
     return {"model": f"ResNet-{depth}", "parameters": obj.space.n, "examples": examples, "batch": batch,
             "points": len(points),
-            "precision": {"landscape scans": "float32 (TF32 off, their default)",
-                          "plain loops (torch's flags)": {"cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
-                                                          "cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32}},
+            "precision": "float32 (TF32 off) everywhere but the TF32 row",
+            "auto on these points (points.choose)": chosen,
             "rows": {label: {"points/s": rate, "x plain loop": rate / plain_rate,
                              "max rel. difference from float64": float(np.max(np.abs(v - reference) / reference))}
                      for label, (rate, v) in rows.items()}}
@@ -186,22 +187,21 @@ def ideas(model, points, data, examples: int, device, repeats: int, compile_: bo
     memory, cuDNN autotuning (``cudnn.benchmark``), TF32 convolutions and products, and, with ``compile_``,
     ``torch.compile`` and its CUDA graphs (mode "reduce-overhead"). Parameters are copied in place (a compiled
     model keeps its tensors)."""
-    from landscape.scans.points import precision
-
     def channels_last(m):
         return m.to(memory_format=torch.channels_last)
 
-    variants = {"plain + channels_last": (channels_last, True, contextlib.nullcontext),
+    full = lambda: precision("float32")  # noqa: E731  every idea but TF32's in full float32, as the scans
+    variants = {"plain + channels_last": (channels_last, True, full),
                 "plain + cudnn.benchmark": (lambda m: m, False, autotuned),
                 "plain + TF32": (lambda m: m, False, lambda: precision("tf32"))}
     if compile_:
-        variants["plain + torch.compile"] = (torch.compile, False, contextlib.nullcontext)
+        variants["plain + torch.compile"] = (torch.compile, False, full)
         variants["plain + torch.compile (CUDA graphs)"] = (lambda m: torch.compile(m, mode="reduce-overhead"), False,
-                                                           contextlib.nullcontext)
+                                                           full)
     found = {}
     for label, (prepare, last, context) in variants.items():
         m = prepare(copy.deepcopy(model))
-        params = list(m.parameters()) if not hasattr(m, "_orig_mod") else list(m._orig_mod.parameters())
+        params = list(m.parameters())
         batches = [(Xb.contiguous(memory_format=torch.channels_last) if last else Xb, yb) for Xb, yb in data]
 
         def run():
@@ -223,10 +223,12 @@ def ideas(model, points, data, examples: int, device, repeats: int, compile_: bo
 
 @contextlib.contextmanager
 def autotuned():
+    """cuDNN's search for the fastest convolution kernel per shape, in full float32."""
     before = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = True
     try:
-        yield
+        with precision("float32"):
+            yield
     finally:
         torch.backends.cudnn.benchmark = before
 
@@ -244,7 +246,8 @@ def markdown(report: dict) -> str:
                      f"{x['HVP (hand-written double backward)']:.2f} | {peer} | {ratio:.2f} |")
     s = report["scan"]
     lines += ["", f"Scan: {s['model']} ({s['parameters']:,} parameters) over {s['examples']:,} examples in batches of "
-              f"{s['batch']}, {s['points']} points; precision {s['precision']}.", "",
+              f"{s['batch']}, {s['points']} points; precision {s['precision']}; auto would take "
+              f"{s['auto on these points (points.choose)']['strategy']}.", "",
               "| evaluator | points/s | x plain loop | max rel. difference from float64 |", "|---|---|---|---|"]
     for label, row in s["rows"].items():
         lines.append(f"| {label} | {row['points/s']:.3g} | {row['x plain loop']:.2f} | "

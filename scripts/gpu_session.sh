@@ -14,12 +14,12 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} LANDSCAPE_CACHE=$out/cache TQD
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
 torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
 # the tests that use CUDA where there is one (the rest of the suite runs in CI)
-python3 -m pytest -q -p no:cacheprovider -k "cuda" tests/landscape/core/test_objective.py \
+timeout 150 python3 -m pytest -q -p no:cacheprovider -k "cuda" tests/landscape/core/test_objective.py \
     tests/landscape/scans/test_scan.py tests/landscape/compat/test_pyhessian.py tests/landscape/test_transformers.py \
     2>&1 | tail -15 | tee "$out/cuda_tests.txt"
 size=device
 [ "$device" = cpu ] && size=tiny
-(cd scripts && timeout 480 python3 bench_gpu.py --device "$device" --size "$size" --out "$out") \
+(cd scripts && timeout 420 python3 bench_gpu.py --device "$device" --size "$size" --out "$out") \
     > "$out/bench_gpu.log" 2>&1
 echo "bench_gpu exit $?"
 tail -30 "$out/bench_gpu.log"

@@ -226,7 +226,7 @@ def contour(scan: Scan, metric: str = "loss", *, log: bool = True, levels: int =
 
     ``to_scale``: the axes in proportion to the lengths they stand for in parameter space (|d1| per
     unit of x, |d2| per unit of y), unless the plane would then be more than 8 times longer than wide:
-    then y is stretched and its label says by how much. ``to_scale=False`` fills a square panel.
+    then y is stretched and its label says by how much. ``to_scale=False`` fills a panel 4 high by 5 wide.
     Points not computed yet are light grey and points whose value is not finite are pink, each named in
     the legend with its count. ``trajectory``: True draws the scan's own (if it has one), or pass
     coordinates ``[m, 2]``; its start is a circle, its end a star, its legend entry ``label``, which says

@@ -60,7 +60,7 @@ def scale_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--zmax", type=float, metavar="Z", help="clip the loss at Z before drawing (the raw loss stays "
                                                              "in the files' loss array)")
     sub.add_argument("--stretch", action="store_true",
-                     help="draw a plane's contours in a square panel instead of to scale (equal lengths in "
+                     help="draw a plane's contours filling a 4:5 panel instead of to scale (equal lengths in "
                           "parameter space drawn equal)")
 
 

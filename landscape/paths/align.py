@@ -190,9 +190,10 @@ def weight_matching(model_a: nn.Module, model_b: nn.Module, *, max_iter: int = 1
             C = torch.zeros(n, n, dtype=torch.float64)
             for k in A:
                 out, inp, *segments = axes[k]
-                if g in (out, inp):  # B permuted by the neighbouring groups only
-                    b = _permute(B[k], (None if out == g else out, None if inp == g else inp, *segments), perms)
-                    dim = 0 if out == g else 1
+                for dim in [d for d, group in ((0, out), (1, inp)) if group == g]:
+                    # B with its other dim permuted as it stands (by g itself too: a weight from and to one
+                    # residual stream), this dim's units left for the assignment
+                    b = _permute(B[k], (None, inp, *segments) if dim == 0 else (out, None, *segments), perms)
                     C += _rows(A[k], n, dim, *segments) @ _rows(b, n, dim, *segments).T
             cols = torch.from_numpy(linear_sum_assignment(C.numpy(), maximize=True)[1]).long()
             new, old = C[torch.arange(n), cols].sum(), C[torch.arange(n), perms[g]].sum()

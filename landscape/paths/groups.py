@@ -84,7 +84,8 @@ class _Spaces:
 class _Value:
     """What forward's tensor at a node holds: its unit ``space``, and where the units are: ``"channels"`` (dim
     1, maps after), ``"last"`` (the last dim), ``"flat"`` (a flattened map: dim 1 in blocks, one per unit) or
-    ``"input"`` (the model's input, never permuted: any layer may take it)."""
+    ``"input"`` (the model's input, never permuted: any layer may take it) or ``"pair"`` (attention's (output,
+    weights), the output's units in ``space``)."""
 
     space: int
     layout: str
@@ -124,13 +125,16 @@ def structure(model: nn.Module) -> tuple[dict[str, int], dict[str, Axes]]:
                 if of(arg) is not None:
                     spaces.fixed[spaces.root(of(arg).space)] = True
         elif node.op == "call_module":
+            qkv = [node.args[i] if len(node.args) > i else node.kwargs.get(key)
+                   for i, key in enumerate(("query", "key", "value"))]
             if isinstance(graph.get_submodule(node.target), nn.MultiheadAttention) and not (
-                    len(node.args) >= 3 and node.args[0] is node.args[1] is node.args[2]):
+                    qkv[0] is qkv[1] is qkv[2] and qkv[0] is not None):
                 raise ValueError(f"layer {node.target!r} (MultiheadAttention) is called with different query, key "
                                  f"and value; align takes self-attention, attn(x, x, x)")
             values[node] = _module(graph.get_submodule(node.target), node.target, x, spaces, layers, owners)
         elif node.op in ("call_function", "call_method"):
-            values[node] = _function(node, tensors, spaces)
+            untracked = [a for a in _nodes((node.args, node.kwargs)) if of(a) is None and not _is_number(a)]
+            values[node] = _function(node, tensors, untracked, spaces)
         elif node.op == "get_attr":
             raise ValueError(f"forward reads the tensor {node.target!r} directly; {SUPPORTED}")
     groups: dict[str, int] = {}
@@ -167,6 +171,8 @@ def _module(m: nn.Module, name: str, x: _Value | None, spaces: _Spaces, layers: 
     """The value a call of the module ``m`` (at ``name``) makes from the input value ``x``; its state-dict keys
     recorded in ``owners`` with the spaces they belong to."""
     what = f"layer {name!r} ({type(m).__name__})"
+    if not isinstance(m, WEIGHTS) and any(f"{name}.{key}" in owners for key in m.state_dict()):
+        raise ValueError(f"{what} is called twice; align follows a second call of a Linear or Conv layer only")
     if isinstance(m, nn.Embedding):  # its indices may be made in forward (positions): no units to follow
         out = spaces.new(m.embedding_dim, writer=name)
         owners[f"{name}.weight"] = (None, out, 1)
@@ -200,7 +206,7 @@ def _module(m: nn.Module, name: str, x: _Value | None, spaces: _Spaces, layers: 
         width = spaces.size[spaces.root(x.space)]
         size = tuple(m.normalized_shape) if isinstance(m, nn.LayerNorm) else (m.num_features,)
         over_units = x.layout in ("last", "input") if isinstance(m, nn.LayerNorm) else x.layout != "flat"
-        if size != (width,) or not over_units:
+        if (width is not None and size != (width,)) or not over_units:
             raise ValueError(f"{what} must normalize the {width} units of its input: BatchNorm with num_features="
                              f"{width}, or LayerNorm({width}) after a Linear")
         for key, t in m.state_dict().items():
@@ -235,9 +241,20 @@ def _attention(m: nn.MultiheadAttention, name: str, x: _Value, spaces: _Spaces, 
     return _Value(out, "pair")
 
 
-def _function(node: fx.Node, tensors: list[_Value], spaces: _Spaces) -> _Value | None:
+def _is_number(node: fx.Node) -> bool:
+    """Whether forward's value at ``node`` is a number or a shape (``x.size(0)``, ``x.shape[1] * 2``), not a tensor."""
+    if node.op == "call_method":
+        return node.target in ("size", "dim", "numel")
+    if node.op == "call_function" and node.target is getattr:
+        return node.args[1] in ("shape", "ndim")
+    arithmetic = (operator.getitem, operator.add, operator.sub, operator.mul, operator.floordiv, operator.neg)
+    return node.op == "call_function" and node.target in arithmetic and all(_is_number(a) for a in _nodes(node.args))
+
+
+def _function(node: fx.Node, tensors: list[_Value], untracked: list[fx.Node], spaces: _Spaces) -> _Value | None:
     """The value a function or method call in forward makes from its tensor arguments (None: not a tensor of
-    units, e.g. ``x.size(0)``)."""
+    units, e.g. ``x.size(0)``); ``untracked``: its arguments that are tensors made in forward, whose units
+    cannot be followed (``torch.ones(C)``): none may meet the model's units in an addition or a product."""
     target = node.target
     inside = list(node.meta.get("nn_module_stack") or {})  # the modules whose forward it is in, outermost first
     what = f"{getattr(target, '__name__', target)!s} in {f'the forward of {inside[-1]!r}' if inside else 'forward'}"
@@ -250,6 +267,9 @@ def _function(node: fx.Node, tensors: list[_Value], spaces: _Spaces) -> _Value |
         if target is operator.getitem and node.args[1] == 1:
             return None
         raise ValueError(f"{what} on attention's (output, weights) pair; {SUPPORTED}")
+    if untracked and (target in ADD or target in (operator.mul, operator.truediv, torch.mul, "mul", "div")):
+        raise ValueError(f"{what} combines the model's units with a tensor made in forward ({untracked[0].name}), "
+                         f"whose units align cannot follow; {SUPPORTED}")
     if target in ADD:
         for other in tensors[1:]:
             if other.layout != x.layout:
@@ -278,7 +298,8 @@ def _function(node: fx.Node, tensors: list[_Value], spaces: _Spaces) -> _Value |
 
 
 def units(model: nn.Module) -> dict[str, int]:
-    """The permutable hidden-unit groups of a chain model: {name of the layer whose outputs they are: number of units}.
+    """The model's permutation groups: {name of the first layer writing into them: number of units} (a residual
+    stream, a hidden layer, an attention layer's heads as "<name>.heads").
 
     e.g. ``nn.Sequential(Linear(64, 32), Tanh(), Linear(32, 10)) -> {"0": 32}``.
     """

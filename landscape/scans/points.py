@@ -61,14 +61,22 @@ def precision(kind: str = "float32") -> Iterator[None]:
     """Convolutions and matrix products in ``kind``: ``"float32"`` (full float32 products) or ``"tf32"`` (NVIDIA
     GPUs since Ampere round the inputs of both to TF32's 10-bit mantissa: faster, ~1e-3 relative per product).
     torch's own default is TF32 for cuDNN convolutions and float32 for matrix products; inside, both follow
-    ``kind``, and both are restored after. No effect on the CPU or in float64."""
+    ``kind``, through torch's ``fp32_precision`` switches (torch 2.9 on; ``allow_tf32`` before), and both are
+    restored after. Nothing changes on the CPU or in float64."""
     _known(kind)
-    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = kind == "tf32"
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+        switches, value = (torch.backends.cuda.matmul, torch.backends.cudnn.conv), "tf32" if kind == "tf32" else "ieee"
+        name = "fp32_precision"
+    else:
+        switches, value, name = (torch.backends.cuda.matmul, torch.backends.cudnn), kind == "tf32", "allow_tf32"
+    before = [getattr(switch, name) for switch in switches]
+    for switch in switches:
+        setattr(switch, name, value)
     try:
         yield
     finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+        for switch, old in zip(switches, before):
+            setattr(switch, name, old)
 
 
 def _known(kind: str) -> None:
@@ -104,7 +112,7 @@ def choose(obj: Objective, metrics: Mapping[str, Callable[[Tensor, Tensor], Tens
 
 def evaluator(obj: Objective, metrics: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None = None,
               strategy: str = "auto", kind: str = "float32") -> Evaluate:
-    """``evaluate(thetas [c, n], buffers=None) -> float64 [c, 1 + len(metrics)]`` by ``strategy``, in the
+    """``evaluate(thetas [c, n], buffers=None) -> float64 [c, 1 + len(metrics)]`` by ``strategy``, on CUDA in the
     ``precision`` ``kind``.
 
     ``buffers`` (loop only): one ``{name: tensor}`` per point, put in the model's buffers before it.
@@ -113,6 +121,8 @@ def evaluator(obj: Objective, metrics: Mapping[str, Callable[[Tensor, Tensor], T
     _known(kind)
     fns = obj.functions(metrics)
     inner = _loop(obj, fns) if resolve(obj, strategy) == "loop" else _batched(obj, metrics)
+    if obj.device.type != "cuda":  # no TF32 there: torch's switches are left alone
+        return inner
 
     def evaluate(thetas: Tensor, buffers: list[dict[str, Tensor]] | None = None) -> np.ndarray:
         with precision(kind):

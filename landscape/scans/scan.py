@@ -58,9 +58,9 @@ class Scan:
     ``done`` marks computed points (all, once a scan finished); ``seconds`` and
     ``points_computed`` are the cost of this call (a resumed scan computes only the rest).
     ``trajectory``, when the file has one, holds checkpoints placed on the grid: ``coords [m, k]``,
-    off-plane ``residuals [m]``, ``names`` and their own ``loss [m]`` (or None). ``measured``: what
-    ``strategy="auto"`` timed to choose ``strategy`` (``points.choose``), None when it measured nothing;
-    ``precision`` what convolutions and matrix products ran in (``points.precision``).
+    off-plane ``residuals [m]``, ``names`` and their own ``loss [m]`` (or None). ``strategy_measured``:
+    what ``strategy="auto"`` timed to choose ``strategy`` (``points.choose``), None when it measured nothing;
+    ``precision`` what convolutions and matrix products ran in (``points.precision``; float32 on the CPU).
     """
 
     axes: list[np.ndarray]
@@ -75,7 +75,7 @@ class Scan:
     path: str | None = None
     center_values: dict[str, float] = field(default_factory=dict)
     trajectory: dict | None = None
-    measured: dict | None = None
+    strategy_measured: dict | None = None
     precision: str = "float32"
 
     @property
@@ -100,7 +100,7 @@ class Scan:
                "done": int(self.done.sum()), "points": int(self.done.size),
                "points_computed": self.points_computed, "seconds": self.seconds,
                "points_per_second": self.points_computed / self.seconds if self.seconds > 0 else None,
-               "strategy": self.strategy, "strategy_measured": self.measured, "precision": self.precision,
+               "strategy": self.strategy, "strategy_measured": self.strategy_measured, "precision": self.precision,
                "chunk": self.chunk,
                "directions": self.directions.to_dict(),
                "path": self.path}
@@ -139,9 +139,9 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
             and the loss and metric functions), the scan resumes and the result equals an
             uninterrupted run bit for bit; a different scan is refused.
         strategy: ``"loop"``, ``"batched"`` or ``"auto"``: from ``MEASURE_FROM`` points on, both are timed on
-            up to 16 points along the first direction and the faster is kept (``Scan.measured`` says what
-            was measured; a resumed scan keeps its stored strategy); a smaller grid takes batched on CUDA,
-            the loop on the CPU.
+            up to 16 points along the first direction and the faster is kept (``Scan.strategy_measured``
+            says what was measured; a resumed scan keeps its stored strategy); a smaller grid takes batched on
+            CUDA, the loop on the CPU.
         chunk: points per chunk (flushed to the store together); default 64 for the loop,
             the memory budget's share for batched (at most 1024). A resume uses the stored one.
         meta: extra JSON metadata for the store (the CLI puts the problem's name there).
@@ -175,6 +175,7 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
     center = obj.point(directions.center)
     shape = tuple(len(a) for a in axes)
     total = int(np.prod(shape))
+    ran_in = precision if obj.device.type == "cuda" else "float32"  # the CPU has no TF32
     measured = None
     if asked == "auto" and total >= MEASURE_FROM:  # by measurement, unless a stored scan has its strategy
         stored = None if store is None else _store.stored_key(store)
@@ -228,7 +229,7 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
     work = _Work(obj, evaluate, axes, D, center, list(fns), chunk)
     if world is not None:
         return _sharded(world, work, {**key, "chunk": chunk}, store, meta, plan, directions, strategy, probe,
-                        measured=measured, precision=precision)
+                        strategy_measured=measured, precision=ran_in)
     opened = None
     if store is not None:
         opened = _store.Store.open(store, {**key, "chunk": chunk}, axes, D, center, meta)
@@ -251,7 +252,7 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
     seconds = time.perf_counter() - start_time
     return Scan(axes=axes, values=values, done=done, directions=directions, center=center, strategy=strategy,
                 chunk=work.chunk, seconds=seconds, points_computed=computed, path=None if store is None else str(store),
-                center_values=probe, measured=measured, precision=precision)
+                center_values=probe, strategy_measured=measured, precision=ran_in)
 
 
 def footprint(points: int, values: int, direction_bytes: int, store: str | Path | None) -> dict[str, int]:
@@ -332,7 +333,7 @@ class _Work:
 def _sharded(world, work: _Work, key: dict, store, meta: dict | None, plan: str | None, directions, strategy: str,
              probe: dict, **recorded) -> Scan:
     """The scan on every rank of ``world``: its share of the chunks, its own file, rank 0's merge; rank 0 prints
-    the ``plan`` line (None: no progress shown). ``recorded``: the rest of the ``Scan``'s fields (measured,
+    the ``plan`` line (None: no progress shown). ``recorded``: the rest of the ``Scan``'s fields (strategy_measured,
     precision)."""
     keys = world.gather_objects(key)
     for rank, other in enumerate(keys):

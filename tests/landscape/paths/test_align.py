@@ -62,7 +62,7 @@ class Transformer(nn.Module):
 
         def forward(self, x):
             h = self.norm1(x)
-            x = x + self.attn(h, h, h, need_weights=False)[0]
+            x = x + self.attn(query=h, key=h, value=h, need_weights=False)[0]
             return x + self.fc2(torch.nn.functional.gelu(self.fc1(self.norm2(x))))
 
     def __init__(self):
@@ -85,6 +85,29 @@ class Branches(nn.Module):
 
     def forward(self, x):
         return self.out(torch.cat([self.a(x), self.b(x)], 1))
+
+
+class Scaled(nn.Module):
+    """Units scaled by a vector made in forward: permuting the units would leave the vector behind."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.out = nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.out(h * torch.ones(h.shape[-1]))
+
+
+class TwiceNormed(nn.Module):
+    """One LayerNorm over two different spaces."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.norm, self.out = nn.Linear(3, 4), nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.out(self.norm(self.b(self.norm(self.a(x)))))
 
 
 class Branching(nn.Module):
@@ -304,6 +327,8 @@ def test_moved_and_to_dict():
     (nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(5), nn.Linear(4, 2)), r"'1' \(BatchNorm1d\) must normalize the 4"),
     (nn.Sequential(nn.Conv1d(3, 4, 1), nn.LayerNorm(4), nn.Conv1d(4, 2, 1)), r"'1' \(LayerNorm\) must normalize"),
     (Branches(), r"cat in forward is not supported"),
+    (Scaled(), r"mul in forward combines the model's units with a tensor made in forward \(ones\)"),
+    (TwiceNormed(), r"layer 'norm' \(LayerNorm\) is called twice"),
     (Branching(), r"torch.fx cannot trace Branching: TraceError: symbolically traced variables cannot be used as"),
 ])
 def test_unsupported_layers_are_named(model, match):

@@ -452,25 +452,26 @@ def test_auto_times_both_strategies_and_keeps_the_faster(digits_mlp, tmp_path):
     side = int(np.ceil(np.sqrt(MEASURE_FROM)))
     grid = [f"-1:1:{side}", f"-1:1:{side}"]
     measured_scan = scan(obj, d, grid, progress=False)
-    m = measured_scan.measured
+    m = measured_scan.strategy_measured
     assert m["points"] == 16 and measured_scan.strategy == max(("loop", "batched"), key=m.get)
     assert measured_scan.to_dict()["strategy_measured"] == m
     small = scan(obj, d, [f"-1:1:{side - 1}"] * 2, progress=False)  # under MEASURE_FROM: the device's rule
-    assert small.measured is None and small.strategy == "loop"
+    assert small.strategy_measured is None and small.strategy == "loop"
     stored = scan(obj, d, grid, strategy="batched", store=tmp_path / "s.h5", progress=False)
     resumed = scan(obj, d, grid, store=tmp_path / "s.h5", progress=False)  # auto keeps the stored strategy
-    assert resumed.strategy == "batched" and resumed.measured is None and resumed.points_computed == 0
+    assert resumed.strategy == "batched" and resumed.strategy_measured is None and resumed.points_computed == 0
     np.testing.assert_array_equal(resumed.values["loss"], stored.values["loss"])
 
 
 def test_the_precision_of_convolutions_and_products_is_chosen_and_restored(digits_mlp):
     from landscape.scans import points
 
-    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    for kind, tf32 in (("float32", False), ("tf32", True)):
+    switches = (torch.backends.cuda.matmul, torch.backends.cudnn.conv)  # torch 2.9 on: fp32_precision
+    before = [s.fp32_precision for s in switches]
+    for kind, value in (("float32", "ieee"), ("tf32", "tf32")):
         with points.precision(kind):
-            assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (tf32, tf32)
-        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
+            assert [s.fp32_precision for s in switches] == [value, value]
+        assert [s.fp32_precision for s in switches] == before
     obj = digits_mlp.objective()
     d = dirs.random(obj, seed=6)
     with pytest.raises(ValueError, match="precision must be one of float32, tf32, got 'bf16'"):
@@ -480,21 +481,20 @@ def test_the_precision_of_convolutions_and_products_is_chosen_and_restored(digit
         seen: list = []  # a class attribute: the copies the strategies make share it
 
         def forward(self, x):
-            Recording.seen.append(torch.backends.cudnn.allow_tf32)
+            Recording.seen.append(torch.backends.cudnn.conv.fp32_precision)
             return super().forward(x)
 
     X, y = digits_mlp.data
     small = landscape.Objective(Recording(64, 10), torch.nn.functional.cross_entropy, (X, y))
-    for strategy in ("loop", "batched"):
+    for strategy in ("loop", "batched"):  # on the CPU torch's switches are left as they are, and it says float32
         Recording.seen.clear()
         result = scan(small, dirs.random(small, seed=6), ["-1:1:3"] * 2, precision="tf32", strategy=strategy,
                       progress=False)
-        assert Recording.seen and all(Recording.seen) and result.precision == "tf32"
-        assert result.to_dict()["precision"] == "tf32"
-    result = scan(obj, d, ["-1:1:3"] * 2, precision="tf32", strategy="loop", progress=False)
+        assert Recording.seen and set(Recording.seen) == {before[1]} and result.precision == "float32"
+        assert result.to_dict()["precision"] == "float32"
+    tf32 = scan(obj, d, ["-1:1:3"] * 2, precision="tf32", strategy="loop", progress=False)
     plain = scan(obj, d, ["-1:1:3"] * 2, strategy="loop", progress=False)
-    assert plain.precision == "float32"
-    np.testing.assert_array_equal(plain.values["loss"], result.values["loss"])  # the CPU has no TF32
+    np.testing.assert_array_equal(plain.values["loss"], tf32.values["loss"])  # the CPU has no TF32
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -506,4 +506,8 @@ def test_a_cuda_scan_in_float32_agrees_with_float64_and_tf32_is_said(digits_cnn)
         full = scan(obj, d, ["-1:1:3"] * 2, strategy=strategy, progress=False)
         reference = scan(exact, d, ["-1:1:3"] * 2, strategy=strategy, progress=False)
         assert np.max(np.abs(full.values["loss"] / reference.values["loss"] - 1)) < 1e-5
-        assert scan(obj, d, ["-1:1:3"] * 2, strategy=strategy, precision="tf32", progress=False).precision == "tf32"
+        seen = []
+        with torch.nn.modules.module.register_module_forward_hook(
+                lambda m, i, o: seen.append(torch.backends.cudnn.conv.fp32_precision)):
+            fast = scan(obj, d, ["-1:1:3"] * 2, strategy=strategy, precision="tf32", progress=False)
+        assert fast.precision == "tf32" and set(seen) == {"tf32"}
