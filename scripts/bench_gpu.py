@@ -133,16 +133,7 @@ def scan_rates(depth: int, examples: int, batch: int, device, repeats: int, comp
     d = directions.random(obj, 2, seed=0)
     axes = [np.linspace(-0.5, 0.5, 3)] * 2
     points = torch.stack([obj.theta0 + a * d.vectors[0] + b * d.vectors[1] for a in axes[0] for b in axes[1]])
-    reference = []
-    wide = copy.deepcopy(model).double()
-    params = [p for p in wide.parameters()]
-    with torch.no_grad():
-        for theta in points:
-            vector_to_parameters(theta.double(), params)
-            reference.append(sum(float(F.cross_entropy(wide(Xb.double()), yb, reduction="sum")) for Xb, yb in data)
-                             / examples)
-    reference = np.array(reference)
-    del wide
+    reference = losses(copy.deepcopy(model).double(), points, data, examples)
     chosen = dict(zip(("strategy", "measured"), choose(obj, None, points)))  # what auto would take here
     rows = {}
     for strategy in ("loop", "batched", "auto"):
@@ -157,15 +148,9 @@ def scan_rates(depth: int, examples: int, batch: int, device, repeats: int, comp
         rows[f"landscape scan ({result.strategy})" if strategy != "auto" else f"landscape scan (auto: "
              f"{result.strategy})"] = (len(points) / float(np.median(times)), values)
     plain = copy.deepcopy(model)
-    plain_params = list(plain.parameters())
 
-    def plain_loop():
-        out = []
-        with torch.no_grad(), precision("float32"):  # as landscape's scans: full float32 products
-            for theta in points:
-                vector_to_parameters(theta, plain_params)
-                out.append(sum(float(F.cross_entropy(plain(Xb), yb, reduction="sum")) for Xb, yb in data) / examples)
-        return np.array(out)
+    def plain_loop():  # as landscape's scans: full float32 products
+        return losses(plain, points, data, examples, context=lambda: precision("float32"))
 
     plain_values = plain_loop()
     seconds = benchlib.median_time(plain_loop, device, repeats)
@@ -180,6 +165,29 @@ def scan_rates(depth: int, examples: int, batch: int, device, repeats: int, comp
             "rows": {label: {"points/s": rate, "x plain loop": rate / plain_rate,
                              "max rel. difference from float64": float(np.max(np.abs(v - reference) / reference))}
                      for label, (rate, v) in rows.items()}}
+
+
+def losses(m, points, batches: list, examples: int, load=vector_to_parameters,
+           context=contextlib.nullcontext) -> np.ndarray:
+    """The mean cross-entropy of ``m`` over ``batches`` at each of ``points [k, n]`` (in ``m``'s dtype), its
+    parameters set by ``load(theta, parameters)``: a plain torch loop."""
+    params = list(m.parameters())
+    dtype = params[0].dtype
+    out = []
+    with torch.no_grad(), context():
+        for theta in points:
+            load(theta.to(dtype), params)
+            out.append(sum(float(F.cross_entropy(m(Xb.to(dtype)), yb, reduction="sum")) for Xb, yb in batches)
+                       / examples)
+    return np.array(out)
+
+
+def copy_into(theta, params) -> None:
+    """``theta`` copied into the parameters in place (a compiled model keeps its tensors)."""
+    offset = 0
+    for p in params:
+        p.copy_(theta[offset:offset + p.numel()].view_as(p))
+        offset += p.numel()
 
 
 def ideas(model, points, data, examples: int, device, repeats: int, compile_: bool) -> dict:
@@ -201,20 +209,10 @@ def ideas(model, points, data, examples: int, device, repeats: int, compile_: bo
     found = {}
     for label, (prepare, last, context) in variants.items():
         m = prepare(copy.deepcopy(model))
-        params = list(m.parameters())
         batches = [(Xb.contiguous(memory_format=torch.channels_last) if last else Xb, yb) for Xb, yb in data]
 
-        def run():
-            out = []
-            with torch.no_grad(), context():
-                for theta in points:
-                    offset = 0
-                    for p in params:
-                        p.copy_(theta[offset:offset + p.numel()].view_as(p))
-                        offset += p.numel()
-                    out.append(sum(float(F.cross_entropy(m(Xb), yb, reduction="sum")) for Xb, yb in batches)
-                               / examples)
-            return np.array(out)
+        def run(m=m, batches=batches, context=context):
+            return losses(m, points, batches, examples, load=copy_into, context=context)
 
         values = run()  # also the warm-up: cuDNN's search, compilation
         found[label] = (len(points) / benchlib.median_time(run, device, repeats), values)

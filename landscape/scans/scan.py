@@ -26,6 +26,7 @@ parameters, buffers, the values at the centre that stand for the data and the me
 
 from __future__ import annotations
 
+import functools
 import shutil
 import sys
 import time
@@ -176,20 +177,20 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
     shape = tuple(len(a) for a in axes)
     total = int(np.prod(shape))
     ran_in = precision if obj.device.type == "cuda" else "float32"  # the CPU has no TF32
+    room = functools.cache(lambda: memory.chunk_size(total, obj.graph_bytes(), obj.memory_budget()))  # a forward
     measured = None
     if asked == "auto" and total >= MEASURE_FROM:  # by measurement, unless a stored scan has its strategy
         stored = None if store is None else _store.stored_key(store)
         if stored and "strategy" in stored:
             strategy = stored["strategy"]
         else:
-            room = memory.chunk_size(total, obj.graph_bytes(), obj.memory_budget())
-            along = torch.linspace(float(axes[0][0]), float(axes[0][-1]), min(16, room, total), device=obj.device,
+            along = torch.linspace(float(axes[0][0]), float(axes[0][-1]), min(16, room(), total), device=obj.device,
                                    dtype=obj.dtype)
             strategy, measured = points.choose(obj, metrics, center + along[:, None] * D[0], precision)
         if world is not None:
             strategy, measured = world.broadcast_object((strategy, measured))
     if chunk is None:
-        chunk = 64 if strategy == "loop" else min(1024, memory.chunk_size(total, obj.graph_bytes(), obj.memory_budget()))
+        chunk = 64 if strategy == "loop" else min(1024, room())
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
     if world is not None:  # rank 0's directions, centre and chunk (the batched default depends on free memory)
