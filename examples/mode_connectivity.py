@@ -21,7 +21,7 @@ import torch
 
 import landscape
 from landscape.paths import curves
-from landscape.paths.align import Alignment, units, weight_matching
+from landscape.paths.align import Alignment, structure, weight_matching
 from landscape.scans import directions
 from viz.plots import contour, path_losses
 
@@ -51,14 +51,17 @@ def main() -> None:
 
     # a copy of a with its hidden units shuffled: the same function, far away, and weight matching finds it back
     g = torch.Generator().manual_seed(7)
-    shuffled = Alignment({name: torch.randperm(size, generator=g) for name, size in units(a.model).items()}).apply(a.model)
+    probe = a.data[0][:8]  # the forward on a few images shows how the units connect
+    groups = structure(a.model, probe)
+    shuffled = Alignment({name: torch.randperm(size, generator=g) for name, size in groups.groups.items()},
+                         groups).apply(a.model, probe)
     row("line a -> shuffled a", curves.interpolate(obj, a.model, shuffled, metrics=a.metrics, progress=False))
-    found = weight_matching(a.model, shuffled).apply(shuffled)
+    found = weight_matching(a.model, shuffled, probe).apply(shuffled, probe)
     row("line a -> shuffled a, aligned", curves.interpolate(obj, a.model, found, metrics=a.metrics,
                                                                   progress=False))
 
-    alignment = weight_matching(a.model, b.model)
-    aligned = alignment.apply(b.model)
+    alignment = weight_matching(a.model, b.model, probe)
+    aligned = alignment.apply(b.model, probe)
     row("line a -> b aligned", curves.interpolate(obj, a.model, aligned, metrics=a.metrics, progress=False))
 
     trained = {}

@@ -122,8 +122,9 @@ def main() -> None:
     report["align"] = []
     for name, (a, b) in pairs.items():
         obj = a.objective()
-        seconds, alignment = fastest(lambda: weight_matching(a.model, b.model), args.repeats)
-        aligned = alignment.apply(b.model)
+        probe = a.data[0][:8]
+        seconds, alignment = fastest(lambda: weight_matching(a.model, b.model, probe), args.repeats)
+        aligned = alignment.apply(b.model, probe)
         before = curves.interpolate(obj, a.model, b.model, progress=False).barrier_linear
         after = curves.interpolate(obj, a.model, aligned, progress=False).barrier_linear
         row = {"problem": name, "seconds": seconds, "sweeps": alignment.iterations, "moved": alignment.moved(),

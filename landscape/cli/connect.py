@@ -131,13 +131,17 @@ def run(args: argparse.Namespace) -> int:
     if args.align:
         from landscape.paths.align import output_gap, weight_matching
 
-        alignment = weight_matching(model_a, model_b, seed=args.seed)
         probe = next(obj.batches())[0]
+        alignment = weight_matching(model_a, model_b, probe, seed=args.seed)
         target = alignment.apply(model_b, probe)  # refused when the outputs on the first batch change
         gap = output_gap(model_b, target, probe)[0]
         print(f"align        weight matching: {alignment.iterations} sweeps in {alignment.seconds:.2f} s, "
               f"{alignment.moved():.0%} of the hidden units moved; outputs unchanged to {gap:.1e} (relative)",
               flush=True)
+        pinned = alignment.structure.pinned
+        if pinned:
+            print(f"align        {len(pinned)} parameter dims left in place, e.g. {next(iter(pinned))}: "
+                  f"{next(iter(pinned.values()))} (operations align does not follow keep their units)", flush=True)
         summary["alignment"] = {**alignment.to_dict(), "seed": args.seed, "output_difference": gap}
         aligned = curves.curve(obj, model_a, target, kind="line")
         record("aligned line", aligned, curves.evaluate_curve(obj, aligned, args.points or 25, t=t,

@@ -23,70 +23,74 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from landscape.core.results import jsonable
-from landscape.paths.groups import Axes, structure, units
+from landscape.paths.groups import Dim, Structure, arguments, structure, tensors, units
 
 Tensor = torch.Tensor
-__all__ = ["Alignment", "output_gap", "structure", "units", "weight_matching"]
+__all__ = ["Alignment", "Structure", "output_gap", "structure", "units", "weight_matching"]
 
 
-def _index(p: Tensor, size: int, repeat: int = 1) -> Tensor:
-    """The index along a dim of ``size`` entries that moves its units by ``p``: ``repeat`` segments (an attention
-    layer's q, k and v), each of len(p) units of size / (repeat len(p)) entries (a head's dims, a flattened map)."""
-    n = len(p)
-    block = size // (repeat * n)
-    unit = (p[:, None] * block + torch.arange(block, device=p.device)).reshape(-1)
-    return (torch.arange(repeat, device=p.device)[:, None] * (n * block) + unit).reshape(-1)
+def _index(dim: Dim, perms: Mapping[str, Tensor], skip: int | None = None) -> Tensor:
+    """The index along a dim made of ``dim``'s atoms (mixed radix, outermost first) that moves each atom of a group
+    by its permutation (aligned unit i reads unit perm[i]); the atom at position ``skip`` left in place."""
+    index = torch.zeros((), dtype=torch.long)
+    for position, (size, group) in enumerate(dim):
+        digits = perms[group] if group is not None and position != skip else torch.arange(size)
+        index = (index[..., None] * size + digits.cpu()).reshape(-1)
+    return index
 
 
-def _permute(t: Tensor, axes: Axes, perms: Mapping[str, Tensor]) -> Tensor:
-    """t with the units of dim 0 moved by ``perms[out]`` (in its segments) and of dim 1 by ``perms[inp]``, for
-    ``axes`` = (out, inp[, segments])."""
-    out, inp, *segments = axes
-    repeat = segments[0] if segments else 1
-    if out is not None:
-        t = t.index_select(0, _index(perms[out].to(t.device), t.shape[0], repeat))
-    if inp is not None:
-        t = t.index_select(1, _index(perms[inp].to(t.device), t.shape[1]))
+def _permute(t: Tensor, axes: tuple[Dim | None, ...], perms: Mapping[str, Tensor],
+             skip: tuple[int, int] | None = None) -> Tensor:
+    """t with every dim's atoms moved by their groups' permutations (``skip``: (dim, atom) left in place)."""
+    for d, dim in enumerate(axes):
+        if dim is not None:
+            t = t.index_select(d, _index(dim, perms, skip[1] if skip and skip[0] == d else None).to(t.device))
     return t
 
 
-def _rows(t: Tensor, units: int, dim: int, repeat: int = 1) -> Tensor:
-    """t as [units, -1], one row per unit along ``dim`` (0: outputs, in ``repeat`` segments; 1: inputs)."""
-    x = t.movedim(dim, 0)
-    block = x.shape[0] // ((repeat if dim == 0 else 1) * units)
-    return x.reshape(repeat if dim == 0 else 1, units, block, -1).transpose(0, 1).reshape(units, -1)
+def _rows(t: Tensor, dim: Dim, d: int, position: int) -> Tensor:
+    """t as [units, -1]: one row per unit of the atom at ``position`` of dim ``d``."""
+    x = t.movedim(d, 0)
+    x = x.reshape(*(size for size, _ in dim), *x.shape[1:]).movedim(position, 0)
+    return x.reshape(x.shape[0], -1)
 
 
-def _check_same(a: Mapping[str, Tensor], b: Mapping[str, Tensor], what: str) -> None:
+def _check_same(a: Mapping[str, tuple], b: Mapping[str, tuple], what: str) -> None:
+    """Two {key: shape} maps the same, or the first key where they differ named."""
     for key in [*a, *(k for k in b if k not in a)]:
-        if key not in a or key not in b or a[key].shape != b[key].shape:
-            shapes = [tuple(s[key].shape) if key in s else "missing" for s in (a, b)]
+        if key not in a or key not in b or tuple(a[key]) != tuple(b[key]):
+            shapes = [tuple(s[key]) if key in s else "missing" for s in (a, b)]
             raise ValueError(f"{what} differ at {key!r}: {shapes[0]} against {shapes[1]}")
+
+
+def _shapes(state: Mapping[str, Tensor]) -> dict[str, tuple]:
+    return {k: tuple(t.shape) for k, t in state.items()}
 
 
 @dataclass
 class Alignment:
-    """Permutations of a model's hidden units: ``permutations[group] [units]``, aligned unit i is unit perm[i].
+    """Permutations of a model's hidden units: ``permutations[group] [units]``, aligned unit i is unit perm[i], for
+    the model whose ``structure`` (``paths.groups``) names the groups and the tensors they permute.
 
     ``similarity`` is sum_l <W_l^A, P_l W_l^B P_{l-1}^T> over all parameters, before (identity) and after.
     """
 
     permutations: dict[str, Tensor]
+    structure: Structure
     iterations: int = 0
     similarity: tuple[float, float] | None = None
     seconds: float = 0.0
 
-    def permute(self, state: Mapping[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
-        """``state`` (a state dict shaped like ``model``'s) with each tensor's units permuted; others passed through."""
-        groups, axes = structure(model)
-        _check_same(model.state_dict(), state, "the state dict and the model")
+    def permute(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """``state`` (a state dict shaped like the structure's model) with each tensor's units permuted."""
+        _check_same(self.structure.shapes, _shapes(state), "the state dict and the alignment's model")
         sizes = {g: len(p) for g, p in self.permutations.items()}
-        if sizes != groups:
-            raise ValueError(f"the alignment's groups {sizes} are not the model's {groups}")
+        if sizes != self.structure.groups:
+            raise ValueError(f"the alignment's groups {sizes} are not the model's {self.structure.groups}")
         for g, p in self.permutations.items():
             if not torch.equal(p.cpu().sort().values, torch.arange(len(p), dtype=p.dtype)):
                 raise ValueError(f"permutations[{g!r}] is not a permutation of 0..{len(p) - 1}")
-        return {key: _permute(t, axes[key], self.permutations) for key, t in state.items()}
+        return {key: _permute(t, self.structure.axes[key], self.permutations) for key, t in state.items()}
 
     def apply(self, model: nn.Module, probe=None) -> nn.Module:
         """A permuted deep copy of ``model`` (parameters and buffers): the same function, reordered units.
@@ -95,7 +99,7 @@ class Alignment:
         outputs on it are checked against the model's, and a change beyond rounding (sqrt(eps) of the output's
         dtype, relative to the largest output) is an error: never a different function without a word."""
         aligned = copy.deepcopy(model)
-        aligned.load_state_dict(self.permute(model.state_dict(), model))
+        aligned.load_state_dict(self.permute(model.state_dict()))
         for p in aligned.parameters():
             p.grad = None  # a gradient of the unpermuted weights would be wrong here
         if probe is not None:
@@ -114,66 +118,53 @@ class Alignment:
 
     def to_dict(self) -> dict:
         return jsonable({"iterations": self.iterations, "similarity": self.similarity, "seconds": self.seconds,
-                         "moved": self.moved(), "units": {g: len(p) for g, p in self.permutations.items()}})
+                         "moved": self.moved(), "units": {g: len(p) for g, p in self.permutations.items()},
+                         "pinned": self.structure.pinned})
 
 
 def output_gap(model: nn.Module, other: nn.Module, probe) -> tuple[float, float]:
     """(max |f_other - f_model| / max |f_model| over every output tensor on ``probe``, the rounding allowance
     sqrt(eps) of the outputs' dtype), both models in eval mode for the comparison."""
-    reference = next((p for p in model.parameters() if p.is_floating_point()), torch.empty(0))
-
-    def like_model(item):
-        if isinstance(item, Tensor):
-            return item.to(reference.device, reference.dtype if item.is_floating_point() else item.dtype)
-        if isinstance(item, Mapping):
-            return {k: like_model(v) for k, v in item.items()}
-        return tuple(like_model(v) for v in item) if isinstance(item, (tuple, list)) else item
-
-    probe = like_model(probe)
+    args, kwargs = arguments(model, probe)
 
     def outputs(m: nn.Module) -> list[Tensor]:
         was = m.training
         m.eval()
         try:
             with torch.no_grad():
-                out = m(**probe) if isinstance(probe, Mapping) else m(*probe) if isinstance(probe, tuple) else m(probe)
+                return [t.detach().double() for t in tensors(m(*args, **kwargs))]
         finally:
             m.train(was)
-        found: list[Tensor] = []
-        stack = [out]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, Tensor):
-                found.append(item.detach().double())
-            elif isinstance(item, Mapping):
-                stack.extend(item.values())
-            elif isinstance(item, (tuple, list)):
-                stack.extend(item)
-        return found
 
     mine, theirs = outputs(model), outputs(other)
     scale = max([float(t.abs().max()) for t in mine if t.numel()] + [torch.finfo(torch.float64).tiny])
     gap = max([float((a - b).abs().max()) for a, b in zip(mine, theirs) if a.numel()] + [0.0]) / scale
+    reference = next((p for p in model.parameters() if p.is_floating_point()), torch.empty(0))
     return gap, float(torch.finfo(reference.dtype).eps) ** 0.5
 
 
-def weight_matching(model_a: nn.Module, model_b: nn.Module, *, max_iter: int = 100, seed: int = 0) -> Alignment:
+def weight_matching(model_a: nn.Module, model_b: nn.Module, probe, *, max_iter: int = 100,
+                    seed: int = 0) -> Alignment:
     """Permutations of model_b's hidden units that make its weights most similar to model_a's.
 
-    Coordinate ascent on sum_l <W_l^A, P_l W_l^B P_{l-1}^T>: each sweep visits the groups in a
-    random order (``seed``) and solves each one's assignment problem exactly, in float64 on the
-    CPU, keeping the current permutation unless the new one is strictly better; it stops after
-    a sweep that changes nothing (a local optimum: no group alone can improve) or ``max_iter``
-    sweeps. ``alignment.apply(model_b)`` computes the same function as ``model_b``.
+    ``probe``: a batch of inputs (a tensor, a tuple, or a dict of keyword arguments) on which the forward is
+    traced to find the groups (``paths.groups.structure``). Coordinate ascent on
+    sum_l <W_l^A, P_l W_l^B P_{l-1}^T>: each sweep visits the groups in a random order (``seed``) and solves
+    each one's assignment problem exactly, in float64 on the CPU, keeping the current permutation unless the new
+    one is strictly better; it stops after a sweep that changes nothing (a local optimum: no group alone can
+    improve) or ``max_iter`` sweeps. ``alignment.apply(model_b)`` computes the same function as ``model_b``.
     """
     if max_iter < 1:
         raise ValueError(f"max_iter must be at least 1, got {max_iter}")
     start = time.perf_counter()
-    groups, axes = structure(model_a)
-    _check_same(model_a.state_dict(), model_b.state_dict(), "the models")
+    _check_same(_shapes(model_a.state_dict()), _shapes(model_b.state_dict()), "the models")
+    found = structure(model_a, probe)
+    groups, axes = found.groups, found.axes
     A = {k: p.detach().to("cpu", torch.float64) for k, p in model_a.named_parameters()}
     B = {k: p.detach().to("cpu", torch.float64) for k, p in model_b.named_parameters()}
     perms = {g: torch.arange(n) for g, n in groups.items()}
+    touching = {g: [(k, d, position) for k in A for d, dim in enumerate(axes[k]) if dim is not None
+                    for position, (_, group) in enumerate(dim) if group == g] for g in groups}
 
     def similarity() -> float:
         return sum(float((A[k] * _permute(B[k], axes[k], perms)).sum()) for k in A)
@@ -188,17 +179,15 @@ def weight_matching(model_a: nn.Module, model_b: nn.Module, *, max_iter: int = 1
         for g in (names[i] for i in torch.randperm(len(names), generator=generator).tolist()):
             n = groups[g]
             C = torch.zeros(n, n, dtype=torch.float64)
-            for k in A:
-                out, inp, *segments = axes[k]
-                for dim in [d for d, group in ((0, out), (1, inp)) if group == g]:
-                    # B with its other dim permuted as it stands (by g itself too: a weight from and to one
-                    # residual stream), this dim's units left for the assignment
-                    b = _permute(B[k], (None, inp, *segments) if dim == 0 else (out, None, *segments), perms)
-                    C += _rows(A[k], n, dim, *segments) @ _rows(b, n, dim, *segments).T
+            for k, d, position in touching[g]:
+                # B with every other atom permuted as it stands (g's own in other dims too: a weight from and to
+                # one residual stream), this one's units left for the assignment
+                b = _permute(B[k], axes[k], perms, skip=(d, position))
+                C += _rows(A[k], axes[k][d], d, position) @ _rows(b, axes[k][d], d, position).T
             cols = torch.from_numpy(linear_sum_assignment(C.numpy(), maximize=True)[1]).long()
             new, old = C[torch.arange(n), cols].sum(), C[torch.arange(n), perms[g]].sum()
             if new > old + 1e-12 * old.abs():  # ties keep the current permutation, so sweeps terminate
                 perms[g], changed = cols, True
         if not changed:
             break
-    return Alignment(perms, iterations, (before, similarity()), time.perf_counter() - start)
+    return Alignment(perms, found, iterations, (before, similarity()), time.perf_counter() - start)

@@ -1,306 +1,569 @@
-"""Permutation groups of a model's hidden units, read from its ``torch.fx`` graph (for ``paths.align``).
+"""Permutation groups of a model's hidden units, read from the operations its forward runs (for ``paths.align``).
 
-Every tensor in ``forward`` carries a space of units (its channels, or its last dim after a Linear); a
-Linear/Conv layer or an Embedding starts a new space, normalization, activations, dropout and pooling keep
-theirs, and adding two tensors (a residual connection) ties their spaces into one, so that every layer
-writing into the same residual stream takes the same permutation. The spaces of the model's inputs and
-outputs are never permuted, nor any tied to them. A group is named after the first layer writing into it.
-After a flatten of a conv output with C channels, the next Linear's inputs are C blocks of S = in_features / C.
-Self-attention (``nn.MultiheadAttention(x, x, x)``) is a group of heads: a head's rows of q, k and v and its
-columns of the output projection move together, as a block. Anything else in ``forward`` (attention written
-by hand, cross-attention, concatenation, products of two tensors, channel padding, a model that cannot be
-traced) is refused up front, with the reason and where.
+The forward is traced once on a probe batch by ``torch.export`` (ATen operations, with shapes), and every dim of
+every tensor gets a label: a tuple of atoms, each a factor of the dim's size (mixed radix, outermost first). A
+parameter's dims start as free atoms; the model's inputs, outputs and anything made in forward that varies
+along a dim (``arange``, a constant, a non-persistent buffer) are fixed. Each operation ties the atoms it
+mixes: a Linear ties its weight's input dim to x's last dim, a residual addition ties the two streams, a
+LayerNorm ties its weight to the units it normalizes, ``view(b, t, heads, d)`` splits an atom into heads x head
+dims, attention ties q's heads to k's and v's. Unification is exact (union-find, splitting an atom class-wide
+where two factorizations meet). What stays free after the whole forward is a group: permuting its atoms in
+every parameter leaves the function unchanged. An operation the tracer does not know pins (fixes) every atom
+it touches, so the answer is always safe; the reasons are kept in ``Structure.pinned``.
 """
 
 from __future__ import annotations
 
+import math
 import operator
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import torch
-from torch import fx, nn
-from torch.nn import functional as F
+from torch import nn
 
-Axes = tuple  # (group of dim 0, group of dim 1[, segments of dim 0]): the outputs' and inputs' groups
-
-WEIGHTS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm)
-POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.LPPool1d,
-         nn.LPPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
-         nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
-PASS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.ELU, nn.SELU, nn.CELU, nn.SiLU, nn.Mish,
-        nn.Softplus, nn.Softsign, nn.Hardtanh, nn.Hardsigmoid, nn.Hardswish, nn.Hardshrink, nn.Softshrink,
-        nn.Tanhshrink, nn.LogSigmoid, nn.Threshold, nn.Softmax, nn.LogSoftmax, nn.Identity, nn.Dropout,
-        nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout) + POOLS
-ELEMENTWISE = {F.relu, F.relu6, F.leaky_relu, F.gelu, F.elu, F.selu, F.silu, F.mish, F.softplus, F.hardtanh,
-               F.dropout, torch.relu, torch.tanh, torch.sigmoid, F.sigmoid, F.tanh, "relu", "tanh", "sigmoid",
-               "relu_", "contiguous", "clone"}
-POOLING = {F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.max_pool1d, F.max_pool2d, F.max_pool3d,
-           F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.adaptive_max_pool2d}
-ADD = {operator.add, operator.iadd, torch.add, "add", "add_", "__add__"}
-SUPPORTED = ("align supports Linear, Conv1d/2d/3d (groups=1), Embedding, self-attention (nn.MultiheadAttention), "
-             "BatchNorm1d/2d/3d, LayerNorm over the units, elementwise activations, dropout, pooling, flatten and "
-             "residual additions, traced by torch.fx")
+Tensor = torch.Tensor
+Dim = tuple  # a dim's atoms as ((size, group or None), ...), outermost first; None where no group permutes it
 
 
-class _Spaces:
-    """Union-find over unit spaces: their sizes, whether they are tied to the model's inputs or outputs (never
-    permuted), and the layers writing into them (the first names the group)."""
+@dataclass(frozen=True)
+class Structure:
+    """A model's permutation groups ``{name: units}``; for every state-dict key, per dim, the atoms it is made of
+    (``axes``: None for a dim no group permutes) and its shape; ``pinned``: ``"key dim d" -> reason`` for the
+    parameter dims an operation kept from being permuted.
+
+    e.g. a ResNet's ``layer1.0.conv2.weight``: ``(((16, "conv"),), ((16, "layer1.0.conv1"),), None, None)``; a
+    packed attention projection's dim 0: ``((3, None), (4, "attn.heads"), (16, "attn.head_dims"))``.
+    """
+
+    groups: dict[str, int]
+    axes: dict[str, tuple[Dim | None, ...]]
+    shapes: dict[str, tuple[int, ...]]
+    pinned: dict[str, str] = field(default_factory=dict)
+
+    def groups_of(self, key: str) -> tuple[tuple[str, ...] | None, ...]:
+        """Per dim of ``key``, the names of the groups permuting it (None where none do)."""
+        return tuple(None if dim is None else tuple(g for _, g in dim if g) for dim in self.axes[key])
+
+
+class _Atoms:
+    """Union-find over atoms: each has a size, a fixed flag, a reason it was fixed, and, once split into factors,
+    its parts (the class's split, seen by every member through its root)."""
 
     def __init__(self):
         self.parent: list[int] = []
-        self.size: list[int | None] = []
+        self.size: list[int] = []
         self.fixed: list[bool] = []
-        self.writers: list[list[str]] = []
+        self.reason: list[str | None] = []
+        self.parts: list[tuple[int, ...] | None] = []
 
-    def new(self, size: int | None, fixed: bool = False, writer: str | None = None) -> int:
-        self.parent.append(len(self.parent))
-        self.size.append(size)
-        self.fixed.append(fixed)
-        self.writers.append([writer] if writer else [])
+    def new(self, size: int, fixed: bool) -> int:
+        for store, value in ((self.parent, len(self.parent)), (self.size, size), (self.fixed, fixed),
+                             (self.reason, None), (self.parts, None)):
+            store.append(value)
         return len(self.parent) - 1
 
-    def root(self, s: int) -> int:
-        while self.parent[s] != s:
-            self.parent[s] = self.parent[self.parent[s]]
-            s = self.parent[s]
-        return s
+    def label(self, sizes, fixed: bool, reason: str | None = None) -> list[tuple[int, ...]]:
+        """Fresh labels for a tensor of shape ``sizes``: one atom a dim (none for a dim of size 1)."""
+        labels = [(self.new(int(s), fixed),) if s != 1 else () for s in sizes]
+        for label in labels:
+            for a in label:
+                self.reason[a] = reason
+        return labels
 
-    def tie(self, a: int, b: int, what: str) -> int:
-        a, b = self.root(a), self.root(b)
-        if a == b:
-            return a
-        if None not in (self.size[a], self.size[b]) and self.size[a] != self.size[b]:
-            raise ValueError(f"{what} adds {self.size[a]} units to {self.size[b]}; {SUPPORTED}")
-        a, b = min(a, b), max(a, b)  # the older space keeps the name
-        self.parent[b] = a
-        self.size[a] = self.size[a] if self.size[a] is not None else self.size[b]
-        self.fixed[a] = self.fixed[a] or self.fixed[b]
-        self.writers[a] += self.writers[b]
+    def root(self, a: int) -> int:
+        while self.parent[a] != a:
+            self.parent[a] = self.parent[self.parent[a]]
+            a = self.parent[a]
         return a
 
+    def leaves(self, label) -> list[int]:
+        """The unsplit atoms (roots) a label is made of, outermost first; atoms of size 1 left out."""
+        out: list[int] = []
+        for a in label:
+            r = self.root(a)
+            if self.parts[r] is not None:
+                out += self.leaves(self.parts[r])
+            elif self.size[r] > 1:
+                out.append(r)
+        return out
 
-@dataclass
-class _Value:
-    """What forward's tensor at a node holds: its unit ``space``, and where the units are: ``"channels"`` (dim
-    1, maps after), ``"last"`` (the last dim), ``"flat"`` (a flattened map: dim 1 in blocks, one per unit) or
-    ``"input"`` (the model's input, never permuted: any layer may take it) or ``"pair"`` (attention's (output,
-    weights), the output's units in ``space``)."""
+    def split(self, a: int, outer: int) -> tuple[int, int]:
+        """Split a leaf's class into (outer, size / outer) atoms."""
+        r = self.root(a)
+        parts = (self.new(outer, self.fixed[r]), self.new(self.size[r] // outer, self.fixed[r]))
+        for p in parts:
+            self.reason[p] = self.reason[r]
+        self.parts[r] = parts
+        return parts
 
-    space: int
-    layout: str
+    def fix(self, label, reason: str | None = None) -> None:
+        for r in self.leaves(label):
+            if not self.fixed[r]:
+                self.fixed[r], self.reason[r] = True, reason
+
+    def unify(self, x, y, reason: str) -> None:
+        """Tie two labels of equal size atom by atom, splitting atoms where the factorizations differ; where they
+        cannot meet (sizes 6 x 4 against 4 x 6) every atom of both is fixed."""
+        x, y = self.leaves(x), self.leaves(y)
+        while x and y:
+            a, b = self.root(x.pop(0)), self.root(y.pop(0))
+            if a == b:
+                continue
+            sa, sb = self.size[a], self.size[b]
+            if sa == sb:
+                a, b = min(a, b), max(a, b)
+                self.parent[b] = a
+                if self.fixed[b] and not self.fixed[a]:
+                    self.fixed[a], self.reason[a] = True, self.reason[b]
+            elif sa % sb == 0:
+                x[:0], y[:0] = self.split(a, sb), [b]
+            elif sb % sa == 0:
+                x[:0], y[:0] = [a], self.split(b, sa)
+            else:
+                self.fix([a, b, *x, *y], reason)
+                return
+        self.fix(x + y, reason)
 
 
-def _trace(model: nn.Module) -> fx.GraphModule:
+def arguments(model: nn.Module, probe) -> tuple[tuple, dict]:
+    """``probe`` (a tensor, a tuple of inputs, or a dict of keyword arguments) as the (args, kwargs) of a call of
+    ``model``, floating tensors in the dtype and on the device of its parameters."""
+    reference = next((p for p in model.parameters() if p.is_floating_point()), torch.empty(0))
+
+    def like_model(item):
+        if isinstance(item, Tensor):
+            return item.to(reference.device, reference.dtype if item.is_floating_point() else item.dtype)
+        if isinstance(item, Mapping):
+            return {k: like_model(v) for k, v in item.items()}
+        return tuple(like_model(v) for v in item) if isinstance(item, (tuple, list)) else item
+
+    probe = like_model(probe)
+    if isinstance(probe, Mapping):
+        return (), dict(probe)
+    return (probe if isinstance(probe, tuple) else (probe,)), {}
+
+
+def tensors(out) -> list[Tensor]:
+    """The tensors in a model's output (nested in tuples, lists and mappings; other objects, a cache, left out)."""
+    if isinstance(out, Tensor):
+        return [out]
+    items = out.values() if isinstance(out, Mapping) else out if isinstance(out, (tuple, list)) else ()
+    return [t for item in items for t in tensors(item)]
+
+
+class _Call(nn.Module):
+    """The model with its output reduced to the tensors in it, for ``torch.export``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, args, kwargs):
+        return tensors(self.model(*args, **kwargs))
+
+
+def _export(model: nn.Module, probe):
+    args, kwargs = arguments(model, probe)
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
     try:
-        return fx.symbolic_trace(model)
+        return torch.export.export(_Call(model), (args, kwargs), strict=False)
     except Exception as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ValueError(f"align needs the model's graph to find its residual streams, and torch.fx cannot trace "
-                         f"{type(model).__name__}: {type(error).__name__}: {first}") from error
+        raise ValueError(f"align reads the model's operations with torch.export, which cannot trace "
+                         f"{type(model).__name__} on this probe batch: {type(error).__name__}: {first}") from error
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
 
 
-def structure(model: nn.Module) -> tuple[dict[str, int], dict[str, Axes]]:
-    """The model's permutation groups ``{name: units}`` and, for every state-dict key, the groups permuting its
-    dims 0 (outputs) and 1 (inputs), None where nothing does: e.g. a ResNet's ``layer1.0.conv2.weight`` is
-    ``("conv", "layer1.0.conv1")``, its outputs in the stem's residual stream."""
-    if next(model.children(), None) is None:  # one layer: its inputs and outputs are the model's
-        return {}, {key: (None, None) for key in model.state_dict()}
-    graph = _trace(model)
-    spaces = _Spaces()
-    values: dict[fx.Node, _Value | None] = {}
-    layers: dict[str, tuple[int | None, int]] = {}  # a weight layer's (input space, output space), for reuse
-    owners: dict[str, tuple] = {}  # state-dict key -> (space of dim 0, space of dim 1, segments of dim 0)
+def _shape(value) -> tuple[int, ...] | None:
+    return tuple(int(s) for s in value.shape) if isinstance(value, Tensor) else None
 
-    def of(arg) -> _Value | None:
-        return values.get(arg) if isinstance(arg, fx.Node) else None
 
-    for node in graph.graph.nodes:
-        tensors = [of(a) for a in _nodes((node.args, node.kwargs)) if of(a) is not None]
-        x = tensors[0] if tensors else None
+POINTWISE_TOO = {"dropout", "contiguous", "_to_copy", "to", "type_as", "detach", "alias", "lift_fresh_copy",
+                 "native_dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout"}
+EQUIVARIANT = {"softmax", "log_softmax", "_softmax", "_log_softmax"}  # along any dim: units permuted stay permuted
+REDUCTIONS = {"sum", "mean", "amax", "amin", "var", "std", "norm", "logsumexp", "prod", "any", "all",
+              "linalg_vector_norm"}
+RESHAPES = {"view", "reshape", "_unsafe_view", "_reshape_alias", "flatten", "unflatten", "squeeze", "unsqueeze",
+            "view_copy"}
+POOLS = {"max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
+         "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d",
+         "adaptive_max_pool3d", "max_pool2d_with_indices", "max_pool3d_with_indices", "upsample_nearest2d",
+         "upsample_bilinear2d", "lp_pool1d", "lp_pool2d"}
+UNIFORM = {"zeros", "ones", "full", "empty", "zeros_like", "ones_like", "full_like", "empty_like", "new_zeros",
+           "new_ones", "new_full", "new_empty", "scalar_tensor"}  # the same value everywhere: any order is theirs
+
+
+def structure(model: nn.Module, probe) -> Structure:
+    """The model's permutation groups and how they permute each state-dict tensor, read from the forward on
+    ``probe`` (a batch of inputs: a tensor, a tuple of tensors, or a dict of keyword arguments)."""
+    program = _export(model, probe)
+    state = model.state_dict()
+    atoms = _Atoms()
+    labels: dict[str, object] = {}  # node name -> list of per-dim labels (or a list of those for a tuple)
+    named = {**program.graph_signature.inputs_to_parameters, **program.graph_signature.inputs_to_buffers}
+    keys: dict[str, str] = {}  # state-dict key -> placeholder
+    for node in program.graph.nodes:
         if node.op == "placeholder":
-            values[node] = _Value(spaces.new(None, fixed=True), "input")
-        elif node.op == "output":  # the outputs' units are the model's: never permuted
-            for arg in _nodes(node.args):
-                if of(arg) is not None:
-                    spaces.fixed[spaces.root(of(arg).space)] = True
-        elif node.op == "call_module":
-            qkv = [node.args[i] if len(node.args) > i else node.kwargs.get(key)
-                   for i, key in enumerate(("query", "key", "value"))]
-            if isinstance(graph.get_submodule(node.target), nn.MultiheadAttention) and not (
-                    qkv[0] is qkv[1] is qkv[2] and qkv[0] is not None):
-                raise ValueError(f"layer {node.target!r} (MultiheadAttention) is called with different query, key "
-                                 f"and value; align takes self-attention, attn(x, x, x)")
-            values[node] = _module(graph.get_submodule(node.target), node.target, x, spaces, layers, owners)
-        elif node.op in ("call_function", "call_method"):
-            untracked = [a for a in _nodes((node.args, node.kwargs)) if of(a) is None and not _is_number(a)]
-            values[node] = _function(node, tensors, untracked, spaces)
-        elif node.op == "get_attr":
-            raise ValueError(f"forward reads the tensor {node.target!r} directly; {SUPPORTED}")
+            key = named.get(node.name, "").removeprefix("model.")
+            keys[key] = node.name
+            made = key not in state and node.name not in program.graph_signature.user_inputs
+            labels[node.name] = atoms.label(_shape(node.meta.get("val")) or (), fixed=key not in state,
+                                            reason=f"the tensor {node.target!r} in forward" if made else None)
+        elif node.op == "call_function":
+            labels[node.name] = _operation(node, labels, atoms)
+        elif node.op == "output":
+            for arg in node.args[0]:
+                if hasattr(arg, "name") and arg.name in labels:
+                    atoms.fix(_flat(labels[arg.name]))
+
+    used = {node.name for node in program.graph.nodes if node.users}
+    names_of: dict[tuple, list[str]] = {}  # one tensor under several keys (tied weights): one permutation
+    for key, t in state.items():
+        names_of.setdefault((t.data_ptr(), t.shape, t.stride()), []).append(key)
+    for tied in names_of.values():
+        first = labels[keys[tied[0]]]
+        for key in tied[1:]:
+            for a, b in zip(first, labels[keys[key]]):
+                atoms.unify(a, b, "")
+        if not any(keys[k] in used for k in tied):  # never read by forward: left alone
+            atoms.fix(_flat(first))
+    dims = {key: [atoms.leaves(d) for d in labels[keys[key]]] for key in state}
+
     groups: dict[str, int] = {}
     names: dict[int, str] = {}
-    for s in range(len(spaces.parent)):
-        r = spaces.root(s)
-        if r == s and not spaces.fixed[r] and spaces.writers[r]:
-            names[r] = spaces.writers[r][0]
-            groups[names[r]] = spaces.size[r]
+    pinned: dict[str, str] = {}
+    for key, per_dim in dims.items():
+        module = key.rpartition(".")[0] or key
+        for d, leaves in enumerate(per_dim):
+            free = [a for a in leaves if not atoms.fixed[a]]
+            reasons = [atoms.reason[a] for a in leaves if atoms.reason[a]]
+            if reasons and not free:
+                pinned[f"{key} dim {d}"] = reasons[0]
+            for k, a in enumerate(free):
+                if a in names:
+                    continue
+                suffix = "" if len(free) == 1 else (".heads", ".head_dims")[k] if len(free) == 2 else f".{k}"
+                name = next(n for n in (module + suffix, key + suffix, f"{key}{suffix}.dim{d}") if n not in groups)
+                names[a], groups[name] = name, atoms.size[a]
+    axes = {key: tuple(tuple((atoms.size[a], names.get(a)) for a in leaves)
+                       if any(a in names for a in leaves) else None for leaves in per_dim)
+            for key, per_dim in dims.items()}
+    return Structure(groups, axes, {k: tuple(t.shape) for k, t in state.items()}, pinned)
 
-    def group(space: int | None) -> str | None:
-        return None if space is None else names.get(spaces.root(space))
 
-    axes = {key: (group(out), group(inp)) + ((segments,) if segments != 1 else ())
-            for key, (out, inp, segments) in owners.items()}
-    for key in model.state_dict():
-        if key not in axes:
-            owner = key.rpartition(".")[0]
-            raise ValueError(f"{key!r} belongs to {owner or '(the model)'!r} "
-                             f"({type(model.get_submodule(owner)).__name__}), which forward never calls as a "
-                             f"layer; {SUPPORTED}")
-    return groups, axes
+def units(model: nn.Module, probe) -> dict[str, int]:
+    """The model's permutation groups: {name: number of units}, each named after the module of the first
+    state-dict tensor it permutes (a residual stream after its stem or embedding, a hidden layer, an attention
+    layer's heads and head dims as "<projection>.heads" and "<projection>.head_dims").
+
+    e.g. ``nn.Sequential(Linear(64, 32), Tanh(), Linear(32, 10))`` on a [n, 64] probe -> ``{"0": 32}``.
+    """
+    return structure(model, probe).groups
 
 
-def _nodes(args) -> list[fx.Node]:
-    """The fx nodes in (nested) arguments."""
-    found: list[fx.Node] = []
-    fx.node.map_arg(args, lambda n: found.append(n) or n)
+def _flat(value) -> list[int]:
+    """Every atom of a node's labels (a tensor's dims, or a tuple of tensors')."""
+    if isinstance(value, tuple):
+        return list(value)
+    return [a for item in value or () for a in _flat(item)]
+
+
+def _operation(node, labels: dict, atoms: _Atoms):
+    """The labels of ``node``'s output, after tying the atoms of its inputs the operation mixes."""
+    target = node.target
+    out_val = node.meta.get("val")
+    stack = list((node.meta.get("nn_module_stack") or {}).values())  # (path, class) of the modules it runs in
+    path = stack[-1][0].removeprefix("model").removeprefix(".") if stack else ""
+    name = getattr(getattr(target, "_overloadpacket", None), "__name__", getattr(target, "__name__", str(target)))
+    reason = f"{name} in {f'the forward of {path!r}' if path else 'forward'}"
+
+    def lab(arg):
+        return labels.get(arg.name) if hasattr(arg, "name") else None
+
+    def shape(arg):
+        return _shape(arg.meta.get("val")) if hasattr(arg, "meta") else None
+
+    def args_of(i, key=None, default=None):
+        if len(node.args) > i:
+            return node.args[i]
+        return node.kwargs.get(key, default) if key else default
+
+    inputs = [a for a in _nodes(node.args, node.kwargs) if isinstance(lab(a), list)]
+    out_shape = _shape(out_val)
+
+    def fresh(fixed=True):
+        if isinstance(out_val, (tuple, list)):
+            return [atoms.label(_shape(v) or (), fixed, reason) if isinstance(v, Tensor) else None for v in out_val]
+        return atoms.label(out_shape, fixed, reason) if out_shape is not None else None
+
+    def broadcast(out, *arguments):
+        """Tie each argument's dims to the output's, aligned from the right, where both have the size."""
+        for arg in arguments:
+            if arg is None or lab(arg) is None or shape(arg) is None:
+                continue
+            for i, (label, size) in enumerate(zip(reversed(lab(arg)), reversed(shape(arg)))):
+                if size != 1 and size == out_shape[len(out_shape) - 1 - i]:
+                    atoms.unify(label, out[len(out) - 1 - i], reason)
+        return out
+
+    if target is operator.getitem:
+        source = lab(node.args[0])
+        return source[node.args[1]] if isinstance(source, list) and node.args[1] < len(source) else None
+    if not isinstance(out_val, (Tensor, tuple, list)) or (
+            isinstance(out_val, (tuple, list)) and not any(isinstance(v, Tensor) for v in out_val)):
+        return None  # a number, a shape, an assertion
+    if name in UNIFORM:
+        return fresh(fixed=False)
+    if not inputs:
+        return fresh()  # made in forward (arange, random): fixed
+    x = inputs[0]
+    if isinstance(target, torch._ops.OpOverload) and torch.Tag.pointwise in target.tags or name in POINTWISE_TOO:
+        if isinstance(out_val, Tensor):
+            out = atoms.label(out_shape, fixed=False)
+            return broadcast(out, *(a for a in _nodes(node.args, node.kwargs) if isinstance(lab(a), list)))
+    if name in EQUIVARIANT:
+        return list(lab(x))
+    if name in REDUCTIONS and isinstance(out_val, Tensor):
+        dims = args_of(1, "dim")
+        n = len(shape(x))
+        dims = range(n) if dims in (None, []) else [dims] if isinstance(dims, int) else dims
+        dims = {d % n for d in dims}
+        keep = args_of(2, "keepdim", False) if name not in ("var", "std") else node.kwargs.get("keepdim", False)
+        out = [() if d in dims else lab(x)[d] for d in range(n) if keep or d not in dims]
+        return out if len(out) == len(out_shape) else _pin(node, lab, atoms, reason, fresh)
+    if name in RESHAPES:
+        return _reshape(lab(x), shape(x), out_shape, atoms, reason)
+    if name in ("permute", "transpose", "t", "movedim", "swapaxes", "numpy_T"):
+        order = _order(name, node, len(shape(x)))
+        return [lab(x)[i] for i in order] if order else _pin(node, lab, atoms, reason, fresh)
+    if name in ("expand", "expand_as", "broadcast_to"):
+        source, size = lab(x), shape(x)
+        pad = len(out_shape) - len(size)
+        out = atoms.label(out_shape, fixed=False)
+        for i, (label, s) in enumerate(zip(source, size)):
+            out[pad + i] = label if s == out_shape[pad + i] else out[pad + i]
+        return out
+    if name in ("select", "unbind", "slice", "split", "split_with_sizes", "chunk", "narrow", "unsafe_split"):
+        return _take(name, node, x, lab, shape, out_val, atoms, reason, fresh)
+    if name == "cat":
+        parts = [a for a in node.args[0] if shape(a) is not None and math.prod(shape(a)) > 0]
+        d = args_of(1, "dim", 0) % len(out_shape)
+        out = atoms.label(out_shape, fixed=False)
+        atoms.fix(out[d], reason)
+        for part in parts:
+            atoms.fix(lab(part)[d], reason)
+            for i in range(len(out_shape)):
+                if i != d:
+                    atoms.unify(lab(part)[i], out[i], reason)
+        return out
+    if name in ("linear", "addmm", "mm", "matmul", "bmm", "baddbmm"):
+        return _product(name, node, lab, shape, out_shape, atoms, reason, broadcast)
+    if name in ("conv1d", "conv2d", "conv3d", "convolution", "conv_transpose1d", "conv_transpose2d",
+                "conv_transpose3d"):
+        return _convolution(name, node, lab, out_shape, atoms, reason) or _pin(node, lab, atoms, reason, fresh)
+    if name in ("batch_norm", "_native_batch_norm_legit_no_training", "native_batch_norm", "instance_norm"):
+        for p in node.args[1:5]:
+            if lab(p):
+                atoms.unify(lab(p)[0], lab(x)[1], reason)
+        out = list(lab(x))
+        return out if isinstance(out_val, Tensor) else [out, *(fresh()[1:])]
+    if name in ("layer_norm", "rms_norm", "native_layer_norm"):
+        k = len(node.args[1])
+        for p in node.args[2:4]:
+            if lab(p):
+                for i in range(k):
+                    atoms.unify(lab(p)[i], lab(x)[len(lab(x)) - k + i], reason)
+        return list(lab(x)) if isinstance(out_val, Tensor) else [list(lab(x)), *(fresh()[1:])]
+    if name == "embedding":
+        weight, indices = lab(node.args[0]), lab(node.args[1])
+        atoms.fix(weight[0])  # rows are looked up by the indices' values
+        return list(indices) + [weight[1]]
+    if name == "scaled_dot_product_attention":
+        return _attention(node, lab, shape, out_shape, atoms, reason, broadcast)
+    if name in POOLS:
+        k = len(node.args[1]) if name.startswith("adaptive") else (
+            int(name[-2]) if name[-2].isdigit() else int(name[name.index("pool") + 4]))
+        source = lab(x)
+        atoms.fix(_flat(source[len(source) - k:]), reason)
+        spatial = atoms.label(out_shape[len(out_shape) - k:], fixed=True)
+        out = list(source[:len(source) - k]) + spatial
+        return out if isinstance(out_val, Tensor) else [out, list(out)]
+    if name in ("constant_pad_nd", "pad"):
+        pads = list(node.args[1])
+        out = list(lab(x))
+        for i in range(len(pads) // 2):
+            d = len(out) - 1 - i
+            if pads[2 * i] or pads[2 * i + 1]:
+                atoms.fix(out[d], reason)
+                out[d] = atoms.label((out_shape[d],), fixed=True)[0]
+        return out
+    return _pin(node, lab, atoms, reason, fresh)
+
+
+def _pin(node, lab, atoms: _Atoms, reason: str, fresh):
+    """An operation align does not follow: every atom it touches is fixed (never permuted)."""
+    for a in _nodes(node.args, node.kwargs):
+        if isinstance(lab(a), list):
+            atoms.fix(_flat(lab(a)), reason)
+    return fresh()
+
+
+def _nodes(*args) -> list:
+    found: list = []
+    torch.fx.node.map_arg(args, lambda n: found.append(n) or n)
     return found
 
 
-def _module(m: nn.Module, name: str, x: _Value | None, spaces: _Spaces, layers: dict,
-            owners: dict) -> _Value | None:
-    """The value a call of the module ``m`` (at ``name``) makes from the input value ``x``; its state-dict keys
-    recorded in ``owners`` with the spaces they belong to."""
-    what = f"layer {name!r} ({type(m).__name__})"
-    if not isinstance(m, WEIGHTS) and any(f"{name}.{key}" in owners for key in m.state_dict()):
-        raise ValueError(f"{what} is called twice; align follows a second call of a Linear or Conv layer only")
-    if isinstance(m, nn.Embedding):  # its indices may be made in forward (positions): no units to follow
-        out = spaces.new(m.embedding_dim, writer=name)
-        owners[f"{name}.weight"] = (None, out, 1)
-        return _Value(out, "last")
-    if x is None:
-        raise ValueError(f"{what} is not called on a tensor of the model's; {SUPPORTED}")
-    if isinstance(m, WEIGHTS):
-        if not isinstance(m, nn.Linear) and m.groups != 1:
-            raise ValueError(f"{what} has groups={m.groups}; {SUPPORTED}")
-        n_in = m.in_features if isinstance(m, nn.Linear) else m.in_channels
-        width = spaces.size[spaces.root(x.space)]
-        if isinstance(m, nn.Linear):
-            if x.layout == "channels":
-                raise ValueError(f"{what} follows a conv's maps without a flatten; {SUPPORTED}")
-            if x.layout == "flat" and width is not None and n_in % width:
-                raise ValueError(f"{what} takes {n_in} inputs but its input has {width} units")
-        elif x.layout not in ("channels", "input"):
-            raise ValueError(f"{what} takes a flattened or Linear output; {SUPPORTED}")
-        if x.layout != "flat" and width is not None and width != n_in:
-            raise ValueError(f"{what} takes {n_in} inputs but its input has {width} units")
-        if name in layers:  # called again: the same weights, so the same spaces
-            spaces.tie(layers[name][0], x.space, what)
-            return _Value(layers[name][1], "last" if isinstance(m, nn.Linear) else "channels")
-        n_out = m.out_features if isinstance(m, nn.Linear) else m.out_channels
-        out = spaces.new(n_out, writer=name)
-        layers[name] = (x.space, out)
-        for key in m.state_dict():
-            owners[f"{name}.{key}"] = (out, x.space, 1) if key == "weight" else (out, None, 1)
-        return _Value(out, "last" if isinstance(m, nn.Linear) else "channels")
-    if isinstance(m, NORMS):
-        width = spaces.size[spaces.root(x.space)]
-        size = tuple(m.normalized_shape) if isinstance(m, nn.LayerNorm) else (m.num_features,)
-        over_units = x.layout in ("last", "input") if isinstance(m, nn.LayerNorm) else x.layout != "flat"
-        if (width is not None and size != (width,)) or not over_units:
-            raise ValueError(f"{what} must normalize the {width} units of its input: BatchNorm with num_features="
-                             f"{width}, or LayerNorm({width}) after a Linear")
-        for key, t in m.state_dict().items():
-            owners[f"{name}.{key}"] = (x.space if t.dim() == 1 else None, None, 1)
-        return x
-    if isinstance(m, nn.Flatten):
-        if m.start_dim != 1:
-            raise ValueError(f"{what} flattens from dim {m.start_dim}; {SUPPORTED}")
-        return _Value(x.space, "flat" if x.layout == "channels" else x.layout)
-    if isinstance(m, PASS) and not m.state_dict():
-        if isinstance(m, POOLS) and x.layout in ("last", "flat"):
-            raise ValueError(f"{what} after a Linear would pool across its units")
-        return x  # elementwise, or equivariant under a permutation of the units (softmax)
-    if isinstance(m, nn.MultiheadAttention):
-        return _attention(m, name, x, spaces, owners)
-    raise ValueError(f"{what} is not supported; {SUPPORTED}")
+def _order(name: str, node, n: int) -> list[int] | None:
+    """The input dim each output dim of a transposition comes from."""
+    order = list(range(n))
+    if name == "permute":
+        return [d % n for d in node.args[1]]
+    if name in ("transpose", "swapaxes"):
+        a, b = node.args[1] % n, node.args[2] % n
+        order[a], order[b] = b, a
+        return order
+    if name in ("t", "numpy_T"):
+        return order[::-1]
+    if name == "movedim" and isinstance(node.args[1], int):
+        src, dst = node.args[1] % n, node.args[2] % n
+        order.remove(src)
+        order.insert(dst, src)
+        return order
+    return None
 
 
-def _attention(m: nn.MultiheadAttention, name: str, x: _Value, spaces: _Spaces, owners: dict) -> _Value:
-    """Self-attention ``m(x, x, x)``: its heads are one group (their q, k and v rows and out_proj's columns move
-    together, a head's dims as a block), out_proj writes a new space; the value is the (output, weights) pair."""
-    what = f"layer {name!r} (MultiheadAttention)"
-    if not m._qkv_same_embed_dim or m.bias_k is not None or m.add_zero_attn:
-        raise ValueError(f"{what} has separate q/k/v projections, bias_k/bias_v or add_zero_attn; align takes the "
-                         f"plain packed projection")
-    if x.layout not in ("last", "input") or spaces.size[spaces.root(x.space)] not in (None, m.embed_dim):
-        raise ValueError(f"{what} must take {m.embed_dim} units on its last dim")
-    heads = spaces.new(m.num_heads, writer=f"{name}.heads")
-    out = spaces.new(m.embed_dim, writer=f"{name}.out_proj")
-    owners.update({f"{name}.in_proj_weight": (heads, x.space, 3), f"{name}.in_proj_bias": (heads, None, 3),
-                   f"{name}.out_proj.weight": (out, heads, 1), f"{name}.out_proj.bias": (out, None, 1)})
-    return _Value(out, "pair")
+def _reshape(source: list, in_shape, out_shape, atoms: _Atoms, reason: str) -> list:
+    """A view's labels: the input's atoms in order, cut into the output's dims (split where a dim ends inside)."""
+    leaves = atoms.leaves([a for label in source for a in label])
+    out: list[tuple[int, ...]] = []
+    for size in out_shape:
+        take: list[int] = []
+        need = size
+        while need > 1 and leaves:
+            a = leaves.pop(0)
+            s = atoms.size[a]
+            if need % s == 0:
+                take.append(a)
+                need //= s
+            elif s % need == 0:
+                first, rest = atoms.split(a, need)
+                take.append(first)
+                leaves.insert(0, rest)
+                need = 1
+            else:  # the view cuts an atom where no factorization fits: fix it all
+                atoms.fix(take + [a] + leaves, reason)
+                return atoms.label(out_shape, fixed=True)
+        out.append(tuple(take))
+    return out
 
 
-def _is_number(node: fx.Node) -> bool:
-    """Whether forward's value at ``node`` is a number or a shape (``x.size(0)``, ``x.shape[1] * 2``), not a tensor."""
-    if node.op == "call_method":
-        return node.target in ("size", "dim", "numel")
-    if node.op == "call_function" and node.target is getattr:
-        return node.args[1] in ("shape", "ndim")
-    arithmetic = (operator.getitem, operator.add, operator.sub, operator.mul, operator.floordiv, operator.neg)
-    return node.op == "call_function" and node.target in arithmetic and all(_is_number(a) for a in _nodes(node.args))
+def _take(name, node, x, lab, shape, out_val, atoms: _Atoms, reason: str, fresh):
+    """select/unbind (fix the dim's atoms: one unit is taken), slice/narrow (the same dim when whole), split and
+    chunk (into equal parts: the dim is split into (parts, rest), the parts' atom fixed)."""
+    source, size = lab(x), shape(x)
+    n = len(size)
+    d = (node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)) if name in ("select", "unbind") else (
+        node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0))
+    if name in ("slice", "narrow"):
+        d = (node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)) % n
+        if _shape(out_val)[d] == size[d]:
+            return list(source)
+        atoms.fix(source[d], reason)
+        return source[:d] + [atoms.label((_shape(out_val)[d],), fixed=True)[0]] + source[d + 1:]
+    d %= n
+    if name in ("select", "unbind"):
+        atoms.fix(source[d], reason)
+        rest = source[:d] + source[d + 1:]
+        return rest if name == "select" else [list(rest) for _ in out_val]
+    sizes = {_shape(v)[d] for v in out_val}
+    if len(sizes) != 1 or size[d] % len(out_val):
+        atoms.fix(source[d], reason)
+        return [source[:d] + [atoms.label((_shape(v)[d],), fixed=True)[0]] + source[d + 1:] for v in out_val]
+    parts, rest = atoms.new(len(out_val), fixed=True), atoms.new(size[d] // len(out_val), fixed=False)
+    atoms.unify(source[d], (parts, rest), reason)
+    return [source[:d] + [(rest,)] + source[d + 1:] for _ in out_val]
 
 
-def _function(node: fx.Node, tensors: list[_Value], untracked: list[fx.Node], spaces: _Spaces) -> _Value | None:
-    """The value a function or method call in forward makes from its tensor arguments (None: not a tensor of
-    units, e.g. ``x.size(0)``); ``untracked``: its arguments that are tensors made in forward, whose units
-    cannot be followed (``torch.ones(C)``): none may meet the model's units in an addition or a product."""
-    target = node.target
-    inside = list(node.meta.get("nn_module_stack") or {})  # the modules whose forward it is in, outermost first
-    what = f"{getattr(target, '__name__', target)!s} in {f'the forward of {inside[-1]!r}' if inside else 'forward'}"
-    if not tensors or target in ("size", "dim", "numel", getattr):
-        return None  # not a tensor of units: x.size(0), x.shape
-    x = tensors[0]
-    if x.layout == "pair":  # attention's (output, weights)
-        if target is operator.getitem and node.args[1] == 0:
-            return _Value(x.space, "last")
-        if target is operator.getitem and node.args[1] == 1:
-            return None
-        raise ValueError(f"{what} on attention's (output, weights) pair; {SUPPORTED}")
-    if untracked and (target in ADD or target in (operator.mul, operator.truediv, torch.mul, "mul", "div")):
-        raise ValueError(f"{what} combines the model's units with a tensor made in forward ({untracked[0].name}), "
-                         f"whose units align cannot follow; {SUPPORTED}")
-    if target in ADD:
-        for other in tensors[1:]:
-            if other.layout != x.layout:
-                raise ValueError(f"{what} adds a {other.layout} tensor to a {x.layout} one; {SUPPORTED}")
-            x = _Value(spaces.tie(x.space, other.space, what), x.layout)
-        return x
-    if target in (operator.mul, operator.truediv, torch.mul, "mul", "div") and len(tensors) == 1:
-        return x  # scaled by a number
-    if target in ELEMENTWISE or target in POOLING:
-        if target in POOLING and x.layout in ("last", "flat"):
-            raise ValueError(f"{what} after a Linear would pool across its units")
-        return x
-    if target in (torch.flatten, "flatten"):
-        start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
-        if start != 1:
-            raise ValueError(f"{what} flattens from dim {start}; flatten(x, 1) keeps the batch; {SUPPORTED}")
-        return _Value(x.space, "flat" if x.layout == "channels" else x.layout)
-    if target in ("view", "reshape") and len(node.args) == 3 and node.args[2] == -1:
-        return _Value(x.space, "flat" if x.layout == "channels" else x.layout)  # x.view(x.size(0), -1)
-    if target in ("mean", torch.mean):
-        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-        dims = (dims,) if isinstance(dims, int) else tuple(dims or ())
-        if x.layout == "channels" and dims and all(d >= 2 for d in dims) and not node.kwargs.get("keepdim"):
-            return _Value(x.space, "last")  # a global average over the maps: [N, C]
-    raise ValueError(f"{what} is not supported; {SUPPORTED}")
+def _product(name, node, lab, shape, out_shape, atoms: _Atoms, reason: str, broadcast) -> list:
+    """Matrix products: the contracted dims tied, the kept ones carried, batch dims broadcast."""
+    if name == "linear":
+        x, w = lab(node.args[0]), lab(node.args[1])
+        atoms.unify(x[-1], w[1], reason)
+        bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
+        if bias is not None and lab(bias):
+            atoms.unify(lab(bias)[0], w[0], reason)
+        return list(x[:-1]) + [w[0]]
+    first = 1 if name in ("addmm", "baddbmm") else 0
+    a, b = node.args[first], node.args[first + 1]
+    la, lb = lab(a), lab(b)
+    if len(la) == 1 or len(lb) == 1:  # a vector on one side
+        atoms.unify(la[-1], lb[-2] if len(lb) > 1 else lb[0], reason)
+        out = list(lb[:-2]) + [lb[-1]] if len(la) == 1 else list(la[:-1])
+    else:
+        atoms.unify(la[-1], lb[-2], reason)
+        batch = atoms.label(out_shape[:-2], fixed=False)
+        out = batch + [la[-2], lb[-1]]
+        for arg, label in ((a, la), (b, lb)):
+            for i in range(len(label) - 2):
+                j = len(batch) - (len(label) - 2) + i
+                if shape(arg)[i] != 1 and shape(arg)[i] == out_shape[j]:
+                    atoms.unify(label[i], batch[j], reason)
+    if first:
+        broadcast(out, node.args[0])
+    return out
 
 
-def units(model: nn.Module) -> dict[str, int]:
-    """The model's permutation groups: {name of the first layer writing into them: number of units} (a residual
-    stream, a hidden layer, an attention layer's heads as "<name>.heads").
+def _convolution(name, node, lab, out_shape, atoms: _Atoms, reason: str) -> list | None:
+    """A convolution: channels in and out (dim 1) through the weight's dims 1 and 0 (0 and 1 transposed); a
+    depthwise one keeps its channels; other groups are not followed (None)."""
+    x, w = lab(node.args[0]), lab(node.args[1])
+    bias = node.args[2] if len(node.args) > 2 else None
+    transposed = "transpose" in name or (name == "convolution" and node.args[6])
+    groups = node.args[-1] if name != "convolution" else node.args[8]
+    groups = groups if isinstance(groups, int) else 1
+    batched = len(x) == len(out_shape) and len(x) == len(w)
+    channel = 1 if batched else 0
+    spatial = atoms.label(out_shape[channel + 1:], fixed=True)
+    atoms.fix(_flat(x[channel + 1:]), reason)
+    atoms.fix(_flat(w[2:]))  # the kernel's taps
+    if groups == 1:
+        atoms.unify(x[channel], w[0 if transposed else 1], reason)
+        out_channels = w[1 if transposed else 0]
+    elif not transposed and atoms.leaves(w[1]) == [] and len(atoms.leaves(x[channel])) and out_shape[channel] == \
+            math.prod(atoms.size[a] for a in atoms.leaves(x[channel])):
+        atoms.unify(x[channel], w[0], reason)  # depthwise: channel c from channel c
+        out_channels = w[0]
+    else:
+        return None
+    if bias is not None and hasattr(bias, "name") and lab(bias):
+        atoms.unify(lab(bias)[0], out_channels, reason)
+    return list(x[:channel]) + [out_channels] + spatial
 
-    e.g. ``nn.Sequential(Linear(64, 32), Tanh(), Linear(32, 10)) -> {"0": 32}``.
-    """
-    return structure(model)[0]
+
+def _attention(node, lab, shape, out_shape, atoms: _Atoms, reason: str, broadcast) -> list:
+    """softmax(q k^T / sqrt(d) + mask) v over [..., L, E] queries, [..., S, E] keys, [..., S, Ev] values: the
+    batch dims (heads) tied across q, k, v, q's and k's E tied, k's and v's S tied; the output [..., L, Ev]."""
+    q, k, v = (node.args[i] for i in range(3))
+    lq, lk, lv = lab(q), lab(k), lab(v)
+    atoms.unify(lq[-1], lk[-1], reason)
+    atoms.unify(lk[-2], lv[-2], reason)
+    batch = atoms.label(out_shape[:-2], fixed=False)
+    for arg, label in ((q, lq), (k, lk), (v, lv)):
+        for i in range(len(label) - 2):
+            j = len(batch) - (len(label) - 2) + i
+            if shape(arg)[i] != 1 and shape(arg)[i] == out_shape[j]:
+                atoms.unify(label[i], batch[j], reason)
+    mask = node.args[3] if len(node.args) > 3 else node.kwargs.get("attn_mask")
+    if mask is not None and lab(mask):
+        scores = batch + [lq[-2], lk[-2]]
+        ms = shape(mask)
+        for i, (label, s) in enumerate(zip(reversed(lab(mask)), reversed(ms))):
+            target = scores[len(scores) - 1 - i]
+            if s != 1:
+                atoms.unify(label, target, reason)
+    return batch + [lq[-2], lv[-1]]

@@ -40,7 +40,7 @@ def test_connect_reports_the_barriers_alignment_and_curve_of_the_api(mlp_checkpo
     model_a, model_b = (landscape.load_checkpoint(copy.deepcopy(problem.model), f) for f in (a, b))
     obj = Objective(model_a, problem.loss_fn, problem.data)
     line = curves.interpolate(obj, model_a, model_b, progress=False)
-    aligned = weight_matching(model_a, model_b).apply(model_b)
+    aligned = weight_matching(model_a, model_b, problem.data[0][:4]).apply(model_b)
     straight = curves.interpolate(obj, model_a, aligned, progress=False)
     for label, api in (("line", line), ("aligned line", straight)):
         printed = re.search(rf"^{label}\s+barrier (\S+) \(linear, Entezari\) at t = \S+, (\S+) \(mean", out,
