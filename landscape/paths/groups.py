@@ -68,7 +68,7 @@ class _Atoms:
         labels = [(self.new(int(s), fixed),) if s != 1 else () for s in sizes]
         for label in labels:
             for a in label:
-                self.reason[a] = reason
+                self.reason[a] = reason if fixed else None
         return labels
 
     def root(self, a: int) -> int:
@@ -98,9 +98,13 @@ class _Atoms:
         return parts
 
     def fix(self, label, reason: str | None = None) -> None:
+        """Fix a label's atoms; ``reason``: the operation that keeps them, None where nothing could move them
+        anyway (the model's inputs and outputs, a vocabulary), which wins over any operation's reason."""
         for r in self.leaves(label):
             if not self.fixed[r]:
                 self.fixed[r], self.reason[r] = True, reason
+            elif reason is None:
+                self.reason[r] = None
 
     def unify(self, x, y, reason: str) -> None:
         """Tie two labels of equal size atom by atom, splitting atoms where the factorizations differ; where they
@@ -116,6 +120,8 @@ class _Atoms:
                 self.parent[b] = a
                 if self.fixed[b] and not self.fixed[a]:
                     self.fixed[a], self.reason[a] = True, self.reason[b]
+                elif self.fixed[b] and self.reason[b] is None:
+                    self.reason[a] = None
             elif sa % sb == 0:
                 x[:0], y[:0] = self.split(a, sb), [b]
             elif sb % sa == 0:
@@ -218,7 +224,7 @@ def structure(model: nn.Module, probe) -> Structure:
         elif node.op == "output":
             for arg in node.args[0]:
                 if hasattr(arg, "name") and arg.name in labels:
-                    atoms.fix(_flat(labels[arg.name]))
+                    atoms.fix(_flat(labels[arg.name]))  # no reason: the outputs' units are the user's
 
     used = {node.name for node in program.graph.nodes if node.users}
     names_of: dict[tuple, list[str]] = {}  # one tensor under several keys (tied weights): one permutation
