@@ -161,7 +161,7 @@ def objective(args: argparse.Namespace, problem: problems.Problem, data_parallel
 
 # -- what a command prints and writes --------------------------------------------------------------
 
-def report(problem: problems.Problem, obj: Objective) -> None:
+def report(problem: problems.Problem, obj: Objective, check_examples: int | None = None) -> None:
     """Print what the problem is and where it stands: size, loss, gradient norm, metrics, HVP check."""
     def line(key: str, value: str) -> None:
         print(f"{key:<12} {value}", flush=True)
@@ -184,13 +184,16 @@ def report(problem: problems.Problem, obj: Objective) -> None:
                              device=obj.device, dtype=obj.dtype).evaluate(metrics=problem.metrics)
         for name in problem.metrics:
             line(name, f"{train[name]:.4f} (train)" + (f"  {test[name]:.4f} (test)" if test else ""))
-    check = obj.check_hvp()
+    subset = check_examples is not None and check_examples < obj.n_examples
+    check = obj.check_hvp(examples=check_examples if subset else None)
     def verdict(part) -> str:
         return ("ok" if part.agrees else "WRONG: an autodiff rule in this model disagrees with finite differences"
                 if math.isfinite(part.rel_error) else "NOT FINITE: the products or the finite differences are NaN here")
 
+    on = f", the first {check_examples:,} of {obj.n_examples:,} examples" if subset else ""
     line("HVP check", f"relative error {check.rel_error:.1e} against central differences "
-                      f"({check.dtype}, {len(check.rel_errors)} random unit vectors, {check.mode} mode): {verdict(check)}")
+                      f"({check.dtype}, {len(check.rel_errors)} random unit vectors{on}, {check.mode} mode): "
+                      f"{verdict(check)}")
     if check.in_own_dtype:
         own = check.in_own_dtype
         line("", f"relative error {own.rel_error:.1e} of the products in {own.dtype}, their own precision, against "

@@ -116,6 +116,11 @@ def inputs(X, model=None) -> tuple[tuple, dict]:
     return (tuple(X) if isinstance(X, (tuple, list)) else (X,)), {}
 
 
+def cut(x, n: int):
+    """The first ``n`` examples of a tensor, or of each tensor in a tuple, list or dict (along dim 0)."""
+    return tree_map(lambda t: t[:n] if isinstance(t, Tensor) else t, x)
+
+
 def is_pair(data) -> bool:
     """An ``(X, y)`` pair: ``y`` a tensor, ``X`` a tensor or a tuple or dict of tensors."""
     if not (isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[1], Tensor)):

@@ -393,6 +393,24 @@ class Objective:
         """
         return self._like(params=params)
 
+    def head(self, examples: int) -> Objective:
+        """The same objective over the data's first ``examples`` examples (the last batch cut to fit where its
+        weight counts examples; batches weighted by label tokens are taken whole), in the same batches."""
+        if isinstance(examples, bool) or not isinstance(examples, int) or examples < 1:
+            raise ValueError(f"examples must be a positive integer, got {examples!r}")
+        taken, total = [], 0
+        for X, y, size in self.batches():
+            if total >= examples:
+                break
+            keep = examples - total
+            if size > keep and batching.examples_in(X) == size:
+                X, y = (batching.cut(X, keep), batching.cut(y, keep)) if X is not y else (batching.cut(X, keep),) * 2
+                size = keep
+            taken.append(X if X is y else (X, y))
+            total += size
+        return type(self)(self.model, self.loss_fn, taken, state=self.state_dict(),
+                          **{**self.options(), "batch_size": None})
+
     def _like(self, **changes) -> Objective:
         return type(self)(self.model, self.loss_fn, self.data, state=self.state_dict(), **{**self.options(), **changes})
 
@@ -404,6 +422,9 @@ class Objective:
 
     # -- self-check ----------------------------------------------------------------------
     def check_hvp(self, theta: Tensor | None = None, n_vectors: int = 3, *, dtype: torch.dtype | None = torch.float64,
-                  steps: Sequence[float] | None = None, mode: str | None = None, seed: int = 0) -> HVPCheck:
-        """Exact HVPs on random unit vectors against central differences of the gradient (``core.check``)."""
-        return check_hvp(self, theta, n_vectors, dtype=dtype, steps=steps, mode=mode, seed=seed)
+                  steps: Sequence[float] | None = None, mode: str | None = None, seed: int = 0,
+                  examples: int | None = None) -> HVPCheck:
+        """Exact HVPs on random unit vectors against central differences of the gradient (``core.check``), over
+        all the data or its first ``examples`` examples (``head``: a rule that is wrong is wrong on any data)."""
+        on = self if examples is None else self.head(examples)
+        return check_hvp(on, theta, n_vectors, dtype=dtype, steps=steps, mode=mode, seed=seed)

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from landscape.core.data import inputs, move
+
 Tensor = torch.Tensor
 Dim = tuple  # a dim's atoms as ((size, group or None), ...), outermost first; None where no group permutes it
 
@@ -134,20 +136,9 @@ class _Atoms:
 
 def arguments(model: nn.Module, probe) -> tuple[tuple, dict]:
     """``probe`` (a tensor, a tuple of inputs, or a dict of keyword arguments) as the (args, kwargs) of a call of
-    ``model``, floating tensors in the dtype and on the device of its parameters."""
+    ``model`` (``core.data.inputs``), floating tensors in the dtype and on the device of its parameters."""
     reference = next((p for p in model.parameters() if p.is_floating_point()), torch.empty(0))
-
-    def like_model(item):
-        if isinstance(item, Tensor):
-            return item.to(reference.device, reference.dtype if item.is_floating_point() else item.dtype)
-        if isinstance(item, Mapping):
-            return {k: like_model(v) for k, v in item.items()}
-        return tuple(like_model(v) for v in item) if isinstance(item, (tuple, list)) else item
-
-    probe = like_model(probe)
-    if isinstance(probe, Mapping):
-        return (), dict(probe)
-    return (probe if isinstance(probe, tuple) else (probe,)), {}
+    return inputs(move(probe, reference.device, reference.dtype), model)
 
 
 def tensors(out) -> list[Tensor]:
@@ -298,7 +289,7 @@ def _operation(node, labels: dict, atoms: _Atoms):
             return node.args[i]
         return node.kwargs.get(key, default) if key else default
 
-    inputs = [a for a in _nodes(node.args, node.kwargs) if isinstance(lab(a), list)]
+    given = [a for a in _nodes(node.args, node.kwargs) if isinstance(lab(a), list)]
     out_shape = _shape(out_val)
 
     def fresh(fixed=True):
@@ -324,13 +315,13 @@ def _operation(node, labels: dict, atoms: _Atoms):
         return None  # a number, a shape, an assertion
     if name in UNIFORM:
         return fresh(fixed=False)
-    if not inputs:
+    if not given:
         return fresh()  # made in forward (arange, random): fixed
-    x = inputs[0]
+    x = given[0]
     if isinstance(target, torch._ops.OpOverload) and torch.Tag.pointwise in target.tags or name in POINTWISE_TOO:
         if isinstance(out_val, Tensor):
             out = atoms.label(out_shape, fixed=False)
-            return broadcast(out, *(a for a in _nodes(node.args, node.kwargs) if isinstance(lab(a), list)))
+            return broadcast(out, *given)
     if name in EQUIVARIANT:
         return list(lab(x))
     if name in REDUCTIONS and isinstance(out_val, Tensor):

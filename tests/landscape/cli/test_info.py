@@ -30,6 +30,17 @@ def test_info_on_each_builtin(name, capsys, request):
     assert field(out, "parameters").startswith(f"{n:,} in")
 
 
+def test_info_checks_the_hvps_on_the_first_examples(capsys, digits_mlp):
+    assert main(["info", "--problem", "digits-mlp", "--check-examples", "100"]) == 0
+    line = field(capsys.readouterr().out, "HVP check")
+    check = digits_mlp.objective().check_hvp(examples=100)
+    assert f"relative error {check.rel_error:.1e} " in line and "the first 100 of 1,437 examples" in line
+    assert main(["info", "--problem", "digits-mlp", "--check-examples", "0"]) == 0
+    assert "examples" not in field(capsys.readouterr().out, "HVP check")  # all of them
+    assert main(["info", "--problem", "digits-mlp", "--check-examples", "-1"]) == 2
+    assert "--check-examples must be 0 (all) or a positive number" in capsys.readouterr().err
+
+
 def test_info_with_a_checkpoint_and_a_subset(tmp_path, capsys, digits_mlp):
     torch.save(digits_mlp.model.state_dict(), tmp_path / "mlp.pt")
     assert main(["info", "--checkpoint", str(tmp_path / "mlp.pt"), "--params", "2.*", "--dtype", "float64"]) == 0

@@ -175,6 +175,24 @@ def test_check_hvp_passes_exact_derivatives():
     assert check.to_dict()["dtype"] == "float64"
 
 
+def test_head_is_the_first_examples_in_the_same_batches():
+    model, loss_fn, X, y = make("layernorm")
+    obj = Objective(model, loss_fn, (X, y), batch_size=10)
+    head = obj.head(15)  # a batch of 10 and one cut to 5
+    assert [size for _, _, size in head.batches()] == [10, 5] and head.n_examples == 15
+    reference = Objective(model, loss_fn, (X[:15], y[:15]), batch_size=10)
+    torch.testing.assert_close(head.loss(), reference.loss(), rtol=0, atol=0)
+    v = torch.randn(obj.space.n, dtype=obj.dtype)
+    torch.testing.assert_close(head.hvp(v), reference.hvp(v), rtol=0, atol=0)
+    batches = Objective(model, loss_fn, [{"x": X[:4], "y": y[:4]}, {"x": X[4:8], "y": y[4:8]}])
+    assert [size for _, _, size in batches.head(6).batches()] == [4, 2]
+    assert [size for _, _, size in obj.head(1000).batches()] == [10] * (len(X) // 10) + [len(X) % 10] * bool(len(X) % 10)
+    with pytest.raises(ValueError, match="examples must be a positive integer, got 0"):
+        obj.head(0)
+    check = obj.check_hvp(examples=15)  # the check on the head: the same error as on its own objective
+    assert check.ok and check.rel_errors == reference.check_hvp().rel_errors
+
+
 class SloppyCube(torch.autograd.Function):
     """x^3 whose backward is right to first order but hides x from the second derivative."""
 
