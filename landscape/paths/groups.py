@@ -182,8 +182,7 @@ def _shape(value) -> tuple[int, ...] | None:
 POINTWISE_TOO = {"dropout", "contiguous", "_to_copy", "to", "type_as", "detach", "alias", "lift_fresh_copy",
                  "native_dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout"}
 EQUIVARIANT = {"softmax", "log_softmax", "_softmax", "_log_softmax"}  # along any dim: units permuted stay permuted
-REDUCTIONS = {"sum", "mean", "amax", "amin", "var", "std", "norm", "logsumexp", "prod", "any", "all",
-              "linalg_vector_norm"}
+REDUCTIONS = {"sum", "mean", "amax", "amin", "var", "std", "logsumexp", "prod", "any", "all"}  # (x, dims, keepdim)
 RESHAPES = {"view", "reshape", "_unsafe_view", "_reshape_alias", "flatten", "unflatten", "squeeze", "unsqueeze",
             "view_copy"}
 POOLS = {"max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
@@ -198,7 +197,7 @@ def structure(model: nn.Module, probe) -> Structure:
     """The model's permutation groups and how they permute each state-dict tensor, read from the forward on
     ``probe`` (a batch of inputs: a tensor, a tuple of tensors, or a dict of keyword arguments)."""
     program = _export(model, probe)
-    state = model.state_dict()
+    state = {k: t for k, t in model.state_dict().items() if isinstance(t, Tensor)}
     atoms = _Atoms()
     labels: dict[str, object] = {}  # node name -> list of per-dim labels (or a list of those for a tuple)
     named = {**program.graph_signature.inputs_to_parameters, **program.graph_signature.inputs_to_buffers}
@@ -220,7 +219,8 @@ def structure(model: nn.Module, probe) -> Structure:
     used = {node.name for node in program.graph.nodes if node.users}
     names_of: dict[tuple, list[str]] = {}  # one tensor under several keys (tied weights): one permutation
     for key, t in state.items():
-        names_of.setdefault((t.data_ptr(), t.shape, t.stride()), []).append(key)
+        if key in keys:  # (export lifts every parameter and persistent buffer)
+            names_of.setdefault((t.data_ptr(), t.shape, t.stride()), []).append(key)
     for tied in names_of.values():
         first = labels[keys[tied[0]]]
         for key in tied[1:]:
@@ -228,7 +228,8 @@ def structure(model: nn.Module, probe) -> Structure:
                 atoms.unify(a, b, "")
         if not any(keys[k] in used for k in tied):  # never read by forward: left alone
             atoms.fix(_flat(first))
-    dims = {key: [atoms.leaves(d) for d in labels[keys[key]]] for key in state}
+    dims = {key: [atoms.leaves(d) for d in labels[keys[key]]] if key in keys else [[] for _ in t.shape]
+            for key, t in state.items()}
 
     groups: dict[str, int] = {}
     names: dict[int, str] = {}
@@ -284,11 +285,6 @@ def _operation(node, labels: dict, atoms: _Atoms):
     def shape(arg):
         return _shape(arg.meta.get("val")) if hasattr(arg, "meta") else None
 
-    def args_of(i, key=None, default=None):
-        if len(node.args) > i:
-            return node.args[i]
-        return node.kwargs.get(key, default) if key else default
-
     given = [a for a in _nodes(node.args, node.kwargs) if isinstance(lab(a), list)]
     out_shape = _shape(out_val)
 
@@ -296,16 +292,6 @@ def _operation(node, labels: dict, atoms: _Atoms):
         if isinstance(out_val, (tuple, list)):
             return [atoms.label(_shape(v) or (), fixed, reason) if isinstance(v, Tensor) else None for v in out_val]
         return atoms.label(out_shape, fixed, reason) if out_shape is not None else None
-
-    def broadcast(out, *arguments):
-        """Tie each argument's dims to the output's, aligned from the right, where both have the size."""
-        for arg in arguments:
-            if arg is None or lab(arg) is None or shape(arg) is None:
-                continue
-            for i, (label, size) in enumerate(zip(reversed(lab(arg)), reversed(shape(arg)))):
-                if size != 1 and size == out_shape[len(out_shape) - 1 - i]:
-                    atoms.unify(label, out[len(out) - 1 - i], reason)
-        return out
 
     if target is operator.getitem:
         source = lab(node.args[0])
@@ -318,18 +304,19 @@ def _operation(node, labels: dict, atoms: _Atoms):
     if not given:
         return fresh()  # made in forward (arange, random): fixed
     x = given[0]
-    if isinstance(target, torch._ops.OpOverload) and torch.Tag.pointwise in target.tags or name in POINTWISE_TOO:
+    if torch.Tag.pointwise in getattr(target, "tags", ()) or name in POINTWISE_TOO:
         if isinstance(out_val, Tensor):
             out = atoms.label(out_shape, fixed=False)
-            return broadcast(out, *given)
+            _broadcast(atoms, reason, out, out_shape, *((lab(a), shape(a)) for a in given))
+            return out
     if name in EQUIVARIANT:
         return list(lab(x))
     if name in REDUCTIONS and isinstance(out_val, Tensor):
-        dims = args_of(1, "dim")
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
         n = len(shape(x))
         dims = range(n) if dims in (None, []) else [dims] if isinstance(dims, int) else dims
         dims = {d % n for d in dims}
-        keep = args_of(2, "keepdim", False) if name not in ("var", "std") else node.kwargs.get("keepdim", False)
+        keep = node.args[2] if len(node.args) > 2 and name not in ("var", "std") else node.kwargs.get("keepdim", False)
         out = [() if d in dims else lab(x)[d] for d in range(n) if keep or d not in dims]
         return out if len(out) == len(out_shape) else _pin(node, lab, atoms, reason, fresh)
     if name in RESHAPES:
@@ -348,7 +335,7 @@ def _operation(node, labels: dict, atoms: _Atoms):
         return _take(name, node, x, lab, shape, out_val, atoms, reason, fresh)
     if name == "cat":
         parts = [a for a in node.args[0] if shape(a) is not None and math.prod(shape(a)) > 0]
-        d = args_of(1, "dim", 0) % len(out_shape)
+        d = (node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)) % len(out_shape)
         out = atoms.label(out_shape, fixed=False)
         atoms.fix(out[d], reason)
         for part in parts:
@@ -358,10 +345,10 @@ def _operation(node, labels: dict, atoms: _Atoms):
                     atoms.unify(lab(part)[i], out[i], reason)
         return out
     if name in ("linear", "addmm", "mm", "matmul", "bmm", "baddbmm"):
-        return _product(name, node, lab, shape, out_shape, atoms, reason, broadcast)
+        return _product(name, node, lab, shape, out_shape, atoms, reason)
     if name in ("conv1d", "conv2d", "conv3d", "convolution", "conv_transpose1d", "conv_transpose2d",
                 "conv_transpose3d"):
-        return _convolution(name, node, lab, out_shape, atoms, reason) or _pin(node, lab, atoms, reason, fresh)
+        return _convolution(name, node, lab, shape, out_shape, atoms, reason) or _pin(node, lab, atoms, reason, fresh)
     if name in ("batch_norm", "_native_batch_norm_legit_no_training", "native_batch_norm", "instance_norm"):
         for p in node.args[1:5]:
             if lab(p):
@@ -380,7 +367,7 @@ def _operation(node, labels: dict, atoms: _Atoms):
         atoms.fix(weight[0])  # rows are looked up by the indices' values
         return list(indices) + [weight[1]]
     if name == "scaled_dot_product_attention":
-        return _attention(node, lab, shape, out_shape, atoms, reason, broadcast)
+        return _attention(node, lab, shape, out_shape, atoms, reason)
     if name in POOLS:
         k = len(node.args[1]) if name.startswith("adaptive") else (
             int(name[-2]) if name[-2].isdigit() else int(name[name.index("pool") + 4]))
@@ -486,7 +473,19 @@ def _take(name, node, x, lab, shape, out_val, atoms: _Atoms, reason: str, fresh)
     return [source[:d] + [(rest,)] + source[d + 1:] for _ in out_val]
 
 
-def _product(name, node, lab, shape, out_shape, atoms: _Atoms, reason: str, broadcast) -> list:
+def _broadcast(atoms: _Atoms, reason: str, out: list, out_shape, *operands) -> None:
+    """Tie each operand's dims (``(labels, shape)``) to the output's, aligned from the right: where the sizes are
+    equal; a dim of size 1 is broadcast (the same for every unit); any other size fixes both (grouped-query
+    attention's fewer key heads: head i meets key head i // g, which no permutation of one group keeps)."""
+    for labels, shape in operands:
+        for i in range(1, min(len(shape), len(out_shape)) + 1):
+            if shape[-i] == out_shape[-i]:
+                atoms.unify(labels[-i], out[-i], reason)
+            elif shape[-i] != 1:
+                atoms.fix(list(labels[-i]) + list(out[-i]), reason)
+
+
+def _product(name, node, lab, shape, out_shape, atoms: _Atoms, reason: str) -> list:
     """Matrix products: the contracted dims tied, the kept ones carried, batch dims broadcast."""
     if name == "linear":
         x, w = lab(node.args[0]), lab(node.args[1])
@@ -505,62 +504,48 @@ def _product(name, node, lab, shape, out_shape, atoms: _Atoms, reason: str, broa
         atoms.unify(la[-1], lb[-2], reason)
         batch = atoms.label(out_shape[:-2], fixed=False)
         out = batch + [la[-2], lb[-1]]
-        for arg, label in ((a, la), (b, lb)):
-            for i in range(len(label) - 2):
-                j = len(batch) - (len(label) - 2) + i
-                if shape(arg)[i] != 1 and shape(arg)[i] == out_shape[j]:
-                    atoms.unify(label[i], batch[j], reason)
+        _broadcast(atoms, reason, batch, out_shape[:-2], (la[:-2], shape(a)[:-2]), (lb[:-2], shape(b)[:-2]))
     if first:
-        broadcast(out, node.args[0])
+        _broadcast(atoms, reason, out, out_shape, (lab(node.args[0]), shape(node.args[0])))
     return out
 
 
-def _convolution(name, node, lab, out_shape, atoms: _Atoms, reason: str) -> list | None:
-    """A convolution: channels in and out (dim 1) through the weight's dims 1 and 0 (0 and 1 transposed); a
-    depthwise one keeps its channels; other groups are not followed (None)."""
+def _convolution(name, node, lab, shape, out_shape, atoms: _Atoms, reason: str) -> list | None:
+    """A convolution: channels in and out through the weight's dims 1 and 0 (0 and 1 transposed); a depthwise one
+    keeps its channels; other groups are not followed (None)."""
     x, w = lab(node.args[0]), lab(node.args[1])
-    bias = node.args[2] if len(node.args) > 2 else None
+    bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
     transposed = "transpose" in name or (name == "convolution" and node.args[6])
-    groups = node.args[-1] if name != "convolution" else node.args[8]
-    groups = groups if isinstance(groups, int) else 1
-    batched = len(x) == len(out_shape) and len(x) == len(w)
-    channel = 1 if batched else 0
+    at = 8 if name == "convolution" else 6  # (x, w, b, stride, padding, dilation, groups) or transposed ones
+    groups = node.args[at] if len(node.args) > at else node.kwargs.get("groups", 1)
+    channel = len(x) - len(w) + 1  # 1 for [N, C, ...], 0 for an unbatched [C, ...]
     spatial = atoms.label(out_shape[channel + 1:], fixed=True)
     atoms.fix(_flat(x[channel + 1:]), reason)
     atoms.fix(_flat(w[2:]))  # the kernel's taps
     if groups == 1:
         atoms.unify(x[channel], w[0 if transposed else 1], reason)
         out_channels = w[1 if transposed else 0]
-    elif not transposed and atoms.leaves(w[1]) == [] and len(atoms.leaves(x[channel])) and out_shape[channel] == \
-            math.prod(atoms.size[a] for a in atoms.leaves(x[channel])):
+    elif not transposed and groups == shape(node.args[0])[channel] == out_shape[channel]:
         atoms.unify(x[channel], w[0], reason)  # depthwise: channel c from channel c
         out_channels = w[0]
     else:
         return None
-    if bias is not None and hasattr(bias, "name") and lab(bias):
+    if bias is not None and lab(bias):
         atoms.unify(lab(bias)[0], out_channels, reason)
     return list(x[:channel]) + [out_channels] + spatial
 
 
-def _attention(node, lab, shape, out_shape, atoms: _Atoms, reason: str, broadcast) -> list:
+def _attention(node, lab, shape, out_shape, atoms: _Atoms, reason: str) -> list:
     """softmax(q k^T / sqrt(d) + mask) v over [..., L, E] queries, [..., S, E] keys, [..., S, Ev] values: the
     batch dims (heads) tied across q, k, v, q's and k's E tied, k's and v's S tied; the output [..., L, Ev]."""
-    q, k, v = (node.args[i] for i in range(3))
+    q, k, v = node.args[:3]
     lq, lk, lv = lab(q), lab(k), lab(v)
     atoms.unify(lq[-1], lk[-1], reason)
     atoms.unify(lk[-2], lv[-2], reason)
     batch = atoms.label(out_shape[:-2], fixed=False)
-    for arg, label in ((q, lq), (k, lk), (v, lv)):
-        for i in range(len(label) - 2):
-            j = len(batch) - (len(label) - 2) + i
-            if shape(arg)[i] != 1 and shape(arg)[i] == out_shape[j]:
-                atoms.unify(label[i], batch[j], reason)
+    _broadcast(atoms, reason, batch, out_shape[:-2], *((lab(t)[:-2], shape(t)[:-2]) for t in (q, k, v)))
     mask = node.args[3] if len(node.args) > 3 else node.kwargs.get("attn_mask")
     if mask is not None and lab(mask):
-        scores = batch + [lq[-2], lk[-2]]
-        ms = shape(mask)
-        for i, (label, s) in enumerate(zip(reversed(lab(mask)), reversed(ms))):
-            target = scores[len(scores) - 1 - i]
-            if s != 1:
-                atoms.unify(label, target, reason)
+        scores = (*out_shape[:-2], shape(q)[-2], shape(k)[-2])
+        _broadcast(atoms, reason, batch + [lq[-2], lk[-2]], scores, (lab(mask), shape(mask)))
     return batch + [lq[-2], lv[-1]]

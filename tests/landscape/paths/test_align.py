@@ -122,6 +122,21 @@ class TwiceNormed(nn.Module):
         return self.out(self.norm(self.b(self.norm(self.a(x)))))
 
 
+class GroupedQuery(nn.Module):
+    """Attention with 4 query heads sharing 2 key/value heads (grouped-query attention, SDPA's enable_gqa)."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.kv, self.out = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        q = self.q(x).view(b, t, 4, 2).transpose(1, 2)
+        k, v = self.kv(x).view(b, t, 2, 2, 2).permute(2, 0, 3, 1, 4)
+        attended = torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+        return self.out(attended.transpose(1, 2).reshape(b, t, 8))
+
+
 class Branching(nn.Module):
     """A forward whose path depends on the data: no graph to read."""
 
@@ -423,12 +438,17 @@ def test_moved_and_to_dict():
     (TwiceNormed(), torch.randn(2, 3), {"a": 4}, {}),
     (nn.Sequential(nn.Linear(3, 4), nn.MaxPool1d(2), nn.Linear(2, 2)), torch.randn(2, 3), {},
      {"0.weight dim 0": "max_pool1d in the forward of '1'"}),
+    # query head i meets key head i // 2: the heads stay; each head's dims still move (q's and k's together,
+    # and v's with them: k and v are one projection's two halves)
+    (GroupedQuery(), torch.randn(2, 5, 8), {"q": 2}, {}),
 ])
 def test_operations_align_does_not_follow_pin_their_units(model, X, groups, pinned):
     model = model.double()
     found = structure(model, X.double())
     assert found.groups == groups
     assert {k: v for k, v in found.pinned.items() if k in pinned} == pinned
+    if isinstance(model, GroupedQuery):
+        assert found.axes["q.weight"][0] == ((4, None), (2, "q"))
     shuffle = Alignment({g: torch.randperm(n, generator=torch.Generator().manual_seed(0)) for g, n in groups.items()},
                         found)
     assert output_gap(model, shuffle.apply(model), X)[0] < 1e-13
