@@ -136,17 +136,18 @@ def scan_rates(depth: int, examples: int, batch: int, device, repeats: int, comp
     reference = losses(copy.deepcopy(model).double(), points, data, examples)
     chosen = dict(zip(("strategy", "measured"), choose(obj, None, points)))  # what auto would take here
     rows = {}
-    for strategy in ("loop", "batched", "auto"):
-        landscape.scan(obj, d, [(-0.5, 0.5, 3)] * 2, strategy=strategy, progress=False)  # warm (vmap, cuDNN)
+    for strategy, compiled in [("loop", False), ("batched", False), ("auto", False)] + [("loop", True)] * compile_:
+        options = {"strategy": strategy, "compiled": compiled, "progress": False}
+        landscape.scan(obj, d, [(-0.5, 0.5, 3)] * 2, **options)  # warm (vmap, cuDNN, the compilation)
         times, values = [], None
         for _ in range(repeats):
             benchlib.sync(device)
-            result = landscape.scan(obj, d, [(-0.5, 0.5, 3)] * 2, strategy=strategy, progress=False)
+            result = landscape.scan(obj, d, [(-0.5, 0.5, 3)] * 2, **options)
             benchlib.sync(device)
             times.append(result.seconds)
             values = result.values["loss"].reshape(-1)
-        rows[f"landscape scan ({result.strategy})" if strategy != "auto" else f"landscape scan (auto: "
-             f"{result.strategy})"] = (len(points) / float(np.median(times)), values)
+        label = f"auto: {result.strategy}" if strategy == "auto" else result.strategy + ", compiled" * compiled
+        rows[f"landscape scan ({label})"] = (len(points) / float(np.median(times)), values)
     plain = copy.deepcopy(model)
 
     def plain_loop():  # as landscape's scans: full float32 products

@@ -57,6 +57,9 @@ def add_parser(subparsers) -> None:
     sub.add_argument("--tf32", action="store_true",
                      help="convolutions and matrix products in TF32 on NVIDIA GPUs (faster, ~1e-3 relative per "
                           "product); by default they run in full float32")
+    sub.add_argument("--compile", action="store_true",
+                     help="run the model through torch.compile (the loop strategy): the first points wait for "
+                          "the compilation (seconds to a minute), the rest may go faster; say it again to resume")
     sub.add_argument("--chunk", type=int, metavar="N",
                      help="points per chunk written to the file together (default 64 for loop, what fits in "
                           "memory for batched; a resumed scan keeps its own)")
@@ -106,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = scan(obj, d, args.grid, metrics=problem.metrics, store=path, strategy=args.strategy,
                       precision="tf32" if args.tf32 else "float32", chunk=args.chunk, meta=meta, world=world,
-                      force=args.force)
+                      force=args.force, compiled=args.compile)
     except KeyboardInterrupt:
         try:
             done = scan_store.progress(path)[1]
@@ -124,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     shape = " x ".join(str(len(a)) for a in result.axes)
     rate = f", {summary['points_per_second']:.1f} points/s" if result.points_computed else ""
     print(f"scan         {shape} points along {args.directions} directions: {result.points_computed} computed in "
-          f"{result.seconds:.2f} s{rate} ({result.strategy})")
+          f"{result.seconds:.2f} s{rate} ({result.strategy}{', compiled' if result.compiled else ''})")
     print("centre       " + ", ".join(f"{k} {v:.6g}" for k, v in result.center_values.items()))
     found = summary["minimum"]
     print("minimum      " + ("none finite" if found is None else

@@ -14,6 +14,8 @@ Strategies:
   statistics along a path) are copied into the model's buffers before each point.
 - ``"batched"``: ``Objective.evaluate_many``, ``torch.func.vmap`` over ``functional_call``
   for a chunk of points at once.
+  With ``compiled``, the copy runs through ``torch.compile`` (compiled once per batch shape, on the first
+  points: seconds to a minute; then faster where the model's kernels fuse).
 - ``"auto"``: ``choose`` times both on a few points and keeps the faster (a ResNet on a GPU and an MLP on
   digits want different ones); where nothing is measured (``resolve``), batched on CUDA and loop on the
   CPU. Loop, unmeasured, for a model that vmap cannot serve (``core.data.vmappable``: attention, Hugging
@@ -111,16 +113,19 @@ def choose(obj: Objective, metrics: Mapping[str, Callable[[Tensor, Tensor], Tens
 
 
 def evaluator(obj: Objective, metrics: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None = None,
-              strategy: str = "auto", kind: str = "float32") -> Evaluate:
+              strategy: str = "auto", kind: str = "float32", compiled: bool = False) -> Evaluate:
     """``evaluate(thetas [c, n], buffers=None) -> float64 [c, 1 + len(metrics)]`` by ``strategy``, on CUDA in the
-    ``precision`` ``kind``.
+    ``precision`` ``kind``; ``compiled``: the loop's model through ``torch.compile`` (auto then means loop).
 
     ``buffers`` (loop only): one ``{name: tensor}`` per point, put in the model's buffers before it.
     Each call counts ``c`` full-data forward passes in ``obj.counts["n_forward"]``.
     """
     _known(kind)
     fns = obj.functions(metrics)
-    inner = _loop(obj, fns) if resolve(obj, strategy) == "loop" else _batched(obj, metrics)
+    if compiled and strategy == "batched":
+        raise ValueError("compile applies to the loop strategy (one model call per point); the batched one vmaps "
+                         "the model instead")
+    inner = _loop(obj, fns, compiled) if compiled or resolve(obj, strategy) == "loop" else _batched(obj, metrics)
     if obj.device.type != "cuda":  # no TF32 there: torch's switches are left alone
         return inner
 
@@ -155,10 +160,29 @@ def _inplace_copy(obj: Objective) -> tuple[nn.Module, Tensor]:
     return model, buf
 
 
-def _loop(obj: Objective, fns: dict) -> Evaluate:
-    """Points one at a time on an in-place copy of the model; data outer, points inner."""
+def _compile(model: nn.Module) -> Callable:
+    """``torch.compile(model)``, whose failures are told apart from the model's own: where the compiled call
+    fails and the model itself runs, a one-line error says torch.compile failed."""
+    fast = torch.compile(model)
+
+    def call(*args, **kwargs):
+        try:
+            return fast(*args, **kwargs)
+        except Exception as error:
+            model(*args, **kwargs)  # the model's own failure, if it is one, is the error
+            first = (str(error).strip().splitlines() or [""])[0]
+            raise ValueError(f"torch.compile failed on this model ({type(error).__name__}: {first}); evaluate "
+                             f"without compiling") from error
+
+    return call
+
+
+def _loop(obj: Objective, fns: dict, compiled: bool = False) -> Evaluate:
+    """Points one at a time on an in-place copy of the model (through ``torch.compile`` if ``compiled``); data
+    outer, points inner."""
     model, buf = _inplace_copy(obj)
     own = dict(model.named_buffers())
+    run = _compile(model) if compiled else model
 
     def evaluate(thetas: Tensor, buffers: list[dict[str, Tensor]] | None = None) -> np.ndarray:
         acc = torch.zeros(thetas.shape[0], len(fns), dtype=torch.float64, device=obj.device)
@@ -171,7 +195,7 @@ def _loop(obj: Objective, fns: dict) -> Evaluate:
                     for name, t in (buffers[i] if buffers else {}).items():
                         own[name].copy_(t)
                     with calling("the model failed on its data"):
-                        outputs = model(*args, **kwargs)
+                        outputs = run(*args, **kwargs)
                     found.append(measure(fns, outputs, y, obj.device))
                 acc += torch.stack(found) * size
         obj.counts["n_forward"] += thetas.shape[0]

@@ -61,7 +61,8 @@ class Scan:
     ``trajectory``, when the file has one, holds checkpoints placed on the grid: ``coords [m, k]``,
     off-plane ``residuals [m]``, ``names`` and their own ``loss [m]`` (or None). ``strategy_measured``:
     what ``strategy="auto"`` timed to choose ``strategy`` (``points.choose``), None when it measured nothing;
-    ``precision`` what convolutions and matrix products ran in (``points.precision``; float32 on the CPU).
+    ``precision`` what convolutions and matrix products ran in (``points.precision``; float32 on the CPU);
+    ``compiled`` whether the model ran through ``torch.compile``.
     """
 
     axes: list[np.ndarray]
@@ -78,6 +79,7 @@ class Scan:
     trajectory: dict | None = None
     strategy_measured: dict | None = None
     precision: str = "float32"
+    compiled: bool = False
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -102,6 +104,7 @@ class Scan:
                "points_computed": self.points_computed, "seconds": self.seconds,
                "points_per_second": self.points_computed / self.seconds if self.seconds > 0 else None,
                "strategy": self.strategy, "strategy_measured": self.strategy_measured, "precision": self.precision,
+               "compiled": self.compiled,
                "chunk": self.chunk,
                "directions": self.directions.to_dict(),
                "path": self.path}
@@ -117,14 +120,15 @@ def load(path: str | Path) -> Scan:
     return Scan(axes=data["axes"], values=data["values"], done=data["done"],
                 directions=_directions.Directions(torch.from_numpy(data["directions"]), key["recipe"], center=center),
                 center=center, strategy=key["strategy"], chunk=key["chunk"], path=str(path),
-                precision=key.get("precision", "float32"),
+                precision=key.get("precision", "float32"), compiled=key.get("compiled", False),
                 center_values={name: float.fromhex(v) for name, v in key["probe"].items()},
                 trajectory=data.get("trajectory"))
 
 
 def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None = None,
          store: str | Path | None = None, strategy: str = "auto", chunk: int | None = None, progress: bool = True,
-         meta: dict | None = None, world=None, force: bool = False, precision: str = "float32") -> Scan:
+         meta: dict | None = None, world=None, force: bool = False, precision: str = "float32",
+         compiled: bool = False) -> Scan:
     """Evaluate the loss and ``metrics`` on a grid around a centre, along 1-3 directions.
 
     Args:
@@ -153,6 +157,8 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
         precision: ``"float32"`` (default: full float32 convolutions and matrix products) or ``"tf32"``
             (faster on NVIDIA GPUs since Ampere, ~1e-3 relative per product; ``points.precision``). It decides
             the values on CUDA, so a resumed CUDA scan must use its own.
+        compiled: run the model through ``torch.compile`` (the loop strategy; auto then means loop): the first
+            points wait for the compilation, the others may go faster; a resumed scan must use its own.
         force: run even when the grid's values need more host memory, or its new store more disk, than
             there is (``footprint``, ``check_room``); refused otherwise, before any file is made. With ``progress`` the
             footprint and the time it will take at the centre's rate are printed before the first point.
@@ -167,7 +173,10 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
     obj.require_whole_data("landscape.scan")
     if not isinstance(directions, _directions.Directions):
         directions = _directions.given(obj, directions)
-    asked, strategy = strategy, points.resolve(obj, strategy)
+    asked, strategy = strategy, points.resolve(obj, "loop" if compiled and strategy == "auto" else strategy)
+    if compiled and strategy != "loop":
+        raise ValueError("compile applies to the loop strategy (one model call per point); the batched one vmaps "
+                         "the model instead")
     axes = parse_grid(grid)
     if len(axes) != len(directions):
         raise ValueError(f"the grid has {len(axes)} axes but there are {len(directions)} directions")
@@ -179,7 +188,7 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
     ran_in = precision if obj.device.type == "cuda" else "float32"  # the CPU has no TF32
     room = functools.cache(lambda: memory.chunk_size(total, obj.graph_bytes(), obj.memory_budget()))  # a forward
     measured = None
-    if asked == "auto" and total >= MEASURE_FROM:  # by measurement, unless a stored scan has its strategy
+    if asked == "auto" and total >= MEASURE_FROM and not compiled:  # by measurement, unless a stored scan has its strategy
         stored = None if store is None else _store.stored_key(store)
         if stored and "strategy" in stored:
             strategy = stored["strategy"]
@@ -197,7 +206,7 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
         D, center = world.broadcast_(D.clone()), world.broadcast_(center.clone())
         chunk = world.broadcast_object(chunk)
 
-    evaluate = points.evaluator(obj, metrics, strategy, precision)
+    evaluate = points.evaluator(obj, metrics, strategy, precision, compiled)
     # The centre, evaluated as every point is (and before any file is made, so a loss or metric that
     # is not a scalar fails here): its values, to the last bit, stand for everything that decides a
     # point's value and has no recipe (the data, its batching, loss_fn, metric functions).
@@ -221,7 +230,8 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
            "directions": fingerprint(D), "center": fingerprint(center),
            "fixed": fingerprint(torch.cat(fixed)) if fixed else None,
            "probe": {name: float.hex(v) for name, v in probe.items()},
-           **({"precision": precision} if obj.device.type == "cuda" else {})}  # on the CPU it changes nothing
+           **({"precision": precision} if obj.device.type == "cuda" else {}),  # on the CPU it changes nothing
+           **({"compiled": True} if compiled else {})}  # compiled kernels round differently
     if store is not None:
         import landscape
 
@@ -230,7 +240,7 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
     work = _Work(obj, evaluate, axes, D, center, list(fns), chunk)
     if world is not None:
         return _sharded(world, work, {**key, "chunk": chunk}, store, meta, plan, directions, strategy, probe,
-                        strategy_measured=measured, precision=ran_in)
+                        strategy_measured=measured, precision=ran_in, compiled=compiled)
     opened = None
     if store is not None:
         opened = _store.Store.open(store, {**key, "chunk": chunk}, axes, D, center, meta)
@@ -253,7 +263,7 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
     seconds = time.perf_counter() - start_time
     return Scan(axes=axes, values=values, done=done, directions=directions, center=center, strategy=strategy,
                 chunk=work.chunk, seconds=seconds, points_computed=computed, path=None if store is None else str(store),
-                center_values=probe, strategy_measured=measured, precision=ran_in)
+                center_values=probe, strategy_measured=measured, precision=ran_in, compiled=compiled)
 
 
 def footprint(points: int, values: int, direction_bytes: int, store: str | Path | None) -> dict[str, int]:

@@ -108,6 +108,39 @@ def test_loop_and_batched_agree_and_match_direct_evaluation(problem_name, reques
             assert loop.values["loss"][i, j] == pytest.approx(whole.loss(theta).item(), rel=2e-5)
 
 
+def test_a_compiled_scan_agrees_with_float64_and_resumes_only_compiled(digits_cnn, tmp_path):
+    obj = digits_cnn.objective(batch_size=500)  # three batches, the last one uneven
+    d = dirs.random(obj, seed=4)
+    grid = ["-1:1:3", "-0.5:1:2"]
+    result = scan(obj, d, grid, metrics=digits_cnn.metrics, compiled=True, store=tmp_path / "c.h5", progress=False)
+    assert result.compiled and result.strategy == "loop" and result.to_dict()["compiled"] is True
+    whole = digits_cnn.objective(dtype=torch.float64)  # one batch, float64: an independent evaluation
+    for i, x in enumerate(result.axes[0]):
+        for j, y in enumerate(result.axes[1]):
+            theta = obj.theta0.double() + x * d.vectors[0].double() + y * d.vectors[1].double()
+            assert result.values["loss"][i, j] == pytest.approx(whole.loss(theta).item(), rel=2e-5)
+    with pytest.raises(ValueError, match=r"different scan.*compiled"):
+        scan(obj, d, grid, metrics=digits_cnn.metrics, store=tmp_path / "c.h5", progress=False)
+    with pytest.raises(ValueError, match="compile applies to the loop strategy"):
+        scan(obj, d, grid, strategy="batched", compiled=True, progress=False)
+
+
+def test_a_model_that_fails_is_named_as_such_when_compiled():
+    from landscape.core.errors import UserCodeError
+
+    class Fails(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3, 2)
+
+        def forward(self, x):
+            raise KeyError("no such input")
+
+    obj = landscape.Objective(Fails(), torch.nn.functional.cross_entropy, (torch.randn(4, 3), torch.zeros(4).long()))
+    with pytest.raises(UserCodeError, match="the model failed on its data: KeyError"):
+        scan(obj, torch.randn(1, obj.space.n), "-1:1:3", compiled=True, progress=False)
+
+
 def test_batchnorm_running_statistics_are_untouched(digits_cnn):
     before = {k: v.clone() for k, v in digits_cnn.model.state_dict().items()}
     for train in (False, True):
