@@ -7,8 +7,14 @@ parameters), one group at a time: with the neighbouring permutations fixed, grou
 linear assignment problem, C[i, j] = sum over the tensors touching l of <A's slice for unit
 i, B's slice for unit j>, solved exactly by ``scipy.optimize.linear_sum_assignment``.
 
-The groups, and which of them permute each tensor, come from the model's graph (``paths.groups``: one group
-per residual stream, per hidden layer, per attention layer's heads); what it cannot read is refused there.
+The groups, and which of them permute each tensor, come from the operations the forward runs on a probe batch
+(``paths.groups``: one group per residual stream, per hidden layer, per attention layer's heads and head dims);
+a tensor dim may hold several groups' units (a projection's rows as q/k/v x heads x head dims), each moved as
+a digit of the dim's mixed-radix index. A model torch.export cannot trace is refused there.
+
+Coordinate ascent stops at a local optimum; where two groups share a dim (heads and their dims) it can stop
+short of the best: on a 2-layer GPT-2 scrambled at random, 3 seeds in 8 ended 0.1% below the exact copy
+(another `seed`, another visiting order, may reach it).
 """
 
 from __future__ import annotations
