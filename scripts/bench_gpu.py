@@ -6,15 +6,17 @@
 
 1. HVP cost on the CIFAR ResNet-20 and ResNet-56 (``landscape.vision.ResNet``, eval mode, random weights) over
    CIFAR-shaped examples in batches, and on the built-in tiny-gpt: the seconds of one gradient, of landscape's
-   cached HVP, of a hand-written cached double backward (every batch's gradient graph kept, one
-   ``torch.autograd.grad`` per product) and of PyHessian's product (its data as one batch, as PyHessian takes it),
-   each over the gradient's; and 16 vectors at once (landscape's ``H @ V``) against 16 single products.
+   cached HVP (and its rev-rev and fwd-rev paths, to rank them on the device), of a hand-written cached double
+   backward (every batch's gradient graph kept, one ``torch.autograd.grad`` per product) and of PyHessian's
+   product (its data as one batch, as PyHessian takes it), each over the gradient's; and 16 vectors at once
+   (landscape's ``H @ V``) against 16 single products.
 2. Scan rate on ResNet-56 (ResNet-20 on the CPU) over synthetic CIFAR-shaped examples: points per second of
    landscape's scan per strategy (loop, batched, auto) and of a plain torch loop (``vector_to_parameters``,
    ``no_grad``, the batches' mean), on a 3 x 3 grid, with each one's largest relative difference from a float64
    reference computed at the same points, all in full float32 (TF32 off), and what "auto" would take there
-   (``points.choose``: below 256 points a scan itself takes the device's rule). Beside them, the plain loop with one idea each: channels_last, cuDNN autotuning, TF32, and with
-   ``--compile`` torch.compile and its CUDA graphs.
+   (``points.choose``: below 256 points a scan itself takes the device's rule). Beside them, the plain loop with
+   one idea each: channels_last, cuDNN autotuning, TF32, and with ``--compile`` landscape's compiled loop,
+   torch.compile and its CUDA graphs.
 
 Writes OUT/bench_gpu.json and OUT/bench_gpu.md (a markdown table of both parts).
 """
@@ -88,6 +90,13 @@ def hvp_costs(name: str, model, loss_fn, batches: list, device, repeats: int, pe
 
     items = {"gradient": lambda: obj.grad(), "HVP (landscape, cached)": lambda: obj.hvp(v),
              "HVP (hand-written double backward)": hand_hvp}
+    for mode in ("rev-rev", "fwd-rev"):  # the other paths to the same product, to rank them on this device
+        try:
+            obj.hvp(v, mode=mode)
+        except (RuntimeError, ValueError, NotImplementedError) as error:  # a rule missing on this path
+            print(f"{name}: no {mode} HVP ({type(error).__name__}: {str(error).splitlines()[0][:100]})")
+            continue
+        items[f"HVP (landscape, {mode})"] = lambda mode=mode: obj.hvp(v, mode=mode)
     try:  # a dev dependency: a device machine without it still measures the rest
         from pyhessian import hessian as PyHessian
         from pyhessian.utils import hessian_vector_product
@@ -234,14 +243,16 @@ def autotuned():
 
 def markdown(report: dict) -> str:
     lines = [f"Device: {report['device']}; torch {report['torch']}; {report['date']}.", "",
-             "| model | parameters | examples (batches) | gradient s | HVP x gradient | hand-written x gradient | "
-             "PyHessian x gradient | 16 batched / 16 singles |", "|---|---|---|---|---|---|---|---|"]
+             "| model | parameters | examples (batches) | gradient s | HVP x gradient | rev-rev | fwd-rev | "
+             "hand-written x gradient | PyHessian x gradient | 16 batched / 16 singles |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["hvp"]:
         x = r["x gradient"]
         ratio = r["seconds"]["16 HVPs batched (landscape, H @ V)"] / r["seconds"]["16 HVPs one by one (landscape)"]
-        peer = f"{x['HVP (PyHessian)']:.2f}" if "HVP (PyHessian)" in x else "-"
+        peer, rev, fwd = (f"{x[k]:.2f}" if k in x else "-" for k in (
+            "HVP (PyHessian)", "HVP (landscape, rev-rev)", "HVP (landscape, fwd-rev)"))
         lines.append(f"| {r['model']} | {r['parameters']:,} | {r['examples']:,} ({r['batches']}) | "
-                     f"{r['seconds']['gradient']:.4f} | {x['HVP (landscape, cached)']:.2f} | "
+                     f"{r['seconds']['gradient']:.4f} | {x['HVP (landscape, cached)']:.2f} | {rev} | {fwd} | "
                      f"{x['HVP (hand-written double backward)']:.2f} | {peer} | {ratio:.2f} |")
     s = report["scan"]
     lines += ["", f"Scan: {s['model']} ({s['parameters']:,} parameters) over {s['examples']:,} examples in batches of "
@@ -274,12 +285,14 @@ def main() -> None:
         report["hvp"].append(hvp_costs(f"ResNet-{depth}", resnet(depth, device), F.cross_entropy, batches, device,
                                        sizes["repeats"], peer_data=(X, y)))
         print(f"{report['hvp'][-1]['model']}: {time.perf_counter() - start:.0f} s", flush=True)
+        benchlib.write(report, args.out, "bench_gpu.json")  # each part as soon as it exists: a cut run keeps it
     tiny = landscape.load("tiny-gpt", **sizes.get("gpt", {}))
     windows = {k: t[:sizes["gpt_windows"]].to(device) for k, t in tiny.data.items()}
     chunks = [{k: t[i:i + 64] for k, t in windows.items()} for i in range(0, len(windows["input_ids"]), 64)]
     report["hvp"].append(hvp_costs("tiny-gpt", tiny.model.to(device), causal_lm_loss, chunks, device,
                                    sizes["repeats"]))
     print(f"tiny-gpt: {time.perf_counter() - start:.0f} s", flush=True)
+    benchlib.write(report, args.out, "bench_gpu.json")
     report["scan"] = scan_rates(sizes["scan_depth"], sizes["scan_examples"], sizes["scan_batch"], device,
                                 sizes["repeats"], args.compile)
     report["seconds"] = time.perf_counter() - start

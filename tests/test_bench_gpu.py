@@ -17,7 +17,9 @@ def test_the_gpu_benchmark_runs_and_its_products_and_scans_agree(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((tmp_path / "bench_gpu.json").read_text())
     assert [r["model"] for r in report["hvp"]] == ["ResNet-8", "tiny-gpt"]
-    for row in report["hvp"]:  # every product against the hand-written double backward
+    for row in report["hvp"]:  # every product, on each of its paths, against the hand-written double backward
+        assert {"HVP (landscape, cached)", "HVP (landscape, rev-rev)", "HVP (landscape, fwd-rev)"} <= set(
+            row["relative difference"])
         assert all(v < 1e-5 for v in row["relative difference"].values()), row["relative difference"]
     rows = report["scan"]["rows"]
     assert set(rows) == {"landscape scan (loop)", "landscape scan (batched)", "landscape scan (auto: loop)",
