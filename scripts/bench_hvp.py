@@ -106,7 +106,7 @@ def single_costs(problem, device, repeats: int) -> dict:
             "rel_diff_pyhessian": ((peer - ref).norm() / ref.norm()).item()}
 
 
-VARIANTS = (("cached", False), ("cached", True), ("rev-rev", False), ("rev-rev", True), ("fwd-rev", True))
+VARIANTS = (("cached", False), ("cached", True), ("rev-rev", False), ("rev-rev", True), ("fwd-rev", False), ("fwd-rev", True))
 
 
 def label(mode: str, vectorize: bool) -> str:

@@ -14,9 +14,10 @@ each gradient graph once for all k vectors. On CUDA the vectors then go through 
 vmapped product (``is_grads_batched``; ``torch.func.vmap`` for fwd-rev), in chunks sized
 so that the chunk's extra memory, about one gradient graph per vector, stays within the
 objective's budget; if CUDA runs out of memory all the same, the products are computed again
-with half the chunk (``memory.retry_halving``). On the CPU the reverse modes loop over the
-vectors instead: there a vmapped double backward is slower than a loop (2.4x per vector on
-digits-cnn, see docs/benchmarks.md).
+with half the chunk (``memory.retry_halving``). On the CPU every mode loops over the vectors
+instead: there a vmapped double backward is slower than a loop (2.4x per vector on digits-cnn,
+see docs/benchmarks.md), and so is a vmapped jvp of the gradient (16 vectors: 1.3x the loop's
+time on digits-cnn, 1.9x on tiny-gpt, 2.4x on a ResNet-8; only digits-mlp's 2,410 parameters gain).
 
 ``HVPEngine.auto_mode`` picks ``"cached"`` when twice the full-data graph fits the budget, else
 ``"rev-rev"``; fwd-rev, slower on the CPU and lacking forward-mode rules for some
@@ -120,11 +121,10 @@ class HVPEngine:
     def products(self, V: Tensor, theta: Tensor, mode: str, vectorize: bool | None = None) -> Tensor:
         """H(theta) V for ``V [k, n]`` by ``mode`` (one of ``MODES``) -> ``[k, n]``.
 
-        ``vectorize``: vmap over vectors (default: on CUDA for a model vmap can serve, and always for fwd-rev)
-        or loop.
+        ``vectorize``: vmap over vectors (default: off the CPU, for a model vmap can serve) or loop.
         """
         if vectorize is None:
-            vectorize = mode == "fwd-rev" or (self.obj.device.type != "cpu" and vmappable(self.obj.model))
+            vectorize = self.obj.device.type != "cpu" and vmappable(self.obj.model)
         with autograd_on(), twice_differentiable():
             return self._products(V, theta.clone(), mode, vectorize)
 

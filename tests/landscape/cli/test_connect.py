@@ -105,3 +105,44 @@ def test_connect_on_batchnorm_networks_past_the_ends_and_along_a_chain(tmp_path,
     assert all(v is not None for v in line["values"]["loss"])  # statistics held at the ends' past them: no NaN
     assert chain["bends"] == 2 and len(chain["t"]) == 9
     assert "BatchNorm statistics interpolated" in out and "BatchNorm recomputed" in out
+
+
+BRANCHES = '''
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class Branches(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.hidden, self.out = nn.Linear(4, 3), nn.Linear(4, 3), nn.Linear(6, 5), nn.Linear(5, 2)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.hidden(torch.cat([self.a(x), self.b(x)], 1))))
+
+
+def problem(seed: int = 0):
+    torch.manual_seed(seed)
+    X = torch.randn(32, 4, generator=torch.Generator().manual_seed(9))
+    return Branches(), F.cross_entropy, (X, (X[:, 0] > 0).long())
+'''
+
+
+def test_connect_says_which_units_align_left_in_place_and_why(tmp_path, capsys):
+    import landscape
+
+    (tmp_path / "branches.py").write_text(BRANCHES)
+    spec = f"{tmp_path / 'branches.py'}:problem"
+    for seed in (0, 1):
+        torch.save(landscape.load(spec, seed=seed).model.state_dict(), tmp_path / f"{seed}.pt")
+    assert main(["connect", "--problem", spec, "--a", str(tmp_path / "0.pt"), "--b", str(tmp_path / "1.pt"),
+                 "--align", "--points", "5", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    # the concatenated branches' units stay (a's and b's rows, hidden's columns); hidden's own 5 units move
+    assert ("align        5 parameter dims left in place, e.g. a.weight dim 0: cat in forward (operations align "
+            "does not follow keep their units)") in out
+    alignment = read_json(tmp_path / "out" / "connect.json")["alignment"]
+    assert alignment["units"] == {"hidden": 5}
+    assert set(alignment["pinned"]) == {"a.weight dim 0", "a.bias dim 0", "b.weight dim 0", "b.bias dim 0",
+                                        "hidden.weight dim 1"}

@@ -57,6 +57,13 @@ def test_hvp_equals_dense_hessian(name, mode, layout):
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_several_vectors_on_the_cpu_are_the_single_products_in_a_loop(mode):
+    obj = objective("cnn-bn", "batch_size", hvp_mode=mode)  # vmapped, they cost more than a loop there
+    V = vectors(obj.space.n, 3)
+    assert torch.equal(obj.hvp(V), torch.stack([obj.hvp(v) for v in V]))
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_batched_hvp_in_chunks_of_one(mode):
     obj = objective("cnn-bn", "batch_size", hvp_mode=mode, max_memory=1)  # every chunk holds one vector
     V = vectors(obj.space.n, 4)
