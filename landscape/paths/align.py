@@ -29,10 +29,10 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from landscape.core.results import jsonable
-from landscape.paths.groups import Dim, Structure, arguments, structure, tensors, units
+from landscape.paths.groups import Dim, Structure, arguments, structure, tensors
 
 Tensor = torch.Tensor
-__all__ = ["Alignment", "Structure", "output_gap", "structure", "units", "weight_matching"]
+__all__ = ["Alignment", "Structure", "output_gap", "structure", "weight_matching"]
 
 
 def _index(dim: Dim, perms: Mapping[str, Tensor], skip: int | None = None) -> Tensor:

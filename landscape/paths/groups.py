@@ -93,6 +93,7 @@ class _Atoms:
     def split(self, a: int, outer: int) -> tuple[int, int]:
         """Split a leaf's class into (outer, size / outer) atoms."""
         r = self.root(a)
+        assert self.parts[r] is None, "only an unsplit class splits"
         parts = (self.new(outer, self.fixed[r]), self.new(self.size[r] // outer, self.fixed[r]))
         for p in parts:
             self.reason[p] = self.reason[r]
@@ -114,6 +115,9 @@ class _Atoms:
         x, y = self.leaves(x), self.leaves(y)
         while x and y:
             a, b = self.root(x.pop(0)), self.root(y.pop(0))
+            if self.parts[a] is not None or self.parts[b] is not None:  # split since listed (a class seen twice)
+                x[:0], y[:0] = self.leaves([a]), self.leaves([b])
+                continue
             if a == b:
                 continue
             sa, sb = self.size[a], self.size[b]
@@ -179,23 +183,29 @@ def _shape(value) -> tuple[int, ...] | None:
     return tuple(int(s) for s in value.shape) if isinstance(value, Tensor) else None
 
 
-POINTWISE_TOO = {"dropout", "contiguous", "_to_copy", "to", "type_as", "detach", "alias", "lift_fresh_copy",
-                 "native_dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout"}
-EQUIVARIANT = {"softmax", "log_softmax", "_softmax", "_log_softmax"}  # along any dim: units permuted stay permuted
-REDUCTIONS = {"sum", "mean", "amax", "amin", "var", "std", "logsumexp", "prod", "any", "all"}  # (x, dims, keepdim)
-RESHAPES = {"view", "reshape", "_unsafe_view", "_reshape_alias", "flatten", "unflatten", "squeeze", "unsqueeze",
+_SAME = {"dropout", "contiguous", "_to_copy", "to", "type_as", "detach", "alias", "lift_fresh_copy", "clone",
+         "native_dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout"}  # x's labels, as they are
+_EQUIVARIANT = {"softmax", "log_softmax", "_softmax", "_log_softmax"}  # along any dim: units permuted stay permuted
+_REDUCTIONS = {"sum", "mean", "amax", "amin", "var", "std", "logsumexp", "prod", "any", "all"}  # (x, dims, keepdim)
+_RESHAPES = {"view", "reshape", "_unsafe_view", "_reshape_alias", "flatten", "unflatten", "squeeze", "unsqueeze",
             "view_copy"}
-POOLS = {"max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
+_POOLS = {"max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
          "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d",
          "adaptive_max_pool3d", "max_pool2d_with_indices", "max_pool3d_with_indices", "upsample_nearest2d",
-         "upsample_bilinear2d", "lp_pool1d", "lp_pool2d"}
-UNIFORM = {"zeros", "ones", "full", "empty", "zeros_like", "ones_like", "full_like", "empty_like", "new_zeros",
+         "upsample_bilinear2d"}
+_UNIFORM = {"zeros", "ones", "full", "empty", "zeros_like", "ones_like", "full_like", "empty_like", "new_zeros",
            "new_ones", "new_full", "new_empty", "scalar_tensor"}  # the same value everywhere: any order is theirs
 
 
 def structure(model: nn.Module, probe) -> Structure:
     """The model's permutation groups and how they permute each state-dict tensor, read from the forward on
-    ``probe`` (a batch of inputs: a tensor, a tuple of tensors, or a dict of keyword arguments)."""
+    ``probe`` (a batch of inputs: a tensor, a tuple of tensors, or a dict of keyword arguments).
+
+    Each group is named after the module of the first state-dict tensor it permutes (a residual stream after its
+    stem or embedding, a hidden layer after the layer writing it); two groups in one dim, an attention
+    projection's heads and each head's dims, are "<projection>.heads" and "<projection>.head_dims". e.g.
+    ``nn.Sequential(Linear(64, 32), Tanh(), Linear(32, 10))`` on a [n, 64] probe: groups ``{"0": 32}``.
+    """
     program = _export(model, probe)
     state = {k: t for k, t in model.state_dict().items() if isinstance(t, Tensor)}
     atoms = _Atoms()
@@ -207,10 +217,16 @@ def structure(model: nn.Module, probe) -> Structure:
             key = named.get(node.name, "").removeprefix("model.")
             keys[key] = node.name
             made = key not in state and node.name not in program.graph_signature.user_inputs
+            what = f"the buffer {key!r} (not in the state dict)" if key else f"the constant {node.target!r}"
             labels[node.name] = atoms.label(_shape(node.meta.get("val")) or (), fixed=key not in state,
-                                            reason=f"the tensor {node.target!r} in forward" if made else None)
+                                            reason=f"{what} in forward" if made else None)
         elif node.op == "call_function":
-            labels[node.name] = _operation(node, labels, atoms)
+            try:
+                labels[node.name] = _operation(node, labels, atoms)
+            except Exception as error:  # a form of an operation this reading did not foresee: its units stay
+                reason = f"{node.target} (not read: {type(error).__name__})"
+                labels[node.name] = _pin(node, lambda a: labels.get(getattr(a, "name", None)), atoms, reason,
+                                         lambda: _fresh(atoms, node.meta.get("val"), True, reason))
         elif node.op == "output":
             for arg in node.args[0]:
                 if hasattr(arg, "name") and arg.name in labels:
@@ -253,16 +269,6 @@ def structure(model: nn.Module, probe) -> Structure:
     return Structure(groups, axes, {k: tuple(t.shape) for k, t in state.items()}, pinned)
 
 
-def units(model: nn.Module, probe) -> dict[str, int]:
-    """The model's permutation groups: {name: number of units}, each named after the module of the first
-    state-dict tensor it permutes (a residual stream after its stem or embedding, a hidden layer, an attention
-    layer's heads and head dims as "<projection>.heads" and "<projection>.head_dims").
-
-    e.g. ``nn.Sequential(Linear(64, 32), Tanh(), Linear(32, 10))`` on a [n, 64] probe -> ``{"0": 32}``.
-    """
-    return structure(model, probe).groups
-
-
 def _flat(value) -> list[int]:
     """Every atom of a node's labels (a tensor's dims, or a tuple of tensors')."""
     if isinstance(value, tuple):
@@ -289,9 +295,7 @@ def _operation(node, labels: dict, atoms: _Atoms):
     out_shape = _shape(out_val)
 
     def fresh(fixed=True):
-        if isinstance(out_val, (tuple, list)):
-            return [atoms.label(_shape(v) or (), fixed, reason) if isinstance(v, Tensor) else None for v in out_val]
-        return atoms.label(out_shape, fixed, reason) if out_shape is not None else None
+        return _fresh(atoms, out_val, fixed, reason)
 
     if target is operator.getitem:
         source = lab(node.args[0])
@@ -299,19 +303,21 @@ def _operation(node, labels: dict, atoms: _Atoms):
     if not isinstance(out_val, (Tensor, tuple, list)) or (
             isinstance(out_val, (tuple, list)) and not any(isinstance(v, Tensor) for v in out_val)):
         return None  # a number, a shape, an assertion
-    if name in UNIFORM:
+    if name in _UNIFORM:
         return fresh(fixed=False)
     if not given:
         return fresh()  # made in forward (arange, random): fixed
     x = given[0]
-    if torch.Tag.pointwise in getattr(target, "tags", ()) or name in POINTWISE_TOO:
+    if name in _SAME:  # x unchanged in its units (a copy, a cast, dropout); native_dropout adds its mask
+        return list(lab(x)) if isinstance(out_val, Tensor) else [list(lab(x)) for _ in out_val]
+    if torch.Tag.pointwise in getattr(target, "tags", ()):
         if isinstance(out_val, Tensor):
             out = atoms.label(out_shape, fixed=False)
             _broadcast(atoms, reason, out, out_shape, *((lab(a), shape(a)) for a in given))
             return out
-    if name in EQUIVARIANT:
+    if name in _EQUIVARIANT:
         return list(lab(x))
-    if name in REDUCTIONS and isinstance(out_val, Tensor):
+    if name in _REDUCTIONS and isinstance(out_val, Tensor):
         dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
         n = len(shape(x))
         dims = range(n) if dims in (None, []) else [dims] if isinstance(dims, int) else dims
@@ -319,7 +325,7 @@ def _operation(node, labels: dict, atoms: _Atoms):
         keep = node.args[2] if len(node.args) > 2 and name not in ("var", "std") else node.kwargs.get("keepdim", False)
         out = [() if d in dims else lab(x)[d] for d in range(n) if keep or d not in dims]
         return out if len(out) == len(out_shape) else _pin(node, lab, atoms, reason, fresh)
-    if name in RESHAPES:
+    if name in _RESHAPES:
         return _reshape(lab(x), shape(x), out_shape, atoms, reason)
     if name in ("permute", "transpose", "t", "movedim", "swapaxes", "numpy_T"):
         order = _order(name, node, len(shape(x)))
@@ -368,7 +374,7 @@ def _operation(node, labels: dict, atoms: _Atoms):
         return list(indices) + [weight[1]]
     if name == "scaled_dot_product_attention":
         return _attention(node, lab, shape, out_shape, atoms, reason)
-    if name in POOLS:
+    if name in _POOLS:
         k = len(node.args[1]) if name.startswith("adaptive") else (
             int(name[-2]) if name[-2].isdigit() else int(name[name.index("pool") + 4]))
         source = lab(x)
@@ -386,6 +392,13 @@ def _operation(node, labels: dict, atoms: _Atoms):
                 out[d] = atoms.label((out_shape[d],), fixed=True)[0]
         return out
     return _pin(node, lab, atoms, reason, fresh)
+
+
+def _fresh(atoms: _Atoms, value, fixed: bool, reason: str):
+    """New labels for an operation's output ``value``: a tensor's, or one per tensor of a tuple (None for others)."""
+    if isinstance(value, (tuple, list)):
+        return [atoms.label(_shape(v), fixed, reason) if isinstance(v, Tensor) else None for v in value]
+    return atoms.label(_shape(value), fixed, reason) if isinstance(value, Tensor) else None
 
 
 def _pin(node, lab, atoms: _Atoms, reason: str, fresh):
@@ -423,13 +436,20 @@ def _order(name: str, node, n: int) -> list[int] | None:
 
 def _reshape(source: list, in_shape, out_shape, atoms: _Atoms, reason: str) -> list:
     """A view's labels: the input's atoms in order, cut into the output's dims (split where a dim ends inside)."""
-    leaves = atoms.leaves([a for label in source for a in label])
+    everything = [a for label in source for a in label]
+    if math.prod(in_shape) != math.prod(out_shape):  # not a view of the same elements (a view as another dtype)
+        atoms.fix(everything, reason)
+        return atoms.label(out_shape, fixed=True, reason=reason)
+    leaves = atoms.leaves(everything)
     out: list[tuple[int, ...]] = []
     for size in out_shape:
         take: list[int] = []
         need = size
         while need > 1 and leaves:
-            a = leaves.pop(0)
+            a = atoms.root(leaves.pop(0))
+            if atoms.parts[a] is not None:  # split since listed (a class seen twice)
+                leaves[:0] = atoms.leaves([a])
+                continue
             s = atoms.size[a]
             if need % s == 0:
                 take.append(a)
@@ -439,9 +459,9 @@ def _reshape(source: list, in_shape, out_shape, atoms: _Atoms, reason: str) -> l
                 take.append(first)
                 leaves.insert(0, rest)
                 need = 1
-            else:  # the view cuts an atom where no factorization fits: fix it all
-                atoms.fix(take + [a] + leaves, reason)
-                return atoms.label(out_shape, fixed=True)
+            else:  # the view cuts an atom where no factorization fits: fix it all, the dims made so far too
+                atoms.fix(everything, reason)
+                return atoms.label(out_shape, fixed=True, reason=reason)
         out.append(tuple(take))
     return out
 
@@ -497,9 +517,9 @@ def _product(name, node, lab, shape, out_shape, atoms: _Atoms, reason: str) -> l
     first = 1 if name in ("addmm", "baddbmm") else 0
     a, b = node.args[first], node.args[first + 1]
     la, lb = lab(a), lab(b)
-    if len(la) == 1 or len(lb) == 1:  # a vector on one side
+    if len(la) == 1 or len(lb) == 1:  # a vector on one side (or both: a number)
         atoms.unify(la[-1], lb[-2] if len(lb) > 1 else lb[0], reason)
-        out = list(lb[:-2]) + [lb[-1]] if len(la) == 1 else list(la[:-1])
+        out = [] if len(la) == len(lb) == 1 else list(lb[:-2]) + [lb[-1]] if len(la) == 1 else list(la[:-1])
     else:
         atoms.unify(la[-1], lb[-2], reason)
         batch = atoms.label(out_shape[:-2], fixed=False)
@@ -544,6 +564,8 @@ def _attention(node, lab, shape, out_shape, atoms: _Atoms, reason: str) -> list:
     atoms.unify(lk[-2], lv[-2], reason)
     batch = atoms.label(out_shape[:-2], fixed=False)
     _broadcast(atoms, reason, batch, out_shape[:-2], *((lab(t)[:-2], shape(t)[:-2]) for t in (q, k, v)))
+    if (node.args[5] if len(node.args) > 5 else node.kwargs.get("is_causal")) is True:
+        atoms.fix(list(lq[-2]) + list(lk[-2]), reason)  # query i sees keys up to i: positions keep their order
     mask = node.args[3] if len(node.args) > 3 else node.kwargs.get("attn_mask")
     if mask is not None and lab(mask):
         scores = (*out_shape[:-2], shape(q)[-2], shape(k)[-2])

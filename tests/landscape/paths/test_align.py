@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from landscape.paths.align import Alignment, Structure, output_gap, structure, units, weight_matching
+from landscape.paths.align import Alignment, Structure, output_gap, structure, weight_matching
 
 
 def mlp() -> nn.Module:
@@ -137,6 +137,42 @@ class GroupedQuery(nn.Module):
         return self.out(attended.transpose(1, 2).reshape(b, t, 8))
 
 
+class ViewedAcross(nn.Module):
+    """Conv maps [n, 4, 6, 4] viewed as [n, 4, 4, 6] (a transpose mistaken for a view): rows cut across maps."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.out = nn.Conv2d(1, 4, 1), nn.Linear(96, 2)
+
+    def forward(self, x):
+        return self.out(self.conv(x).view(x.shape[0], 4, 4, 6).flatten(1))
+
+
+class OuterProduct(nn.Module):
+    """h outer h, viewed as 2 x 8: one unit space twice in a dim, then split."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.out = nn.Linear(3, 4), nn.Linear(8, 2)
+
+    def forward(self, x):
+        h = torch.tanh(self.a(x))
+        return self.out((h[:, :, None] * h[:, None, :]).reshape(-1, 2, 8).sum(1))
+
+
+class LearnedSlots(nn.Module):
+    """Causal attention among learned slots: the slots' order is the mask's."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v = (nn.Parameter(torch.randn(5, 4)) for _ in range(3))
+        self.inp, self.out = nn.Linear(3, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        slots = torch.nn.functional.scaled_dot_product_attention(self.q, self.k, self.v, is_causal=True)
+        return self.out(self.inp(x) + slots.sum(0))
+
+
 class Branching(nn.Module):
     """A forward whose path depends on the data: no graph to read."""
 
@@ -223,13 +259,16 @@ def similarity(a: nn.Module, b: nn.Module) -> float:
     return sum(float((p.detach() * pb[k].detach()).sum()) for k, p in a.named_parameters())
 
 
-def test_units():
-    assert units(mlp(), torch.randn(2, 64)) == {"0": 32}
-    assert units(deep_mlp(), torch.randn(2, 6)) == {"0": 16, "2": 12, "6": 8}
-    assert units(cnn(), torch.randn(2, 1, 8, 8)) == {"0": 4, "4": 8}
-    assert units(nn.Sequential(nn.Sequential(nn.Linear(3, 5), nn.ReLU()), nn.Linear(5, 2)), torch.randn(2, 3)) == {
+def test_groups():
+    def groups(model, X):
+        return structure(model, X).groups
+
+    assert groups(mlp(), torch.randn(2, 64)) == {"0": 32}
+    assert groups(deep_mlp(), torch.randn(2, 6)) == {"0": 16, "2": 12, "6": 8}
+    assert groups(cnn(), torch.randn(2, 1, 8, 8)) == {"0": 4, "4": 8}
+    assert groups(nn.Sequential(nn.Sequential(nn.Linear(3, 5), nn.ReLU()), nn.Linear(5, 2)), torch.randn(2, 3)) == {
         "0.0": 5}
-    assert units(nn.Linear(3, 2), torch.randn(2, 3)) == {}
+    assert groups(nn.Linear(3, 2), torch.randn(2, 3)) == {}
 
 
 MODELS = [mlp, deep_mlp, cnn, resnet, ChainOrderResidual, Transformer, tiny_gpt, encoder, gpt2, bert]
@@ -378,7 +417,7 @@ def test_weight_matching_reaches_a_local_optimum():
     assert again.moved() == 0 and again.iterations == 1
     assert again.similarity == pytest.approx((after, after), rel=1e-12)
     # independently of the assignment solver: swapping two units of any one group does not help
-    for g, n in units(a, X).items():
+    for g, n in structure(a, X).groups.items():
         for i, j in itertools.combinations(range(n), 2):
             swap = identity(a, X)
             swap.permutations[g][[i, j]] = torch.tensor([j, i])
@@ -441,6 +480,12 @@ def test_moved_and_to_dict():
     # query head i meets key head i // 2: the heads stay; each head's dims still move (q's and k's together,
     # and v's with them: k and v are one projection's two halves)
     (GroupedQuery(), torch.randn(2, 5, 8), {"q": 2}, {}),
+    # a view cutting across the maps pins the channels; one space twice in a dim, split by a view, moves as
+    # 2 x 2 (named like heads); a causal mask keeps the positions
+    (ViewedAcross(), torch.randn(2, 1, 6, 4), {}, {"conv.weight dim 0": "view in forward"}),
+    (OuterProduct(), torch.randn(2, 3), {"a.heads": 2, "a.head_dims": 2}, {}),
+    (LearnedSlots(), torch.randn(2, 3), {"q": 4, "v": 4}, {"q dim 0": "scaled_dot_product_attention in forward",
+                                                          "k dim 0": "scaled_dot_product_attention in forward"}),
 ])
 def test_operations_align_does_not_follow_pin_their_units(model, X, groups, pinned):
     model = model.double()
@@ -462,7 +507,7 @@ def test_operations_align_does_not_follow_pin_their_units(model, X, groups, pinn
 ])
 def test_what_cannot_be_traced_is_refused_with_the_reason(model, X, match):
     with pytest.raises(ValueError, match=match):
-        units(model, X)
+        structure(model, X).groups
     with pytest.raises(ValueError, match=match):
         weight_matching(model, model, X)
 
