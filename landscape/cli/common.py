@@ -17,6 +17,7 @@ import torch
 
 from landscape import problems
 from landscape.checkpoints import load_checkpoint
+from landscape.core import data as batching
 from landscape.core import distributed
 from landscape.core.data_parallel import DataParallelObjective
 from landscape.core.objective import Objective
@@ -184,13 +185,14 @@ def report(problem: problems.Problem, obj: Objective, check_examples: int | None
                              device=obj.device, dtype=obj.dtype).evaluate(metrics=problem.metrics)
         for name in problem.metrics:
             line(name, f"{train[name]:.4f} (train)" + (f"  {test[name]:.4f} (test)" if test else ""))
-    subset = check_examples is not None and check_examples < obj.n_examples
+    total = sum(batching.examples_in(X) for X, _, _ in obj.batches())  # rows (n_examples counts label tokens)
+    subset = check_examples is not None and check_examples < total
     check = obj.check_hvp(examples=check_examples if subset else None)
     def verdict(part) -> str:
         return ("ok" if part.agrees else "WRONG: an autodiff rule in this model disagrees with finite differences"
                 if math.isfinite(part.rel_error) else "NOT FINITE: the products or the finite differences are NaN here")
 
-    on = f", the first {check_examples:,} of {obj.n_examples:,} examples" if subset else ""
+    on = f", the first {check_examples:,} of {total:,} examples" if subset else ""
     line("HVP check", f"relative error {check.rel_error:.1e} against central differences "
                       f"({check.dtype}, {len(check.rel_errors)} random unit vectors{on}, {check.mode} mode): "
                       f"{verdict(check)}")

@@ -29,6 +29,7 @@ class HVPCheck(Result):
     seconds: float
     derivative_path: str = DERIVATIVE_PATH  # the HVPs' kernels, the products' own (core.hvp.twice_differentiable)
     in_own_dtype: OwnPrecision | None = None  # the products in the objective's dtype, when the check ran in another
+    examples: int | None = None  # checked on the data's first examples (``Objective.head``); None: all of them
 
     @property
     def agrees(self) -> bool:
@@ -53,7 +54,8 @@ class OwnPrecision(Result):
 
 
 def check_hvp(objective, theta: Tensor | None = None, n_vectors: int = 3, *, dtype: torch.dtype | None = torch.float64,
-              steps: Sequence[float] | None = None, mode: str | None = None, seed: int = 0) -> HVPCheck:
+              steps: Sequence[float] | None = None, mode: str | None = None, seed: int = 0,
+              examples: int | None = None) -> HVPCheck:
     """Compare the HVPs of ``objective`` (an ``Objective``) on random unit vectors v with central differences of
     its gradient.
 
@@ -73,10 +75,16 @@ def check_hvp(objective, theta: Tensor | None = None, n_vectors: int = 3, *, dty
     float32-only bug), and compared with the checked ones (``in_own_dtype``, an ``OwnPrecision``; finite
     differences in float32 are too coarse for that: ReLU kinks and rounding leave them 1e-1 off);
     ``ok`` needs both to agree.
+
+    ``examples``: check on the data's first examples only (``Objective.head``: an autodiff rule that is wrong is
+    wrong on any data), on the path the whole objective takes (its ``mode``, resolved on all the data).
     """
     if n_vectors < 1:
         raise ValueError(f"n_vectors must be at least 1, got {n_vectors}")
     start = time.perf_counter()
+    if examples is not None:
+        mode = objective.resolve_mode(mode)
+        objective = objective.head(examples)
     obj = objective if dtype in (None, objective.dtype) else objective.to(dtype=dtype)
     own_theta = objective.point(theta)
     theta = obj.point(theta)
@@ -107,4 +115,4 @@ def check_hvp(objective, theta: Tensor | None = None, n_vectors: int = 3, *, dty
     return HVPCheck(rel_error=max(errors), rel_errors=errors, tolerance=tolerance,
                     ok=max(errors) <= tolerance and (own is None or own.agrees), mode=resolved,
                     dtype=str(precision).removeprefix("torch."), steps=best_steps, seed=seed,
-                    seconds=time.perf_counter() - start, in_own_dtype=own)
+                    seconds=time.perf_counter() - start, in_own_dtype=own, examples=examples)

@@ -394,20 +394,20 @@ class Objective:
         return self._like(params=params)
 
     def head(self, examples: int) -> Objective:
-        """The same objective over the data's first ``examples`` examples (the last batch cut to fit where its
-        weight counts examples; batches weighted by label tokens are taken whole), in the same batches."""
+        """The same objective over the data's first ``examples`` examples (rows of X: images, or sequences of a
+        language model's batches), in the same batches, the last one cut to fit."""
         if isinstance(examples, bool) or not isinstance(examples, int) or examples < 1:
             raise ValueError(f"examples must be a positive integer, got {examples!r}")
         taken, total = [], 0
-        for X, y, size in self.batches():
+        for X, y, _ in self.batches():
             if total >= examples:
                 break
-            keep = examples - total
-            if size > keep and batching.examples_in(X) == size:
-                X, y = (batching.cut(X, keep), batching.cut(y, keep)) if X is not y else (batching.cut(X, keep),) * 2
-                size = keep
+            rows = batching.examples_in(X)
+            if rows > examples - total:
+                rows = examples - total
+                X, y = (batching.cut(X, rows), batching.cut(y, rows)) if X is not y else (batching.cut(X, rows),) * 2
             taken.append(X if X is y else (X, y))
-            total += size
+            total += rows
         return type(self)(self.model, self.loss_fn, taken, state=self.state_dict(),
                           **{**self.options(), "batch_size": None})
 
@@ -425,6 +425,5 @@ class Objective:
                   steps: Sequence[float] | None = None, mode: str | None = None, seed: int = 0,
                   examples: int | None = None) -> HVPCheck:
         """Exact HVPs on random unit vectors against central differences of the gradient (``core.check``), over
-        all the data or its first ``examples`` examples (``head``: a rule that is wrong is wrong on any data)."""
-        on = self if examples is None else self.head(examples)
-        return check_hvp(on, theta, n_vectors, dtype=dtype, steps=steps, mode=mode, seed=seed)
+        all the data or its first ``examples`` examples."""
+        return check_hvp(self, theta, n_vectors, dtype=dtype, steps=steps, mode=mode, seed=seed, examples=examples)

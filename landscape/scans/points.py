@@ -11,11 +11,11 @@ Strategies:
 - ``"loop"``: a private copy of the model whose parameters are views of one flat buffer;
   each point is copied into the buffer and the model called directly, data outer, points
   inner (each batch is moved to the device once per call). Per-point ``buffers`` (BatchNorm
-  statistics along a path) are copied into the model's buffers before each point.
+  statistics along a path) are copied into the model's buffers before each point. With
+  ``compiled``, the copy runs through ``torch.compile`` (compiled once per batch shape, on the first
+  points: seconds to a minute; then faster where the model's kernels fuse).
 - ``"batched"``: ``Objective.evaluate_many``, ``torch.func.vmap`` over ``functional_call``
   for a chunk of points at once.
-  With ``compiled``, the copy runs through ``torch.compile`` (compiled once per batch shape, on the first
-  points: seconds to a minute; then faster where the model's kernels fuse).
 - ``"auto"``: ``choose`` times both on a few points and keeps the faster (a ResNet on a GPU and an MLP on
   digits want different ones); where nothing is measured (``resolve``), batched on CUDA and loop on the
   CPU. Loop, unmeasured, for a model that vmap cannot serve (``core.data.vmappable``: attention, Hugging
@@ -45,10 +45,16 @@ PRECISIONS = ("float32", "tf32")
 Evaluate = Callable[..., np.ndarray]
 
 
-def resolve(obj: Objective, strategy: str) -> str:
-    """``strategy`` checked; ``"auto"`` becomes batched on CUDA for a model vmap can serve, loop otherwise."""
+def resolve(obj: Objective, strategy: str, compiled: bool = False) -> str:
+    """``strategy`` checked; ``"auto"`` becomes batched on CUDA for a model vmap can serve, loop otherwise, and
+    the loop when ``compiled`` (the strategy that compiles)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if compiled and strategy == "batched":
+        raise ValueError("compile applies to the loop strategy (one model call per point); the batched one vmaps "
+                         "the model instead")
+    if compiled:
+        return "loop"
     can = vmappable(obj.model)
     if strategy == "auto":
         return "batched" if obj.device.type == "cuda" and can else "loop"
@@ -122,10 +128,7 @@ def evaluator(obj: Objective, metrics: Mapping[str, Callable[[Tensor, Tensor], T
     """
     _known(kind)
     fns = obj.functions(metrics)
-    if compiled and strategy == "batched":
-        raise ValueError("compile applies to the loop strategy (one model call per point); the batched one vmaps "
-                         "the model instead")
-    inner = _loop(obj, fns, compiled) if compiled or resolve(obj, strategy) == "loop" else _batched(obj, metrics)
+    inner = _loop(obj, fns, compiled) if resolve(obj, strategy, compiled) == "loop" else _batched(obj, metrics)
     if obj.device.type != "cuda":  # no TF32 there: torch's switches are left alone
         return inner
 
@@ -162,14 +165,18 @@ def _inplace_copy(obj: Objective) -> tuple[nn.Module, Tensor]:
 
 def _compile(model: nn.Module) -> Callable:
     """``torch.compile(model)``, whose failures are told apart from the model's own: where the compiled call
-    fails and the model itself runs, a one-line error says torch.compile failed."""
+    fails and the model itself runs, a one-line error says torch.compile failed; where the model fails too, that
+    is the error (a ``UserCodeError``)."""
     fast = torch.compile(model)
 
     def call(*args, **kwargs):
         try:
             return fast(*args, **kwargs)
+        except torch.OutOfMemoryError:
+            raise
         except Exception as error:
-            model(*args, **kwargs)  # the model's own failure, if it is one, is the error
+            with calling("the model failed on its data"):
+                model(*args, **kwargs)
             first = (str(error).strip().splitlines() or [""])[0]
             raise ValueError(f"torch.compile failed on this model ({type(error).__name__}: {first}); evaluate "
                              f"without compiling") from error
@@ -194,8 +201,11 @@ def _loop(obj: Objective, fns: dict, compiled: bool = False) -> Evaluate:
                     buf.copy_(theta)
                     for name, t in (buffers[i] if buffers else {}).items():
                         own[name].copy_(t)
-                    with calling("the model failed on its data"):
+                    if compiled:  # (it says whose failure it was)
                         outputs = run(*args, **kwargs)
+                    else:
+                        with calling("the model failed on its data"):
+                            outputs = model(*args, **kwargs)
                     found.append(measure(fns, outputs, y, obj.device))
                 acc += torch.stack(found) * size
         obj.counts["n_forward"] += thetas.shape[0]

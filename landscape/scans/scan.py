@@ -173,10 +173,7 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
     obj.require_whole_data("landscape.scan")
     if not isinstance(directions, _directions.Directions):
         directions = _directions.given(obj, directions)
-    asked, strategy = strategy, points.resolve(obj, "loop" if compiled and strategy == "auto" else strategy)
-    if compiled and strategy != "loop":
-        raise ValueError("compile applies to the loop strategy (one model call per point); the batched one vmaps "
-                         "the model instead")
+    asked, strategy = strategy, points.resolve(obj, strategy, compiled)
     axes = parse_grid(grid)
     if len(axes) != len(directions):
         raise ValueError(f"the grid has {len(axes)} axes but there are {len(directions)} directions")

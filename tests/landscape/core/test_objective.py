@@ -190,7 +190,15 @@ def test_head_is_the_first_examples_in_the_same_batches():
     with pytest.raises(ValueError, match="examples must be a positive integer, got 0"):
         obj.head(0)
     check = obj.check_hvp(examples=15)  # the check on the head: the same error as on its own objective
-    assert check.ok and check.rel_errors == reference.check_hvp().rel_errors
+    assert check.ok and check.rel_errors == reference.check_hvp().rel_errors and check.examples == 15
+    assert obj.check_hvp().examples is None
+    # a language model's batches: examples are sequences, whatever the loss averages over (label tokens)
+    from landscape.language import TinyGPT, causal_lm_loss
+
+    ids = torch.randint(0, 20, (6, 8), generator=torch.Generator().manual_seed(0))
+    lm = Objective(TinyGPT(context=8, width=8, heads=2, layers=1), causal_lm_loss,
+                   [{"input_ids": ids[:4], "labels": ids[:4]}, {"input_ids": ids[4:], "labels": ids[4:]}])
+    assert [int(X["input_ids"].shape[0]) for X, _, _ in lm.head(5).batches()] == [4, 1]
 
 
 class SloppyCube(torch.autograd.Function):

@@ -125,6 +125,21 @@ def test_a_compiled_scan_agrees_with_float64_and_resumes_only_compiled(digits_cn
         scan(obj, d, grid, strategy="batched", compiled=True, progress=False)
 
 
+def test_a_compile_failure_is_not_called_the_models(monkeypatch, digits_mlp):
+    def broken(model):
+        def call(*args, **kwargs):
+            raise RuntimeError("the backend could not compile this\nwith more lines")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    obj = digits_mlp.objective()
+    with pytest.raises(ValueError, match=r"^torch.compile failed on this model \(RuntimeError: the backend could not "
+                                         r"compile this\); evaluate without compiling$"):
+        scan(obj, dirs.random(obj, 1, seed=1), "-1:1:3", compiled=True, progress=False)
+    with pytest.raises(ValueError, match="strategy must be one of auto, loop, batched, got 'lop'"):
+        scan(obj, dirs.random(obj, 1, seed=1), "-1:1:3", strategy="lop", compiled=True, progress=False)
+
+
 def test_a_model_that_fails_is_named_as_such_when_compiled():
     from landscape.core.errors import UserCodeError
 
