@@ -297,9 +297,7 @@ def test_weight_matching_keeps_the_function(make):
 @pytest.mark.parametrize("make", MODELS)
 def test_a_permuted_copy_is_recovered_exactly(make):
     model, X = build(make, 0), inputs(make)
-    # coordinate ascent can stop in a local optimum: on this GPT-2, scrambled with seeds 2 and 3, 0.1% below the
-    # copy (heads assigned before the stream, their dims then fitted to the wrong heads); seeds 0, 1, 4, 5 recover it
-    scramble = random_alignment(model, X, 0 if make is gpt2 else 2)
+    scramble = random_alignment(model, X, 2)
     alignment = weight_matching(model, scramble.apply(model), X)
     for g, p in scramble.permutations.items():
         assert torch.equal(alignment.permutations[g], torch.argsort(p))
@@ -402,6 +400,16 @@ def test_apply_refuses_permutations_that_change_the_function():
     with pytest.raises(ValueError, match=r"the aligned model computes a different function: its outputs on the probe "
                                          r"batch differ by \S+ \(relative; rounding allows 1e-08\)"):
         wrong.apply(model, X)
+
+
+def test_heads_are_matched_whatever_their_dims_permutation():
+    # heads against heads with their dims' best match (nested): without it, coordinate ascent stopped 0.1% short
+    # of the copy for 3 of these 8 scrambles (heads assigned first, their dims then fitted to the wrong heads)
+    model, X = build(gpt2, 0), inputs(gpt2)
+    for seed in range(8):
+        scramble = random_alignment(model, X, seed)
+        alignment = weight_matching(model, scramble.apply(model), X)
+        assert all(torch.equal(alignment.permutations[g], torch.argsort(p)) for g, p in scramble.permutations.items())
 
 
 def test_weight_matching_reaches_a_local_optimum():
