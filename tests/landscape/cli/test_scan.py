@@ -32,6 +32,20 @@ def test_scan_writes_the_store_and_a_summary_equal_to_the_api(tmp_path, capsys, 
     assert float(field(out, "centre").split()[1].rstrip(",")) == pytest.approx(api.values["loss"][2, 1], rel=1e-5)
 
 
+def test_a_compiled_scan_says_so_and_agrees_with_the_uncompiled_one(tmp_path, capsys):
+    import numpy as np
+
+    assert main(scan_args(tmp_path / "plain")) == 0
+    assert main(scan_args(tmp_path / "compiled") + ["--compile"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^scan .* 15 computed in .*\(loop, compiled\)$", out, re.M)
+    assert read_json(tmp_path / "compiled" / "scan.json")["compiled"] is True
+    plain, compiled = (landscape.load_scan(tmp_path / f / "scan.h5").values["loss"] for f in ("plain", "compiled"))
+    np.testing.assert_allclose(compiled, plain, rtol=1e-6)  # float32 rounding, in another order
+    assert main(scan_args(tmp_path / "other") + ["--strategy", "batched", "--compile"]) == 2
+    assert "compile applies to the loop strategy" in capsys.readouterr().err
+
+
 def test_scan_resumes_a_cut_off_store_and_refuses_to_overwrite(tmp_path, capsys):
     import h5py
     import numpy as np
