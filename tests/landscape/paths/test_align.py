@@ -198,6 +198,23 @@ def encoder() -> nn.Module:
     return nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
 
 
+class ViT(nn.Module):
+    """A vision transformer: conv patches, a class token concatenated along the sequence, learned positions."""
+
+    def __init__(self, width: int = 8):
+        super().__init__()
+        self.patch = nn.Conv2d(1, width, 4, stride=4)
+        self.cls, self.pos = nn.Parameter(torch.randn(1, 1, width)), nn.Parameter(torch.randn(1, 5, width))
+        layer = nn.TransformerEncoderLayer(width, 2, 12, dropout=0.0, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.norm, self.head = nn.LayerNorm(width), nn.Linear(width, 3)
+
+    def forward(self, x):
+        patches = self.patch(x).flatten(2).transpose(1, 2)
+        h = torch.cat([self.cls.expand(x.shape[0], -1, -1), patches], 1) + self.pos
+        return self.head(self.norm(self.encoder(h))[:, 0])
+
+
 def gpt2() -> nn.Module:
     """Hugging Face GPT-2 (Conv1D projections, q, k, v split from one, tied input and output embeddings)."""
     transformers = pytest.importorskip("transformers")
@@ -238,7 +255,7 @@ def inputs(make, seed: int = 100):
     if make is bert:
         return {"input_ids": ids, "attention_mask": torch.tensor([[1] * 5, [1] * 5, [1, 1, 1, 0, 0]])}
     shape = {cnn: (5, 1, 8, 8), deep_mlp: (5, 6), mlp: (5, 64), resnet: (5, 3, 16, 16), ChainOrderResidual: (5, 6),
-             encoder: (3, 5, 8)}[make]
+             encoder: (3, 5, 8), ViT: (3, 1, 8, 8)}[make]
     return torch.randn(shape, generator=generator, dtype=torch.float64)
 
 
@@ -271,7 +288,7 @@ def test_groups():
     assert groups(nn.Linear(3, 2), torch.randn(2, 3)) == {}
 
 
-MODELS = [mlp, deep_mlp, cnn, resnet, ChainOrderResidual, Transformer, tiny_gpt, encoder, gpt2, bert]
+MODELS = [mlp, deep_mlp, cnn, resnet, ChainOrderResidual, Transformer, tiny_gpt, encoder, ViT, gpt2, bert]
 
 
 @pytest.mark.parametrize("make", MODELS)
@@ -282,7 +299,8 @@ def test_a_random_permutation_keeps_the_function(make):
     assert alignment.moved() > 0.5
     first = next(k for k in model.state_dict() if k.endswith("weight"))
     assert not torch.equal(permuted.state_dict()[first], model.state_dict()[first])
-    assert alignment.structure.pinned == {}
+    # (a ViT's positions keep their order: the class token is concatenated before the patches)
+    assert alignment.structure.pinned == ({"pos dim 1": "cat in forward"} if make is ViT else {})
     assert output_gap(model, permuted, X)[0] < 1e-13
 
 
