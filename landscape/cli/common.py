@@ -185,8 +185,8 @@ def report(problem: problems.Problem, obj: Objective, check_examples: int | None
                              device=obj.device, dtype=obj.dtype).evaluate(metrics=problem.metrics)
         for name in problem.metrics:
             line(name, f"{train[name]:.4f} (train)" + (f"  {test[name]:.4f} (test)" if test else ""))
-    total = sum(batching.examples_in(X) for X, _, _ in obj.batches())  # rows (n_examples counts label tokens)
-    subset = check_examples is not None and check_examples < total
+    total = None if check_examples is None else sum(batching.examples_in(X) for X, _, _ in obj.batches())  # rows
+    subset = total is not None and check_examples < total
     check = obj.check_hvp(examples=check_examples if subset else None)
     def verdict(part) -> str:
         return ("ok" if part.agrees else "WRONG: an autodiff rule in this model disagrees with finite differences"

@@ -163,6 +163,15 @@ def _inplace_copy(obj: Objective) -> tuple[nn.Module, Tensor]:
     return model, buf
 
 
+def _named(model: nn.Module) -> Callable:
+    """``model``, whose failures are a ``UserCodeError`` saying the model failed on its data."""
+    def call(*args, **kwargs):
+        with calling("the model failed on its data"):
+            return model(*args, **kwargs)
+
+    return call
+
+
 def _compile(model: nn.Module) -> Callable:
     """``torch.compile(model)``, whose failures are told apart from the model's own: where the compiled call
     fails and the model itself runs, a one-line error says torch.compile failed; where the model fails too, that
@@ -175,8 +184,7 @@ def _compile(model: nn.Module) -> Callable:
         except torch.OutOfMemoryError:
             raise
         except Exception as error:
-            with calling("the model failed on its data"):
-                model(*args, **kwargs)
+            _named(model)(*args, **kwargs)
             first = (str(error).strip().splitlines() or [""])[0]
             raise ValueError(f"torch.compile failed on this model ({type(error).__name__}: {first}); evaluate "
                              f"without compiling") from error
@@ -189,7 +197,7 @@ def _loop(obj: Objective, fns: dict, compiled: bool = False) -> Evaluate:
     outer, points inner."""
     model, buf = _inplace_copy(obj)
     own = dict(model.named_buffers())
-    run = _compile(model) if compiled else model
+    run = _compile(model) if compiled else _named(model)
 
     def evaluate(thetas: Tensor, buffers: list[dict[str, Tensor]] | None = None) -> np.ndarray:
         acc = torch.zeros(thetas.shape[0], len(fns), dtype=torch.float64, device=obj.device)
@@ -201,11 +209,7 @@ def _loop(obj: Objective, fns: dict, compiled: bool = False) -> Evaluate:
                     buf.copy_(theta)
                     for name, t in (buffers[i] if buffers else {}).items():
                         own[name].copy_(t)
-                    if compiled:  # (it says whose failure it was)
-                        outputs = run(*args, **kwargs)
-                    else:
-                        with calling("the model failed on its data"):
-                            outputs = model(*args, **kwargs)
+                    outputs = run(*args, **kwargs)
                     found.append(measure(fns, outputs, y, obj.device))
                 acc += torch.stack(found) * size
         obj.counts["n_forward"] += thetas.shape[0]
