@@ -46,6 +46,22 @@ def test_a_compiled_scan_says_so_and_agrees_with_the_uncompiled_one(tmp_path, ca
     assert "compile applies to the loop strategy" in capsys.readouterr().err
 
 
+def test_a_channels_last_scan_says_so_and_agrees_with_the_contiguous_one(tmp_path, capsys):
+    import numpy as np
+
+    cnn = ["--problem", "digits-cnn"]
+    assert main(scan_args(tmp_path / "plain", *cnn, "--strategy", "loop")) == 0
+    assert main(scan_args(tmp_path / "last", *cnn, "--channels-last")) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^scan .* 15 computed in .*\(loop, channels_last\)$", out, re.M)
+    assert read_json(tmp_path / "last" / "scan.json")["channels_last"] is True
+    plain, last = (landscape.load_scan(tmp_path / f / "scan.h5").values["loss"] for f in ("plain", "last"))
+    np.testing.assert_allclose(last, plain, rtol=1e-6)  # float32 rounding, other kernels
+    assert main(scan_args(tmp_path / "mlp", "--channels-last")) == 2
+    assert capsys.readouterr().err.strip().endswith("channels_last lays images out for 2D convolutions, and this "
+                                                    "model has none")
+
+
 def test_scan_resumes_a_cut_off_store_and_refuses_to_overwrite(tmp_path, capsys):
     import h5py
     import numpy as np

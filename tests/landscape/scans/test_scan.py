@@ -487,15 +487,15 @@ def test_auto_times_both_strategies_and_keeps_the_faster(digits_mlp, tmp_path):
     obj = digits_mlp.objective()
     d = dirs.random(obj, seed=5)
     thetas = obj.theta0 + torch.linspace(-1, 1, 6)[:, None] * d.vectors[0]
-    chosen, measured = points.choose(obj, digits_mlp.metrics, thetas)
+    chosen, last, measured = points.choose(obj, digits_mlp.metrics, thetas)
     assert measured["points"] == 6 and measured["loop"] > 0 and measured["batched"] > 0
-    assert chosen == max(("loop", "batched"), key=measured.get)
+    assert not last and chosen == max(("loop", "batched"), key=measured.get)  # an MLP: no channels_last
     loop = points.evaluator(obj, digits_mlp.metrics, "loop")(thetas)
     batched = points.evaluator(obj, digits_mlp.metrics, "batched")(thetas)
     assert measured["agreement"] == np.max(np.abs(batched - loop) / np.abs(loop)) < 1e-5  # float32 rounding
     attention = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.TransformerEncoderLayer(4, 1, 8, batch_first=True))
     other = landscape.Objective(attention, lambda out, y: out.pow(2).mean(), (torch.randn(2, 3, 4), torch.zeros(2)))
-    assert points.choose(other, None, other.theta0.expand(4, -1)) == ("loop", None)  # vmap cannot serve attention
+    assert points.choose(other, None, other.theta0.expand(4, -1)) == ("loop", False, None)  # vmap cannot serve attention
 
     side = int(np.ceil(np.sqrt(MEASURE_FROM)))
     grid = [f"-1:1:{side}", f"-1:1:{side}"]
@@ -559,3 +559,67 @@ def test_a_cuda_scan_in_float32_agrees_with_float64_and_tf32_is_said(digits_cnn)
                 lambda m, i, o: seen.append(torch.backends.cudnn.conv.fp32_precision)):
             fast = scan(obj, d, ["-1:1:3"] * 2, strategy=strategy, precision="tf32", progress=False)
         assert fast.precision == "tf32" and set(seen) == {"tf32"}
+
+
+class Flattens(torch.nn.Module):
+    """A CNN that views its feature maps as if contiguous: it fails on channels_last inputs, as such code does."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Linear(4 * 6 * 6, 3)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).view(len(x), -1))
+
+
+def test_channels_last_gives_the_same_values_and_auto_measures_it(tmp_path):
+    from landscape.core.errors import UserCodeError
+    from landscape.scans import points
+    from landscape.scans.scan import MEASURE_FROM
+    from landscape.vision import ResNet
+
+    torch.manual_seed(0)
+    model = ResNet(8, width=4).eval()
+    X, y = torch.rand(24, 3, 12, 12), torch.randint(0, 10, (24,))
+    obj = landscape.Objective(model, torch.nn.functional.cross_entropy, (X, y), batch_size=10)  # uneven last batch
+    d = dirs.random(obj, seed=2)
+    grid = ["-1:1:3", "-0.5:1:2"]
+    result = scan(obj, d, grid, channels_last=True, store=tmp_path / "c.h5", progress=False)
+    assert result.channels_last and result.strategy == "loop" and result.to_dict()["channels_last"] is True
+    whole = landscape.Objective(ResNet(8, width=4), torch.nn.functional.cross_entropy, (X.double(), y),
+                                dtype=torch.float64)
+    whole.model.load_state_dict(model.state_dict())
+    for i, a in enumerate(result.axes[0]):
+        for j, b in enumerate(result.axes[1]):
+            theta = obj.theta0.double() + a * d.vectors[0].double() + b * d.vectors[1].double()
+            assert result.values["loss"][i, j] == pytest.approx(whole.loss(theta).item(), rel=2e-6)
+    with pytest.raises(ValueError, match=r"different scan.*channels_last"):  # its kernels round differently
+        scan(obj, d, grid, strategy="loop", store=tmp_path / "c.h5", progress=False)
+
+    thetas = obj.theta0 + torch.linspace(-1, 1, 4)[:, None] * d.vectors[0]
+    strategy, last, measured = points.choose(obj, None, thetas)
+    labels = ("loop", "loop (channels_last)", "batched")
+    assert measured["points"] == 4 and all(measured[label] > 0 for label in labels)
+    assert (strategy, last) == {"loop": ("loop", False), "loop (channels_last)": ("loop", True),
+                                "batched": ("batched", False)}[max(labels, key=measured.get)]
+    values = [points.evaluator(obj, None, s, channels_last=c)(thetas) for s, c in
+              (("loop", False), ("loop", True), ("batched", False))]
+    assert measured["agreement"] == max(np.max(np.abs(v - values[0]) / values[0]) for v in values) < 1e-5
+    assert "loop (channels_last)" not in points.choose(obj, None, thetas, channels_last=False)[2]
+    side = int(np.ceil(np.sqrt(MEASURE_FROM)))
+    measured_scan = scan(obj, d, [f"-1:1:{side}"] * 2, progress=False)
+    fastest = max(labels, key=measured_scan.strategy_measured.get)
+    assert measured_scan.channels_last == (fastest == "loop (channels_last)")
+
+    flat = landscape.Objective(Flattens(), torch.nn.functional.cross_entropy, (torch.rand(5, 3, 6, 6),
+                                                                                 torch.randint(0, 3, (5,))))
+    strategy, last, measured = points.choose(flat, None, flat.theta0.expand(3, -1))
+    assert not last and "loop (channels_last)" not in measured  # left out: the model fails on it
+    with pytest.raises(UserCodeError, match="^the model failed on its data laid out channels_last: view size"):
+        scan(flat, dirs.random(flat, 1, seed=0), "-1:1:3", channels_last=True, progress=False)
+    with pytest.raises(ValueError, match="channels_last applies to the loop strategy"):
+        scan(obj, d, grid, strategy="batched", channels_last=True, progress=False)
+    mlp = landscape.Objective(torch.nn.Linear(4, 2), torch.nn.functional.cross_entropy,
+                              (torch.randn(3, 4), torch.zeros(3).long()))
+    with pytest.raises(ValueError, match="channels_last lays images out for 2D convolutions, and this model has none"):
+        scan(mlp, dirs.random(mlp, 1, seed=0), "-1:1:3", channels_last=True, progress=False)
