@@ -6,19 +6,22 @@
 
 1. HVP cost on the CIFAR ResNet-20 and ResNet-56 (``landscape.vision.ResNet``, eval mode, random weights) over
    CIFAR-shaped examples in batches, and on the built-in tiny-gpt: the seconds of one gradient, of landscape's
-   cached HVP (and its rev-rev and fwd-rev paths, to rank them on the device), of a hand-written cached double
-   backward (every batch's gradient graph kept, one ``torch.autograd.grad`` per product) and of PyHessian's
-   product (its data as one batch, as PyHessian takes it), each over the gradient's; and 16 vectors at once
-   (landscape's ``H @ V``) against 16 single products.
-2. Scan rate on ResNet-56 (ResNet-20 on the CPU) over synthetic CIFAR-shaped examples: points per second of
-   landscape's scan per strategy (loop, batched, auto) and of a plain torch loop (``vector_to_parameters``,
-   ``no_grad``, the batches' mean), on a 3 x 3 grid, with each one's largest relative difference from a float64
-   reference computed at the same points, all in full float32 (TF32 off), and what "auto" would take there
-   (``points.choose``: below 256 points a scan itself takes the device's rule). Beside them, the plain loop with
-   one idea each: channels_last, cuDNN autotuning, TF32, and with ``--compile`` landscape's compiled loop,
-   torch.compile and its CUDA graphs.
+   cached HVP (also with cuDNN autotuning, and its rev-rev and fwd-rev paths, to rank them on the device), of a
+   hand-written cached double backward (every batch's gradient graph kept, one ``torch.autograd.grad`` per
+   product) and of PyHessian's product (its data as one batch, as PyHessian takes it), each over the
+   gradient's; and 16 vectors at once (landscape's ``H @ V``) against 16 single products.
+2. Where the time of a gradient and of a cached HVP goes on the larger ResNet: the operations by self time on
+   the device (torch.profiler), the full tables in OUT/profile-ResNet-<depth>.txt.
+3. Scan rate on ResNet-56 (ResNet-20 on the CPU) over synthetic CIFAR-shaped examples: points per second of
+   landscape's scan per strategy (loop, loop with channels_last, batched) and of a plain torch loop
+   (``vector_to_parameters``, ``no_grad``, the batches' mean), on a 3 x 3 grid, with each one's largest relative
+   difference from a float64 reference computed at the same points, all in full float32 (TF32 off), and what
+   "auto" would take there (``points.choose``, as a scan of 256 points or more does; below, a scan takes the
+   device's rule: batched on CUDA, the loop on the CPU). Beside
+   them, the plain loop with one idea each: channels_last, cuDNN autotuning, TF32, and with ``--compile``
+   landscape's compiled loop, torch.compile and its CUDA graphs.
 
-Writes OUT/bench_gpu.json and OUT/bench_gpu.md (a markdown table of both parts).
+Writes OUT/bench_gpu.json and OUT/bench_gpu.md (markdown tables of the three parts).
 """
 
 from __future__ import annotations
@@ -43,11 +46,13 @@ from landscape.scans.points import choose, precision
 from landscape.vision import ResNet
 
 SIZES = {"cuda": {"hvp_examples": 2048, "hvp_batch": 512, "hvp_depths": (20, 56), "gpt_windows": 256, "scan_depth": 56,
-                  "scan_examples": 50_000, "scan_batch": 2500, "repeats": 5},
+                  "scan_examples": 50_000, "scan_batch": 2500, "repeats": 5,
+                  "scan_repeats": 2},  # batched runs ~0.4 points/s there: 9 points x 3 runs of it are a minute
          "cpu": {"hvp_examples": 256, "hvp_batch": 128, "hvp_depths": (8, 20), "gpt_windows": 256, "scan_depth": 20,
-                 "scan_examples": 1024, "scan_batch": 256, "repeats": 3},
+                 "scan_examples": 1024, "scan_batch": 256, "repeats": 3,
+                 "scan_repeats": 3},
          "tiny": {"hvp_examples": 16, "hvp_batch": 8, "hvp_depths": (8,), "gpt_windows": 8, "scan_depth": 8,
-                  "scan_examples": 32, "scan_batch": 16, "repeats": 1,  # a check that it runs: seconds
+                  "scan_examples": 32, "scan_batch": 16, "repeats": 1, "scan_repeats": 1,  # that it runs: seconds
                   "gpt": {"steps": 2, "examples": 8, "context": 16, "width": 16, "layers": 1}}}
 
 
@@ -90,6 +95,7 @@ def hvp_costs(name: str, model, loss_fn, batches: list, device, repeats: int, pe
 
     items = {"gradient": lambda: obj.grad(), "HVP (landscape, cached)": lambda: obj.hvp(v),
              "HVP (hand-written double backward)": hand_hvp}
+    items["HVP (landscape, cached, cudnn.benchmark)"] = lambda: autotuned(obj.hvp, v)  # a no-op on the CPU
     for mode in ("rev-rev", "fwd-rev"):  # the other paths to the same product, to rank them on this device
         try:
             obj.hvp(v, mode=mode)
@@ -122,6 +128,36 @@ def hvp_costs(name: str, model, loss_fn, batches: list, device, repeats: int, pe
             "x gradient": {k: t / grad for k, t in seconds.items()}, "relative difference": agree}
 
 
+def profile(name: str, model, batches: list, device, out: Path) -> dict:
+    """Where the time of one gradient and of one cached HVP goes on ``model`` (cross-entropy over ``batches``): the
+    operations by self time on the device (the CPU's without a GPU), the top 10 of each with their share, and
+    both full tables, grouped by input shapes, in ``out/profile-<name>.txt``."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiled
+
+    obj = landscape.Objective(model, F.cross_entropy, batches, hvp_mode="cached")
+    v = torch.randn(obj.space.n, generator=torch.Generator().manual_seed(2)).to(device)
+    activities = [ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * (device.type == "cuda")
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    found, tables = {}, []
+    for label, fn in (("gradient", obj.grad), ("HVP (landscape, cached)", lambda: obj.hvp(v))):
+        fn()  # warm; the HVP's graph is built here
+        benchlib.sync(device)
+        with profiled(activities=activities, record_shapes=True) as run:
+            fn()
+            benchlib.sync(device)
+        events = sorted(run.key_averages(), key=lambda e: getattr(e, key), reverse=True)
+        total = sum(getattr(e, key) for e in events)
+        found[label] = {"ms": total / 1e3, "top": [{"op": e.key, "ms": getattr(e, key) / 1e3, "calls": e.count,
+                                                    "share": getattr(e, key) / total} for e in events[:10]]}
+        tables.append(f"{name}, {label}, by {key}\n"
+                      + run.key_averages(group_by_input_shape=True).table(sort_by=key, row_limit=40))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"profile-{name}.txt").write_text("\n\n".join(tables))
+    model.zero_grad(set_to_none=True)
+    return {"model": name, "time": key, **found}
+
+
 def _loss(model, loss_fn, batch):
     if isinstance(batch, dict):
         return loss_fn(model(**batch), batch)
@@ -143,10 +179,11 @@ def scan_rates(depth: int, examples: int, batch: int, device, repeats: int, comp
     axes = [np.linspace(-0.5, 0.5, 3)] * 2
     points = torch.stack([obj.theta0 + a * d.vectors[0] + b * d.vectors[1] for a in axes[0] for b in axes[1]])
     reference = losses(copy.deepcopy(model).double(), points, data, examples)
-    chosen = dict(zip(("strategy", "measured"), choose(obj, None, points)))  # what auto would take here
+    chosen = dict(zip(("strategy", "channels_last", "measured"), choose(obj, None, points)))  # what auto would take
     rows = {}
-    for strategy, compiled in [("loop", False), ("batched", False), ("auto", False)] + [("loop", True)] * compile_:
-        options = {"strategy": strategy, "compiled": compiled, "progress": False}
+    for strategy, compiled, last in ([("loop", False, False), ("loop", False, True), ("batched", False, False)]
+                                     + [("loop", True, False)] * compile_):
+        options = {"strategy": strategy, "compiled": compiled, "channels_last": last, "progress": False}
         landscape.scan(obj, d, [(-0.5, 0.5, 3)] * 2, **options)  # warm (vmap, cuDNN, the compilation)
         times, values = [], None
         for _ in range(repeats):
@@ -155,7 +192,7 @@ def scan_rates(depth: int, examples: int, batch: int, device, repeats: int, comp
             benchlib.sync(device)
             times.append(result.seconds)
             values = result.values["loss"].reshape(-1)
-        label = f"auto: {result.strategy}" if strategy == "auto" else result.strategy + ", compiled" * compiled
+        label = strategy + ", compiled" * compiled + ", channels_last" * last
         rows[f"landscape scan ({label})"] = (len(points) / float(np.median(times)), values)
     plain = copy.deepcopy(model)
 
@@ -210,7 +247,7 @@ def ideas(model, points, data, examples: int, device, repeats: int, compile_: bo
 
     full = lambda: precision("float32")  # noqa: E731  every idea but TF32's in full float32, as the scans
     variants = {"plain + channels_last": (channels_last, True, full),
-                "plain + cudnn.benchmark": (lambda m: m, False, autotuned),
+                "plain + cudnn.benchmark": (lambda m: m, False, autotuned_float32),
                 "plain + TF32": (lambda m: m, False, lambda: precision("tf32"))}
     if compile_:
         variants["plain + torch.compile"] = (torch.compile, False, full)
@@ -230,34 +267,55 @@ def ideas(model, points, data, examples: int, device, repeats: int, compile_: bo
 
 
 @contextlib.contextmanager
-def autotuned():
-    """cuDNN's search for the fastest convolution kernel per shape, in full float32."""
+def autotuning():
+    """cuDNN's search for the fastest convolution kernel per shape (per new shape: its first call pays the
+    search)."""
     before = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = True
     try:
-        with precision("float32"):
-            yield
+        yield
     finally:
         torch.backends.cudnn.benchmark = before
 
 
+def autotuned(fn, *args):
+    """``fn(*args)`` with cuDNN autotuning."""
+    with autotuning():
+        return fn(*args)
+
+
+@contextlib.contextmanager
+def autotuned_float32():
+    """cuDNN autotuning, in full float32 (as the scans run)."""
+    with autotuning(), precision("float32"):
+        yield
+
+
 def markdown(report: dict) -> str:
     lines = [f"Device: {report['device']}; torch {report['torch']}; {report['date']}.", "",
-             "| model | parameters | examples (batches) | gradient s | HVP x gradient | rev-rev | fwd-rev | "
+             "| model | parameters | examples (batches) | gradient s | HVP x gradient | autotuned | rev-rev | fwd-rev | "
              "hand-written x gradient | PyHessian x gradient | 16 batched / 16 singles |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["hvp"]:
         x = r["x gradient"]
         ratio = r["seconds"]["16 HVPs batched (landscape, H @ V)"] / r["seconds"]["16 HVPs one by one (landscape)"]
         peer, rev, fwd = (f"{x[k]:.2f}" if k in x else "-" for k in (
             "HVP (PyHessian)", "HVP (landscape, rev-rev)", "HVP (landscape, fwd-rev)"))
         lines.append(f"| {r['model']} | {r['parameters']:,} | {r['examples']:,} ({r['batches']}) | "
-                     f"{r['seconds']['gradient']:.4f} | {x['HVP (landscape, cached)']:.2f} | {rev} | {fwd} | "
+                     f"{r['seconds']['gradient']:.4f} | {x['HVP (landscape, cached)']:.2f} | "
+                     f"{x['HVP (landscape, cached, cudnn.benchmark)']:.2f} | {rev} | {fwd} | "
                      f"{x['HVP (hand-written double backward)']:.2f} | {peer} | {ratio:.2f} |")
+    p = report["profile"]
+    lines += ["", f"Where the time goes on {p['model']} ({p['time']}, profiled; full tables in profile-{p['model']}.txt):",
+              "", "| product | operation | ms | share | calls |", "|---|---|---|---|---|"]
+    for label in ("gradient", "HVP (landscape, cached)"):
+        lines += [f"| {label} ({p[label]['ms']:.1f} ms) | {op['op']} | {op['ms']:.2f} | {op['share']:.0%} | "
+                  f"{op['calls']} |" for op in p[label]["top"][:6]]
     s = report["scan"]
     lines += ["", f"Scan: {s['model']} ({s['parameters']:,} parameters) over {s['examples']:,} examples in batches of "
               f"{s['batch']}, {s['points']} points; precision {s['precision']}; auto would take "
-              f"{s['auto on these points (points.choose)']['strategy']}.", "",
+              f"{s['auto on these points (points.choose)']['strategy']}"
+              f"{' (channels_last)' * s['auto on these points (points.choose)']['channels_last']}.", "",
               "| evaluator | points/s | x plain loop | max rel. difference from float64 |", "|---|---|---|---|"]
     for label, row in s["rows"].items():
         lines.append(f"| {label} | {row['points/s']:.3g} | {row['x plain loop']:.2f} | "
@@ -286,6 +344,9 @@ def main() -> None:
                                        sizes["repeats"], peer_data=(X, y)))
         print(f"{report['hvp'][-1]['model']}: {time.perf_counter() - start:.0f} s", flush=True)
         benchlib.write(report, args.out, "bench_gpu.json")  # each part as soon as it exists: a cut run keeps it
+    depth = sizes["hvp_depths"][-1]
+    report["profile"] = profile(f"ResNet-{depth}", resnet(depth, device), batches, device, Path(args.out))
+    benchlib.write(report, args.out, "bench_gpu.json")
     tiny = landscape.load("tiny-gpt", **sizes.get("gpt", {}))
     windows = {k: t[:sizes["gpt_windows"]].to(device) for k, t in tiny.data.items()}
     chunks = [{k: t[i:i + 64] for k, t in windows.items()} for i in range(0, len(windows["input_ids"]), 64)]
@@ -294,7 +355,7 @@ def main() -> None:
     print(f"tiny-gpt: {time.perf_counter() - start:.0f} s", flush=True)
     benchlib.write(report, args.out, "bench_gpu.json")
     report["scan"] = scan_rates(sizes["scan_depth"], sizes["scan_examples"], sizes["scan_batch"], device,
-                                sizes["repeats"], args.compile)
+                                sizes["scan_repeats"], args.compile)
     report["seconds"] = time.perf_counter() - start
     table = markdown(report)
     print(table)

@@ -22,8 +22,14 @@ def test_the_gpu_benchmark_runs_and_its_products_and_scans_agree(tmp_path):
             row["relative difference"])
         assert all(v < 1e-5 for v in row["relative difference"].values()), row["relative difference"]
     rows = report["scan"]["rows"]
-    assert set(rows) == {"landscape scan (loop)", "landscape scan (batched)", "landscape scan (auto: loop)",
+    assert set(rows) == {"landscape scan (loop)", "landscape scan (loop, channels_last)", "landscape scan (batched)",
                          "plain torch loop", "plain + channels_last", "plain + cudnn.benchmark", "plain + TF32"}
     assert all(r["max rel. difference from float64"] < 1e-5 for r in rows.values())  # float32 against float64
+    profiled = report["profile"]  # where the time goes: operations by self time, their shares of the product's
+    for product in ("gradient", "HVP (landscape, cached)"):
+        top = profiled[product]["top"]
+        assert 0 < sum(op["share"] for op in top) <= 1 + 1e-9 and top[0]["ms"] >= top[-1]["ms"]
+        assert any("convolution" in op["op"] for op in top)
+    assert "aten::convolution_backward" in (tmp_path / "profile-ResNet-8.txt").read_text()
     table = (tmp_path / "bench_gpu.md").read_text()
     assert "| ResNet-8 | 78,042 | 16 (2) |" in table and "| plain torch loop |" in table
