@@ -15,7 +15,7 @@ python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.i
 torch.cuda.get_device_name() if torch.cuda.is_available() else '')"
 # the tests that use CUDA where there is one (the rest of the suite runs in CI)
 timeout 150 python3 -m pytest -q -p no:cacheprovider -k "cuda" tests/landscape/core/test_objective.py \
-    tests/landscape/scans/test_scan.py tests/landscape/compat/test_pyhessian.py tests/landscape/test_transformers.py \
+    tests/landscape/scans/test_scan.py tests/landscape/paths/test_curves.py tests/landscape/compat/test_pyhessian.py tests/landscape/test_transformers.py \
     2>&1 | tail -15 | tee "$out/cuda_tests.txt"
 size=device
 [ "$device" = cpu ] && size=tiny

@@ -338,9 +338,9 @@ def evaluate_curve(obj: Objective, path: Curve, num: int = 61, *, t=None,
         if name not in obj.fixed:
             raise ValueError(f"the curve's buffer {name} is not a buffer of the objective's model")
     varying = statistics == "recomputed" or any(not torch.equal(ends[0][k], ends[1][k]) for k in ends[0])
-    # Points one at a time on an in-place copy of the model, as a scan's loop; a chunk at once (vmap) on a
-    # GPU when every point shares the buffers.
-    batched = obj.device.type == "cuda" and not varying
+    # Points one at a time on an in-place copy of the model, as a scan's loop; where every point shares the
+    # buffers, the rule of an unmeasured auto (a chunk at once, vmapped, on a GPU for a model vmap can serve).
+    batched = not varying and evaluation.resolve(obj, "auto") == "batched"
     evaluate = evaluation.evaluator(obj, metrics, "batched" if batched else "loop")
     rows = []
     start = time.perf_counter()

@@ -380,3 +380,13 @@ def test_alignment_lowers_the_line_barrier_between_two_seeds(two_mlps):
     after = C.interpolate(obj, a.model, aligned, progress=False)
     assert after.values["loss"][-1] == pytest.approx(before.values["loss"][-1], rel=1e-5)  # the same network b
     assert after.barrier_linear < 0.2 * before.barrier_linear and after.length < before.length
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_cuda_path_of_a_transformer_takes_the_loop_and_equals_the_cpus():
+    tiny = problems.load("tiny-gpt", steps=0, examples=16)  # attention: vmap cannot serve it on CUDA
+    cpu = tiny.objective()
+    far = cpu.theta0 + 0.1 * torch.randn(cpu.space.n, generator=torch.Generator().manual_seed(0))
+    here = C.interpolate(cpu, cpu.theta0, far, num=5, progress=False)
+    there = C.interpolate(tiny.objective(device="cuda"), cpu.theta0, far, num=5, progress=False)
+    np.testing.assert_allclose(there.values["loss"], here.values["loss"], rtol=1e-5)

@@ -559,6 +559,8 @@ def test_a_cuda_scan_in_float32_agrees_with_float64_and_tf32_is_said(digits_cnn)
                 lambda m, i, o: seen.append(torch.backends.cudnn.conv.fp32_precision)):
             fast = scan(obj, d, ["-1:1:3"] * 2, strategy=strategy, precision="tf32", progress=False)
         assert fast.precision == "tf32" and set(seen) == {"tf32"}
+    last = scan(obj, d, ["-1:1:3"] * 2, channels_last=True, progress=False)
+    assert np.max(np.abs(last.values["loss"] / reference.values["loss"] - 1)) < 1e-5
 
 
 class Flattens(torch.nn.Module):
