@@ -17,9 +17,9 @@
    (``vector_to_parameters``, ``no_grad``, the batches' mean), on a 3 x 3 grid, with each one's largest relative
    difference from a float64 reference computed at the same points, all in full float32 (TF32 off), and what
    "auto" would take there (``points.choose``, as a scan of 256 points or more does; below, a scan takes the
-   device's rule: batched on CUDA, the loop on the CPU). Beside
-   them, the plain loop with one idea each: channels_last, cuDNN autotuning, TF32, and with ``--compile``
-   landscape's compiled loop, torch.compile and its CUDA graphs.
+   device's rule: batched on CUDA, the loop on the CPU). Beside them, the plain loop with one idea each:
+   channels_last, cuDNN autotuning, TF32, 4x larger batches, and with ``--compile`` landscape's compiled loop,
+   torch.compile and its CUDA graphs.
 
 Writes OUT/bench_gpu.json and OUT/bench_gpu.md (markdown tables of the three parts).
 """
@@ -116,7 +116,7 @@ def hvp_costs(name: str, model, loss_fn, batches: list, device, repeats: int, pe
     items["16 HVPs batched (landscape, H @ V)"] = lambda: H @ V
     items["16 HVPs one by one (landscape)"] = lambda: torch.stack([obj.hvp(V[i]) for i in range(16)])
     obj.hvp(v)  # the cached graph, built once
-    seconds = {label: benchlib.median_time(fn, device, repeats) for label, fn in items.items()}
+    seconds = benchlib.median_times(items, device, repeats)
     reference = hand_hvp()
     agree = {label: float((items[label]() - reference).norm() / reference.norm())
              for label in items if label.startswith("HVP")}
@@ -180,31 +180,24 @@ def scan_rates(depth: int, examples: int, batch: int, device, repeats: int, comp
     points = torch.stack([obj.theta0 + a * d.vectors[0] + b * d.vectors[1] for a in axes[0] for b in axes[1]])
     reference = losses(copy.deepcopy(model).double(), points, data, examples)
     chosen = dict(zip(("strategy", "channels_last", "measured"), choose(obj, None, points)))  # what auto would take
-    rows = {}
+    runs = {}
     for strategy, compiled, last in ([("loop", False, False), ("loop", False, True), ("batched", False, False)]
                                      + [("loop", True, False)] * compile_):
         options = {"strategy": strategy, "compiled": compiled, "channels_last": last, "progress": False}
-        landscape.scan(obj, d, [(-0.5, 0.5, 3)] * 2, **options)  # warm (vmap, cuDNN, the compilation)
-        times, values = [], None
-        for _ in range(repeats):
+
+        def run(options=options):  # the scan's own seconds: its grid, not the centre it checks first
             benchlib.sync(device)
             result = landscape.scan(obj, d, [(-0.5, 0.5, 3)] * 2, **options)
             benchlib.sync(device)
-            times.append(result.seconds)
-            values = result.values["loss"].reshape(-1)
-        label = strategy + ", compiled" * compiled + ", channels_last" * last
-        rows[f"landscape scan ({label})"] = (len(points) / float(np.median(times)), values)
+            return result.seconds, result.values["loss"].reshape(-1)
+
+        runs[f"landscape scan ({strategy}{', compiled' * compiled}{', channels_last' * last})"] = run
     plain = copy.deepcopy(model)
-
-    def plain_loop():  # as landscape's scans: full float32 products
-        return losses(plain, points, data, examples, context=lambda: precision("float32"))
-
-    plain_values = plain_loop()
-    seconds = benchlib.median_time(plain_loop, device, repeats)
-    rows["plain torch loop"] = (len(points) / seconds, plain_values)
+    runs["plain torch loop"] = wall(lambda: losses(plain, points, data, examples,
+                                                   context=lambda: precision("float32")), device)  # as the scans
+    runs.update(ideas(model, points, data, examples, device, compile_))
+    rows = interleaved(runs, repeats, len(points))
     plain_rate = rows["plain torch loop"][0]
-    for label, (rate, values) in ideas(model, points, data, examples, device, repeats, compile_).items():
-        rows[label] = (rate, values)
     return {"model": f"ResNet-{depth}", "parameters": obj.space.n, "examples": examples, "batch": batch,
             "points": len(points),
             "precision": "float32 (TF32 off) everywhere but the TF32 row",
@@ -237,33 +230,62 @@ def copy_into(theta, params) -> None:
         offset += p.numel()
 
 
-def ideas(model, points, data, examples: int, device, repeats: int, compile_: bool) -> dict:
-    """The plain loop with one idea each, side by side: the points per second and the values of channels_last
-    memory, cuDNN autotuning (``cudnn.benchmark``), TF32 convolutions and products, and, with ``compile_``,
-    ``torch.compile`` and its CUDA graphs (mode "reduce-overhead"). Parameters are copied in place (a compiled
-    model keeps its tensors)."""
+def ideas(model, points, data, examples: int, device, compile_: bool) -> dict:
+    """The plain loop with one idea each, as runs for ``interleaved``: channels_last memory, cuDNN autotuning
+    (``cudnn.benchmark``), TF32 convolutions and products, batches 4 times as large (as free memory could allow a
+    forward without a graph), and, with ``compile_``, ``torch.compile`` and its CUDA graphs (mode
+    "reduce-overhead"). Parameters are copied in place (a compiled model keeps its tensors)."""
     def channels_last(m):
         return m.to(memory_format=torch.channels_last)
 
+    def same(m):
+        return m
+
     full = lambda: precision("float32")  # noqa: E731  every idea but TF32's in full float32, as the scans
-    variants = {"plain + channels_last": (channels_last, True, full),
-                "plain + cudnn.benchmark": (lambda m: m, False, autotuned_float32),
-                "plain + TF32": (lambda m: m, False, lambda: precision("tf32"))}
+    X, y = torch.cat([Xb for Xb, _ in data]), torch.cat([yb for _, yb in data])
+    larger = 4 * len(data[0][1])
+    variants = {"plain + channels_last": (channels_last, True, full, data),
+                "plain + cudnn.benchmark": (same, False, autotuned_float32, data),
+                "plain + TF32": (same, False, lambda: precision("tf32"), data),
+                f"plain + batches of {larger:,}": (same, False, full, [(X[i:i + larger], y[i:i + larger])
+                                                                   for i in range(0, len(y), larger)])}
     if compile_:
-        variants["plain + torch.compile"] = (torch.compile, False, full)
+        variants["plain + torch.compile"] = (torch.compile, False, full, data)
         variants["plain + torch.compile (CUDA graphs)"] = (lambda m: torch.compile(m, mode="reduce-overhead"), False,
-                                                           full)
-    found = {}
-    for label, (prepare, last, context) in variants.items():
+                                                           full, data)
+    runs = {}
+    for label, (prepare, last, context, given) in variants.items():
         m = prepare(copy.deepcopy(model))
-        batches = [(Xb.contiguous(memory_format=torch.channels_last) if last else Xb, yb) for Xb, yb in data]
+        batches = [(Xb.contiguous(memory_format=torch.channels_last) if last else Xb, yb) for Xb, yb in given]
+        runs[label] = wall(lambda m=m, batches=batches, context=context: losses(
+            m, points, batches, examples, load=copy_into, context=context), device)
+    return runs
 
-        def run(m=m, batches=batches, context=context):
-            return losses(m, points, batches, examples, load=copy_into, context=context)
 
-        values = run()  # also the warm-up: cuDNN's search, compilation
-        found[label] = (len(points) / benchlib.median_time(run, device, repeats), values)
-    return found
+def wall(fn, device):
+    """``fn`` (returning values) as a run for ``interleaved``: ``() -> (seconds, values)``, the device synced."""
+    def run():
+        benchlib.sync(device)
+        start = time.perf_counter()
+        values = fn()
+        benchlib.sync(device)
+        return time.perf_counter() - start, values
+
+    return run
+
+
+def interleaved(runs: dict, repeats: int, points: int) -> dict:
+    """``{label: (points/s, values)}`` of runs ``() -> (seconds, values)`` over ``points`` points: each warmed once
+    (cuDNN's search, vmap's tracing, the compilations), then ``repeats`` rounds that call every run in turn (a
+    drift of the machine's speed reaches all alike), the median of each run's seconds."""
+    for run in runs.values():
+        run()
+    seconds, values = {label: [] for label in runs}, {}
+    for _ in range(repeats):
+        for label, run in runs.items():
+            took, values[label] = run()
+            seconds[label].append(took)
+    return {label: (points / float(np.median(seconds[label])), values[label]) for label in runs}
 
 
 @contextlib.contextmanager

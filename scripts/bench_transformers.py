@@ -117,7 +117,7 @@ def hvp_costs(name, model, eager, batch, device, repeats) -> dict:
     items = {"gradient (landscape)": lambda: obj.grad(), "HVP cached (landscape)": lambda: obj.hvp(v),
              "HVP, hand-written double backward": hand_hvp, "PyHessian HVP": pyhessian_hvp,
              "hessian-eigenthings HVP": eigenthings_hvp}
-    seconds = {label: benchlib.median_time(fn, device, repeats) for label, fn in items.items()}
+    seconds = benchlib.median_times(items, device, repeats)
     ref = hand_hvp()
     agree = {label: ((fn() - ref).norm() / ref.norm()).item() for label, fn in list(items.items())[1:]}
     grad = seconds["gradient (landscape)"]

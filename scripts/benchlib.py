@@ -32,14 +32,18 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_time(fn, device: torch.device, repeats: int) -> float:
-    """The median of ``repeats`` timed calls of ``fn`` after one untimed warm-up call, in seconds."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
+def median_times(fns: dict, device: torch.device, repeats: int) -> dict:
+    """``{label: the median seconds of fn's repeats}``: each ``fn`` warmed once, then timed in ``repeats`` rounds
+    that call every one in turn, so that a drift of the machine's speed (another process, the clock) reaches all
+    alike instead of whichever ran during it."""
+    for fn in fns.values():
         fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times = {label: [] for label in fns}
+    for _ in range(repeats):
+        for label, fn in fns.items():
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[label].append(time.perf_counter() - start)
+    return {label: statistics.median(t) for label, t in times.items()}

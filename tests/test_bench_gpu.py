@@ -23,7 +23,8 @@ def test_the_gpu_benchmark_runs_and_its_products_and_scans_agree(tmp_path):
         assert all(v < 1e-5 for v in row["relative difference"].values()), row["relative difference"]
     rows = report["scan"]["rows"]
     assert set(rows) == {"landscape scan (loop)", "landscape scan (loop, channels_last)", "landscape scan (batched)",
-                         "plain torch loop", "plain + channels_last", "plain + cudnn.benchmark", "plain + TF32"}
+                         "plain torch loop", "plain + channels_last", "plain + cudnn.benchmark", "plain + TF32",
+                         "plain + batches of 64"}
     assert all(r["max rel. difference from float64"] < 1e-5 for r in rows.values())  # float32 against float64
     profiled = report["profile"]  # where the time goes: operations by self time, their shares of the product's
     for product in ("gradient", "HVP (landscape, cached)"):
