@@ -15,7 +15,8 @@ Strategies:
   ``compiled``, the copy runs through ``torch.compile`` (compiled once per batch shape, on the first
   points: seconds to a minute; then faster where the model's kernels fuse). With ``channels_last``, its 4D
   inputs (images) are laid out channels_last (NHWC) once per call, and the convolutions follow them: the same
-  function, other kernels (1.7x on a ResNet-20 on a 2-core CPU; a GPU is measured, not assumed).
+  function, other kernels (1.24x the loop's speed on a ResNet-20 on a 2-core CPU, ``scripts/bench_gpu.py``; a
+  GPU is measured, not assumed).
 - ``"batched"``: ``Objective.evaluate_many``, ``torch.func.vmap`` over ``functional_call``
   for a chunk of points at once.
 - ``"auto"``: ``choose`` times the loop, the loop with channels_last (a model with 2D convolutions) and

@@ -164,8 +164,8 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
         compiled: run the model through ``torch.compile`` (the loop strategy; auto then means loop): the first
             points wait for the compilation, the others may go faster; a resumed scan must use its own.
         channels_last: lay the data's images out channels_last (NHWC) for the loop's convolutions (the loop
-            strategy; auto then means loop): the same values to float32 rounding, often faster (1.7x on a
-            ResNet-20 on a 2-core CPU). None: auto's measurement decides where it measures, otherwise off;
+            strategy; auto then means loop): the same values to float32 rounding, often faster (1.24x on a
+            ResNet-20 on a 2-core CPU, ``scripts/bench_gpu.py``). None: auto's measurement decides where it measures, otherwise off;
             False keeps it out of the measurement. A resumed scan must use its own.
         force: run even when the grid's values need more host memory, or its new store more disk, than
             there is (``footprint``, ``check_room``); refused otherwise, before any file is made. With ``progress`` the
