@@ -1,7 +1,7 @@
 """Benchmark for a session with a GPU (issue 18): ResNets and a transformer at real scale, in one run.
 
-    python scripts/bench_gpu.py --device cuda --out out/     # under 5 minutes on one H200 (--compile: more)
-    python scripts/bench_gpu.py                              # the CPU half, smaller sizes (10 minutes on 2 cores)
+    python scripts/bench_gpu.py --device cuda --out out/     # ~6 minutes on one H200, estimated (--compile: more)
+    python scripts/bench_gpu.py                              # the CPU half, smaller sizes (12 minutes on 2 cores)
     python scripts/bench_gpu.py --size tiny                  # that it runs, in seconds (a test does this)
 
 1. HVP cost on the CIFAR ResNet-20 and ResNet-56 (``landscape.vision.ResNet``, eval mode, random weights) over
@@ -47,7 +47,7 @@ from landscape.vision import ResNet
 
 SIZES = {"cuda": {"hvp_examples": 2048, "hvp_batch": 512, "hvp_depths": (20, 56), "gpt_windows": 256, "scan_depth": 56,
                   "scan_examples": 50_000, "scan_batch": 2500, "repeats": 5,
-                  "scan_repeats": 2},  # batched runs ~0.4 points/s there: 9 points x 3 runs of it are a minute
+                  "scan_repeats": 1},  # batched ran 0.4 points/s there: 9 points x 2 runs of it are 45 s
          "cpu": {"hvp_examples": 256, "hvp_batch": 128, "hvp_depths": (8, 20), "gpt_windows": 256, "scan_depth": 20,
                  "scan_examples": 1024, "scan_batch": 256, "repeats": 3,
                  "scan_repeats": 3},
