@@ -1,27 +1,33 @@
 """Benchmark for a session with a GPU (issue 18): ResNets and a transformer at real scale, in one run.
 
     python scripts/bench_gpu.py --device cuda --out out/     # ~6 minutes on one H200, estimated (--compile: more)
+    python scripts/bench_gpu.py --device cuda --autotune     # the same with cuDNN autotuning, ResNet-56 only
     python scripts/bench_gpu.py                              # the CPU half, smaller sizes (12 minutes on 2 cores)
     python scripts/bench_gpu.py --size tiny                  # that it runs, in seconds (a test does this)
 
 1. HVP cost on the CIFAR ResNet-20 and ResNet-56 (``landscape.vision.ResNet``, eval mode, random weights) over
    CIFAR-shaped examples in batches, and on the built-in tiny-gpt: the seconds of one gradient, of landscape's
-   cached HVP (also with cuDNN autotuning, and its rev-rev and fwd-rev paths, to rank them on the device), of a
-   hand-written cached double backward (every batch's gradient graph kept, one ``torch.autograd.grad`` per
-   product) and of PyHessian's product (its data as one batch, as PyHessian takes it), each over the
-   gradient's; and 16 vectors at once (landscape's ``H @ V``) against 16 single products.
+   cached HVP (and its rev-rev and fwd-rev paths, to rank them on the device), of a hand-written cached double
+   backward (every batch's gradient graph kept, one ``torch.autograd.grad`` per product) and of PyHessian's
+   product (its data as one batch, as PyHessian takes it), each over the gradient's; and 16 vectors at once
+   (landscape's ``H @ V``) against 16 single products.
 2. Where the time of a gradient and of a cached HVP goes on the larger ResNet: the operations by self time on
-   the device (torch.profiler), the full tables in OUT/profile-ResNet-<depth>.txt.
+   the device (torch.profiler), the full tables in OUT/bench_gpu-profile-ResNet-<depth>.txt.
 3. Scan rate on ResNet-56 (ResNet-20 on the CPU) over synthetic CIFAR-shaped examples: points per second of
    landscape's scan per strategy (loop, loop with channels_last, batched) and of a plain torch loop
    (``vector_to_parameters``, ``no_grad``, the batches' mean), on a 3 x 3 grid, with each one's largest relative
    difference from a float64 reference computed at the same points, all in full float32 (TF32 off), and what
    "auto" would take there (``points.choose``, as a scan of 256 points or more does; below, a scan takes the
    device's rule: batched on CUDA, the loop on the CPU). Beside them, the plain loop with one idea each:
-   channels_last, cuDNN autotuning, TF32, 4x larger batches, and with ``--compile`` landscape's compiled loop,
-   torch.compile and its CUDA graphs.
+   channels_last, TF32, 4x larger batches, and with ``--compile`` landscape's compiled loop, torch.compile and
+   its CUDA graphs.
 
-Writes OUT/bench_gpu.json and OUT/bench_gpu.md (markdown tables of the three parts).
+cuDNN autotuning is a run of its own (``--autotune``): cuDNN keeps, per convolution shape, the first plan it
+found (torch's plan cache is keyed without the ``cudnn.benchmark`` switch), so switching it on after an untuned
+row measures the untuned plans again. It repeats 1-3 for the larger ResNet and the scan's loops.
+
+Writes OUT/bench_gpu.json and OUT/bench_gpu.md (markdown tables of the three parts); with ``--autotune``
+OUT/bench_gpu_autotuned.json and .md.
 """
 
 from __future__ import annotations
@@ -95,7 +101,6 @@ def hvp_costs(name: str, model, loss_fn, batches: list, device, repeats: int, pe
 
     items = {"gradient": lambda: obj.grad(), "HVP (landscape, cached)": lambda: obj.hvp(v),
              "HVP (hand-written double backward)": hand_hvp}
-    items["HVP (landscape, cached, cudnn.benchmark)"] = lambda: autotuned(obj.hvp, v)  # a no-op on the CPU
     for mode in ("rev-rev", "fwd-rev"):  # the other paths to the same product, to rank them on this device
         try:
             obj.hvp(v, mode=mode)
@@ -128,10 +133,10 @@ def hvp_costs(name: str, model, loss_fn, batches: list, device, repeats: int, pe
             "x gradient": {k: t / grad for k, t in seconds.items()}, "relative difference": agree}
 
 
-def profile(name: str, model, batches: list, device, out: Path) -> dict:
+def profile(name: str, model, batches: list, device, out: Path, stem: str) -> dict:
     """Where the time of one gradient and of one cached HVP goes on ``model`` (cross-entropy over ``batches``): the
     operations by self time on the device (the CPU's without a GPU), the top 10 of each with their share, and
-    both full tables, grouped by input shapes, in ``out/profile-<name>.txt``."""
+    both full tables, grouped by input shapes, in ``out/<stem>-profile-<name>.txt``."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as profiled
 
@@ -153,9 +158,9 @@ def profile(name: str, model, batches: list, device, out: Path) -> dict:
         tables.append(f"{name}, {label}, by {key}\n"
                       + run.key_averages(group_by_input_shape=True).table(sort_by=key, row_limit=40))
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"profile-{name}.txt").write_text("\n\n".join(tables))
-    model.zero_grad(set_to_none=True)
-    return {"model": name, "time": key, **found}
+    file = f"{stem}-profile-{name}.txt"
+    (out / file).write_text("\n\n".join(tables))
+    return {"model": name, "time": key, "file": file, **found}
 
 
 def _loss(model, loss_fn, batch):
@@ -168,9 +173,10 @@ def _count(batch) -> int:
     return int((batch["labels"][:, 1:] != -100).sum()) if isinstance(batch, dict) else len(batch[1])
 
 
-def scan_rates(depth: int, examples: int, batch: int, device, repeats: int, compile_: bool) -> dict:
+def scan_rates(depth: int, examples: int, batch: int, device, repeats: int, compile_: bool, few: bool) -> dict:
     """Points per second of landscape's scan per strategy and of a plain torch loop on a 3 x 3 grid, and each one's
-    largest relative difference from float64 losses at the same points."""
+    largest relative difference from float64 losses at the same points; ``few``: only the loops (landscape's and
+    the plain one, each contiguous and channels_last) and TF32, without what auto would take."""
     model = resnet(depth, device)
     X, y = cifar(examples, device, seed=3)
     data = [(X[i:i + batch], y[i:i + batch]) for i in range(0, examples, batch)]
@@ -179,10 +185,10 @@ def scan_rates(depth: int, examples: int, batch: int, device, repeats: int, comp
     axes = [np.linspace(-0.5, 0.5, 3)] * 2
     points = torch.stack([obj.theta0 + a * d.vectors[0] + b * d.vectors[1] for a in axes[0] for b in axes[1]])
     reference = losses(copy.deepcopy(model).double(), points, data, examples)
-    chosen = dict(zip(("strategy", "channels_last", "measured"), choose(obj, None, points)))  # what auto would take
+    chosen = None if few else dict(zip(("strategy", "channels_last", "measured"), choose(obj, None, points)))
     runs = {}
-    for strategy, compiled, last in ([("loop", False, False), ("loop", False, True), ("batched", False, False)]
-                                     + [("loop", True, False)] * compile_):
+    for strategy, compiled, last in ([("loop", False, False), ("loop", False, True)]
+                                     + [("batched", False, False)] * (not few) + [("loop", True, False)] * compile_):
         options = {"strategy": strategy, "compiled": compiled, "channels_last": last, "progress": False}
 
         def run(options=options):  # the scan's own seconds: its grid, not the centre it checks first
@@ -193,15 +199,17 @@ def scan_rates(depth: int, examples: int, batch: int, device, repeats: int, comp
 
         runs[f"landscape scan ({strategy}{', compiled' * compiled}{', channels_last' * last})"] = run
     plain = copy.deepcopy(model)
-    runs["plain torch loop"] = wall(lambda: losses(plain, points, data, examples,
-                                                   context=lambda: precision("float32")), device)  # as the scans
-    runs.update(ideas(model, points, data, examples, device, compile_))
-    rows = interleaved(runs, repeats, len(points))
+    runs["plain torch loop"] = benchlib.timed(lambda: losses(plain, points, data, examples,
+                                                             context=lambda: precision("float32")), device)
+    more = ideas(model, points, data, examples, device, compile_)
+    runs.update({label: run for label, run in more.items() if not few or "batches of" not in label})
+    rows = {label: (len(points) / seconds, values) for label, (seconds, values) in
+            benchlib.interleaved(runs, repeats).items()}
     plain_rate = rows["plain torch loop"][0]
     return {"model": f"ResNet-{depth}", "parameters": obj.space.n, "examples": examples, "batch": batch,
             "points": len(points),
             "precision": "float32 (TF32 off) everywhere but the TF32 row",
-            "auto on these points (points.choose)": chosen,
+            **({"auto on these points (points.choose)": chosen} if chosen else {}),
             "rows": {label: {"points/s": rate, "x plain loop": rate / plain_rate,
                              "max rel. difference from float64": float(np.max(np.abs(v - reference) / reference))}
                      for label, (rate, v) in rows.items()}}
@@ -231,9 +239,9 @@ def copy_into(theta, params) -> None:
 
 
 def ideas(model, points, data, examples: int, device, compile_: bool) -> dict:
-    """The plain loop with one idea each, as runs for ``interleaved``: channels_last memory, cuDNN autotuning
-    (``cudnn.benchmark``), TF32 convolutions and products, batches 4 times as large (as free memory could allow a
-    forward without a graph), and, with ``compile_``, ``torch.compile`` and its CUDA graphs (mode
+    """The plain loop with one idea each, as runs for ``benchlib.interleaved``: channels_last memory, TF32
+    convolutions and products, batches 4 times as large (as free memory could allow a forward without a graph),
+    and, with ``compile_``, ``torch.compile`` and its CUDA graphs (mode
     "reduce-overhead"). Parameters are copied in place (a compiled model keeps its tensors)."""
     def channels_last(m):
         return m.to(memory_format=torch.channels_last)
@@ -245,7 +253,6 @@ def ideas(model, points, data, examples: int, device, compile_: bool) -> dict:
     X, y = torch.cat([Xb for Xb, _ in data]), torch.cat([yb for _, yb in data])
     larger = 4 * len(data[0][1])
     variants = {"plain + channels_last": (channels_last, True, full, data),
-                "plain + cudnn.benchmark": (same, False, autotuned_float32, data),
                 "plain + TF32": (same, False, lambda: precision("tf32"), data),
                 f"plain + batches of {larger:,}": (same, False, full, [(X[i:i + larger], y[i:i + larger])
                                                                    for i in range(0, len(y), larger)])}
@@ -257,87 +264,37 @@ def ideas(model, points, data, examples: int, device, compile_: bool) -> dict:
     for label, (prepare, last, context, given) in variants.items():
         m = prepare(copy.deepcopy(model))
         batches = [(Xb.contiguous(memory_format=torch.channels_last) if last else Xb, yb) for Xb, yb in given]
-        runs[label] = wall(lambda m=m, batches=batches, context=context: losses(
+        runs[label] = benchlib.timed(lambda m=m, batches=batches, context=context: losses(
             m, points, batches, examples, load=copy_into, context=context), device)
     return runs
 
 
-def wall(fn, device):
-    """``fn`` (returning values) as a run for ``interleaved``: ``() -> (seconds, values)``, the device synced."""
-    def run():
-        benchlib.sync(device)
-        start = time.perf_counter()
-        values = fn()
-        benchlib.sync(device)
-        return time.perf_counter() - start, values
-
-    return run
-
-
-def interleaved(runs: dict, repeats: int, points: int) -> dict:
-    """``{label: (points/s, values)}`` of runs ``() -> (seconds, values)`` over ``points`` points: each warmed once
-    (cuDNN's search, vmap's tracing, the compilations), then ``repeats`` rounds that call every run in turn (a
-    drift of the machine's speed reaches all alike), the median of each run's seconds."""
-    for run in runs.values():
-        run()
-    seconds, values = {label: [] for label in runs}, {}
-    for _ in range(repeats):
-        for label, run in runs.items():
-            took, values[label] = run()
-            seconds[label].append(took)
-    return {label: (points / float(np.median(seconds[label])), values[label]) for label in runs}
-
-
-@contextlib.contextmanager
-def autotuning():
-    """cuDNN's search for the fastest convolution kernel per shape (per new shape: its first call pays the
-    search)."""
-    before = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = True
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = before
-
-
-def autotuned(fn, *args):
-    """``fn(*args)`` with cuDNN autotuning."""
-    with autotuning():
-        return fn(*args)
-
-
-@contextlib.contextmanager
-def autotuned_float32():
-    """cuDNN autotuning, in full float32 (as the scans run)."""
-    with autotuning(), precision("float32"):
-        yield
-
-
 def markdown(report: dict) -> str:
-    lines = [f"Device: {report['device']}; torch {report['torch']}; {report['date']}.", "",
-             "| model | parameters | examples (batches) | gradient s | HVP x gradient | autotuned | rev-rev | fwd-rev | "
+    tuned = "on (cudnn.benchmark, from the first convolution)" if report["autotune"] else "off"
+    lines = [f"Device: {report['device']}; torch {report['torch']}; {report['date']}; cuDNN autotuning {tuned}.", "",
+             "| model | parameters | examples (batches) | gradient s | HVP x gradient | rev-rev | fwd-rev | "
              "hand-written x gradient | PyHessian x gradient | 16 batched / 16 singles |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["hvp"]:
         x = r["x gradient"]
         ratio = r["seconds"]["16 HVPs batched (landscape, H @ V)"] / r["seconds"]["16 HVPs one by one (landscape)"]
         peer, rev, fwd = (f"{x[k]:.2f}" if k in x else "-" for k in (
             "HVP (PyHessian)", "HVP (landscape, rev-rev)", "HVP (landscape, fwd-rev)"))
         lines.append(f"| {r['model']} | {r['parameters']:,} | {r['examples']:,} ({r['batches']}) | "
-                     f"{r['seconds']['gradient']:.4f} | {x['HVP (landscape, cached)']:.2f} | "
-                     f"{x['HVP (landscape, cached, cudnn.benchmark)']:.2f} | {rev} | {fwd} | "
+                     f"{r['seconds']['gradient']:.4f} | {x['HVP (landscape, cached)']:.2f} | {rev} | {fwd} | "
                      f"{x['HVP (hand-written double backward)']:.2f} | {peer} | {ratio:.2f} |")
     p = report["profile"]
-    lines += ["", f"Where the time goes on {p['model']} ({p['time']}, profiled; full tables in profile-{p['model']}.txt):",
+    lines += ["", f"Where the time goes on {p['model']} ({p['time']}, profiled; full tables in {p['file']}):",
               "", "| product | operation | ms | share | calls |", "|---|---|---|---|---|"]
     for label in ("gradient", "HVP (landscape, cached)"):
         lines += [f"| {label} ({p[label]['ms']:.1f} ms) | {op['op']} | {op['ms']:.2f} | {op['share']:.0%} | "
                   f"{op['calls']} |" for op in p[label]["top"][:6]]
     s = report["scan"]
+    auto = s.get("auto on these points (points.choose)")
     lines += ["", f"Scan: {s['model']} ({s['parameters']:,} parameters) over {s['examples']:,} examples in batches of "
-              f"{s['batch']}, {s['points']} points; precision {s['precision']}; auto would take "
-              f"{s['auto on these points (points.choose)']['strategy']}"
-              f"{' (channels_last)' * s['auto on these points (points.choose)']['channels_last']}.", "",
+              f"{s['batch']}, {s['points']} points; precision {s['precision']}"
+              + (f"; auto would take {auto['strategy']}{' (channels_last)' * auto['channels_last']}." if auto else "."),
+              "",
               "| evaluator | points/s | x plain loop | max rel. difference from float64 |", "|---|---|---|---|"]
     for label, row in s["rows"].items():
         lines.append(f"| {label} | {row['points/s']:.3g} | {row['x plain loop']:.2f} | "
@@ -353,36 +310,44 @@ def main() -> None:
                         "of compilation)")
     parser.add_argument("--size", choices=("device", "tiny"), default="device",
                         help="device: the sizes above for the device's kind; tiny: a check that the script runs")
+    parser.add_argument("--autotune", action="store_true",
+                        help="cuDNN autotuning (cudnn.benchmark) from the process's first convolution, in a run of "
+                             "its own: cuDNN keeps the plan it first found for a shape whatever the switch says "
+                             "later. Only the larger ResNet's HVPs and profile and the scan's loops; writes "
+                             "bench_gpu_autotuned.json and .md")
     args = parser.parse_args()
     device = torch.device(args.device)
     sizes = SIZES[device.type if args.size == "device" else "tiny"]
+    torch.backends.cudnn.benchmark = args.autotune
+    stem = "bench_gpu_autotuned" if args.autotune else "bench_gpu"
     start = time.perf_counter()
-    report = benchlib.header(device, sizes=sizes, hvp=[])
+    report = benchlib.header(device, sizes=sizes, autotune=args.autotune, hvp=[])
     X, y = cifar(sizes["hvp_examples"], device, seed=1)
     b = sizes["hvp_batch"]
     batches = [(X[i:i + b], y[i:i + b]) for i in range(0, len(y), b)]
-    for depth in sizes["hvp_depths"]:
+    for depth in sizes["hvp_depths"][-1:] if args.autotune else sizes["hvp_depths"]:
         report["hvp"].append(hvp_costs(f"ResNet-{depth}", resnet(depth, device), F.cross_entropy, batches, device,
                                        sizes["repeats"], peer_data=(X, y)))
         print(f"{report['hvp'][-1]['model']}: {time.perf_counter() - start:.0f} s", flush=True)
-        benchlib.write(report, args.out, "bench_gpu.json")  # each part as soon as it exists: a cut run keeps it
+        benchlib.write(report, args.out, f"{stem}.json")  # each part as soon as it exists: a cut run keeps it
     depth = sizes["hvp_depths"][-1]
-    report["profile"] = profile(f"ResNet-{depth}", resnet(depth, device), batches, device, Path(args.out))
-    benchlib.write(report, args.out, "bench_gpu.json")
-    tiny = landscape.load("tiny-gpt", **sizes.get("gpt", {}))
-    windows = {k: t[:sizes["gpt_windows"]].to(device) for k, t in tiny.data.items()}
-    chunks = [{k: t[i:i + 64] for k, t in windows.items()} for i in range(0, len(windows["input_ids"]), 64)]
-    report["hvp"].append(hvp_costs("tiny-gpt", tiny.model.to(device), causal_lm_loss, chunks, device,
-                                   sizes["repeats"]))
-    print(f"tiny-gpt: {time.perf_counter() - start:.0f} s", flush=True)
-    benchlib.write(report, args.out, "bench_gpu.json")
+    report["profile"] = profile(f"ResNet-{depth}", resnet(depth, device), batches, device, Path(args.out), stem)
+    benchlib.write(report, args.out, f"{stem}.json")
+    if not args.autotune:  # no convolutions
+        tiny = landscape.load("tiny-gpt", **sizes.get("gpt", {}))
+        windows = {k: t[:sizes["gpt_windows"]].to(device) for k, t in tiny.data.items()}
+        chunks = [{k: t[i:i + 64] for k, t in windows.items()} for i in range(0, len(windows["input_ids"]), 64)]
+        report["hvp"].append(hvp_costs("tiny-gpt", tiny.model.to(device), causal_lm_loss, chunks, device,
+                                       sizes["repeats"]))
+        print(f"tiny-gpt: {time.perf_counter() - start:.0f} s", flush=True)
+        benchlib.write(report, args.out, f"{stem}.json")
     report["scan"] = scan_rates(sizes["scan_depth"], sizes["scan_examples"], sizes["scan_batch"], device,
-                                sizes["scan_repeats"], args.compile)
+                                sizes["scan_repeats"], args.compile, few=args.autotune)
     report["seconds"] = time.perf_counter() - start
     table = markdown(report)
     print(table)
-    benchlib.write(report, args.out, "bench_gpu.json")
-    (Path(args.out) / "bench_gpu.md").write_text(table)
+    benchlib.write(report, args.out, f"{stem}.json")
+    (Path(args.out) / f"{stem}.md").write_text(table)
 
 
 if __name__ == "__main__":

@@ -32,18 +32,34 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_times(fns: dict, device: torch.device, repeats: int) -> dict:
-    """``{label: the median seconds of fn's repeats}``: each ``fn`` warmed once, then timed in ``repeats`` rounds
-    that call every one in turn, so that a drift of the machine's speed (another process, the clock) reaches all
-    alike instead of whichever ran during it."""
-    for fn in fns.values():
-        fn()
-    times = {label: [] for label in fns}
+def timed(fn, device: torch.device):
+    """``fn`` as a run for ``interleaved``: ``() -> (seconds, fn's value)``, the device synced around it."""
+    def run():
+        sync(device)
+        start = time.perf_counter()
+        value = fn()
+        sync(device)
+        return time.perf_counter() - start, value
+
+    return run
+
+
+def interleaved(runs: dict, repeats: int) -> dict:
+    """``{label: (median seconds, last value)}`` of runs ``() -> (seconds, value)``: each warmed once (cuDNN's
+    choice of kernels, vmap's tracing, compilations), then timed in ``repeats`` rounds that call every run in
+    turn, so that a drift of the machine's speed (another process, the clock) reaches all alike instead of
+    whichever ran during it."""
+    for run in runs.values():
+        run()
+    seconds, values = {label: [] for label in runs}, {}
     for _ in range(repeats):
-        for label, fn in fns.items():
-            sync(device)
-            start = time.perf_counter()
-            fn()
-            sync(device)
-            times[label].append(time.perf_counter() - start)
-    return {label: statistics.median(t) for label, t in times.items()}
+        for label, run in runs.items():
+            took, values[label] = run()
+            seconds[label].append(took)
+    return {label: (statistics.median(seconds[label]), values[label]) for label in runs}
+
+
+def median_times(fns: dict, device: torch.device, repeats: int) -> dict:
+    """``{label: median seconds}`` of ``fns`` timed in interleaved rounds (``interleaved``)."""
+    found = interleaved({label: timed(fn, device) for label, fn in fns.items()}, repeats)
+    return {label: seconds for label, (seconds, _) in found.items()}

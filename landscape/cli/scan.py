@@ -52,9 +52,9 @@ def add_parser(subparsers) -> None:
                           "and each checkpoint is projected onto the scan's plane")
     sub.add_argument("--strategy", choices=list(STRATEGIES), default="auto",
                      help="loop (one point at a time), batched (vmapped chunks of points) or auto (default: "
-                          "from 256 points on, the loop, the loop with --channels-last (a model with 2D "
-                          "convolutions) and batched timed on 16 points and the fastest kept; below, batched on "
-                          "CUDA and loop on the CPU)")
+                          "from 256 points on, the loop, the loop with its images laid out channels_last (a model "
+                          "with 2D convolutions) and batched timed on 16 points and the fastest kept; below, "
+                          "batched on CUDA and loop on the CPU)")
     sub.add_argument("--tf32", action="store_true",
                      help="convolutions and matrix products in TF32 on NVIDIA GPUs (faster, ~1e-3 relative per "
                           "product); by default they run in full float32")
@@ -62,8 +62,9 @@ def add_parser(subparsers) -> None:
                      help="run the model through torch.compile (the loop strategy): the first points wait for "
                           "the compilation (seconds to a minute), the rest may go faster; say it again to resume")
     sub.add_argument("--channels-last", action="store_const", const=True, default=None,
-                     help="lay the images out channels_last (NHWC) for the model's convolutions (the loop "
-                          "strategy): the same values to float32 rounding, often faster; say it again to resume")
+                     help="lay the images out channels_last (NHWC) for the model's convolutions: the loop "
+                          "strategy, unmeasured; the same values to float32 rounding, often faster; say it again "
+                          "to resume")
     sub.add_argument("--chunk", type=int, metavar="N",
                      help="points per chunk written to the file together (default 64 for loop, what fits in "
                           "memory for batched; a resumed scan keeps its own)")
@@ -131,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
     shape = " x ".join(str(len(a)) for a in result.axes)
     rate = f", {summary['points_per_second']:.1f} points/s" if result.points_computed else ""
     print(f"scan         {shape} points along {args.directions} directions: {result.points_computed} computed in "
-          f"{result.seconds:.2f} s{rate} ({result.strategy}{', compiled' * result.compiled}{', channels_last' * result.channels_last})")
+          f"{result.seconds:.2f} s{rate} ({result.strategy}{', compiled' * result.compiled}"
+          f"{', channels_last' * result.channels_last})")
     print("centre       " + ", ".join(f"{k} {v:.6g}" for k, v in result.center_values.items()))
     found = summary["minimum"]
     print("minimum      " + ("none finite" if found is None else

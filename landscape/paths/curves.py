@@ -292,8 +292,9 @@ class LossPath(Result):
 
     ``values[name] [T]``; ``barrier_linear`` and ``barrier_mean`` as in the module docstring,
     attained at ``t_barrier`` and ``t_barrier_mean``; ``max_loss`` over t in [0, 1]; ``length`` the
-    path's Euclidean length in parameter space; ``statistics`` how BatchNorm was treated;
-    ``n_forward`` passes over the data (a recomputation of BatchNorm statistics counts one).
+    path's Euclidean length in parameter space; ``statistics`` how BatchNorm was treated; ``strategy`` how the
+    points were evaluated (``points.evaluator``: "loop" or "batched"); ``n_forward`` passes over the data (a
+    recomputation of BatchNorm statistics counts one).
     """
 
     kind: str
@@ -307,6 +308,7 @@ class LossPath(Result):
     max_loss: float
     length: float
     statistics: str
+    strategy: str
     n_forward: int
     seconds: float
 
@@ -363,6 +365,7 @@ def evaluate_curve(obj: Objective, path: Curve, num: int = 61, *, t=None,
     return LossPath(kind=path.kind, bends=path.bends, t=t, values=values, barrier_linear=peak["linear"],
                     barrier_mean=peak["mean"], t_barrier=peak["t_linear"], t_barrier_mean=peak["t_mean"],
                     max_loss=float(np.max(values["loss"][inside])), length=path.length(), statistics=statistics,
+                    strategy="batched" if batched else "loop",
                     n_forward=len(t) * (2 if statistics == "recomputed" else 1), seconds=time.perf_counter() - start)
 
 

@@ -15,14 +15,15 @@ Strategies:
   ``compiled``, the copy runs through ``torch.compile`` (compiled once per batch shape, on the first
   points: seconds to a minute; then faster where the model's kernels fuse). With ``channels_last``, its 4D
   inputs (images) are laid out channels_last (NHWC) once per call, and the convolutions follow them: the same
-  function, other kernels (1.24x the loop's speed on a ResNet-20 on a 2-core CPU, ``scripts/bench_gpu.py``; a
-  GPU is measured, not assumed).
+  function, other kernels (faster for a ResNet on a CPU: docs/benchmarks.md; a GPU is measured, not
+  assumed).
 - ``"batched"``: ``Objective.evaluate_many``, ``torch.func.vmap`` over ``functional_call``
   for a chunk of points at once.
 - ``"auto"``: ``choose`` times the loop, the loop with channels_last (a model with 2D convolutions) and
   batched on a few points and keeps the fastest (a ResNet on a GPU and an MLP on digits want different ones);
-  where nothing is measured (``resolve``), batched on CUDA and loop on the CPU, without channels_last. Loop, unmeasured, for a model that vmap cannot serve (``core.data.vmappable``: attention, Hugging
-  Face); asked for by name on CUDA, batched is refused for such a model rather than risk the process.
+  where nothing is measured (``resolve``), batched on CUDA and loop on the CPU, without channels_last. Loop,
+  unmeasured, for a model that vmap cannot serve (``core.data.vmappable``: attention, Hugging Face); asked for
+  by name on CUDA, batched is refused for such a model rather than risk the process.
 
 Scans (``landscape.scans.scan``) and paths (``landscape.paths.curves``) evaluate through it.
 """
@@ -57,7 +58,7 @@ def resolve(obj: Objective, strategy: str, compiled: bool = False, channels_last
         if given and strategy == "batched":
             raise ValueError(f"{option} applies to the loop strategy (one model call per point); the batched one "
                              f"vmaps the model instead")
-    if channels_last and not convolutional(obj.model):
+    if channels_last and not _convolutional(obj.model):
         raise ValueError("channels_last lays images out for 2D convolutions, and this model has none")
     if compiled or channels_last:
         return "loop"
@@ -98,7 +99,7 @@ def _known(kind: str) -> None:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {kind!r}")
 
 
-def convolutional(model: nn.Module) -> bool:
+def _convolutional(model: nn.Module) -> bool:
     """Whether ``model`` has a 2D convolution (``nn.Conv2d`` or a subclass): where channels_last can matter."""
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
@@ -112,23 +113,25 @@ def choose(obj: Objective, metrics: Mapping[str, Callable[[Tensor, Tensor], Tens
     tracing, cuDNN's choice of kernels), then timed on all k: ``measured = {"points": k, "loop": points/s,
     "loop (channels_last)": points/s, "batched": points/s, "agreement": the largest |value - loop's| / |loop's|
     of the others}``. A model that fails on channels_last inputs (one that views them as if contiguous) leaves
-    that candidate out. One candidate, or fewer than 2 points: the loop, unmeasured (None). ``kind``: the
+    that candidate out, said in ``measured["left out"] = {label: the error's first line}``. One candidate, or
+    fewer than 2 points: the loop, unmeasured (None), and so where only the loop is left. ``kind``: the
     ``precision`` all run in."""
     candidates = {"loop": ("loop", False)}
-    if channels_last is not False and convolutional(obj.model):
+    if channels_last is not False and _convolutional(obj.model):
         candidates["loop (channels_last)"] = ("loop", True)
     if vmappable(obj.model):
         candidates["batched"] = ("batched", False)
     if len(candidates) < 2 or len(thetas) < 2:
         return "loop", False, None
-    rates, values = {}, {}
+    rates, values, left = {}, {}, {}
     for label, (strategy, last) in candidates.items():
         evaluate = evaluator(obj, metrics, strategy, kind, channels_last=last)
         try:
             evaluate(thetas[:1])
-        except UserCodeError:
+        except UserCodeError as error:
             if not last:
                 raise
+            left[label] = str(error)
             continue
         if obj.device.type == "cuda":
             torch.cuda.synchronize(obj.device)
@@ -137,12 +140,15 @@ def choose(obj: Objective, metrics: Mapping[str, Callable[[Tensor, Tensor], Tens
         if obj.device.type == "cuda":
             torch.cuda.synchronize(obj.device)
         rates[label] = len(thetas) / max(time.perf_counter() - start, 1e-9)
-    loop = values["loop"]
-    gaps = [np.abs(other - loop)[both] / np.maximum(np.abs(loop[both]), np.finfo(np.float64).tiny)
-            for other in values.values() for both in [np.isfinite(loop) & np.isfinite(other)]]
-    agreement = max((float(g.max()) for g in gaps if g.size), default=float("nan"))
+    if len(rates) < 2:
+        return "loop", False, None
+    loop, gaps = values.pop("loop"), []
+    for other in values.values():
+        both = np.isfinite(loop) & np.isfinite(other)
+        gaps += (np.abs(other - loop)[both] / np.maximum(np.abs(loop[both]), np.finfo(np.float64).tiny)).tolist()
     best = max(rates, key=rates.get)
-    return *candidates[best], {"points": len(thetas), **rates, "agreement": agreement}
+    return *candidates[best], {"points": len(thetas), **rates, "agreement": max(gaps, default=float("nan")),
+                               **({"left out": left} if left else {})}
 
 
 def evaluator(obj: Objective, metrics: Mapping[str, Callable[[Tensor, Tensor], Tensor]] | None = None,
@@ -253,8 +259,9 @@ def _loop(obj: Objective, fns: dict, compiled: bool = False, channels_last: bool
 
 def _nhwc(value):
     """A 4D tensor in channels_last memory (the same values, strides N, H, W, C); anything else as it is."""
-    return value.contiguous(memory_format=torch.channels_last) if isinstance(value, Tensor) and value.dim() == 4 \
-        else value
+    if isinstance(value, Tensor) and value.dim() == 4:
+        return value.contiguous(memory_format=torch.channels_last)
+    return value
 
 
 def _batched(obj: Objective, metrics: Mapping[str, Callable] | None) -> Evaluate:

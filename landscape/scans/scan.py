@@ -164,9 +164,9 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
         compiled: run the model through ``torch.compile`` (the loop strategy; auto then means loop): the first
             points wait for the compilation, the others may go faster; a resumed scan must use its own.
         channels_last: lay the data's images out channels_last (NHWC) for the loop's convolutions (the loop
-            strategy; auto then means loop): the same values to float32 rounding, often faster (1.24x on a
-            ResNet-20 on a 2-core CPU, ``scripts/bench_gpu.py``). None: auto's measurement decides where it measures, otherwise off;
-            False keeps it out of the measurement. A resumed scan must use its own.
+            strategy; auto then means loop): the same values to float32 rounding, often faster (docs/benchmarks.md).
+            None: auto's measurement decides where it measures, otherwise off; False keeps it out of the
+            measurement. A resumed scan must use its own.
         force: run even when the grid's values need more host memory, or its new store more disk, than
             there is (``footprint``, ``check_room``); refused otherwise, before any file is made. With ``progress`` the
             footprint and the time it will take at the centre's rate are printed before the first point.
@@ -196,8 +196,9 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
     measured = None
     if asked == "auto" and total >= MEASURE_FROM and not (compiled or channels_last):  # measured, unless stored
         stored = None if store is None else _store.stored_key(store)
-        if stored and "strategy" in stored:
-            strategy, channels_last = stored["strategy"], stored.get("channels_last", False)
+        if stored and "strategy" in stored:  # channels_last as stored, unless asked (a mismatch is refused)
+            strategy = stored["strategy"]
+            channels_last = stored.get("channels_last", False) if asked_last is None else channels_last
         else:
             along = torch.linspace(float(axes[0][0]), float(axes[0][-1]), min(16, room(), total), device=obj.device,
                                    dtype=obj.dtype)
@@ -227,9 +228,11 @@ def scan(obj: Objective, directions, grid, metrics: Mapping[str, Callable[[Tenso
     disk = f" and {memory.size_text(need['disk'])} on disk" if need["disk"] else ""
     chose = ""
     if measured:
-        rates = ", ".join(f"{label} {rate:.3g}" for label, rate in measured.items() if label not in ("points", "agreement"))
+        rates = ", ".join(f"{label} {rate:.3g}" for label, rate in measured.items()
+                          if label not in ("points", "agreement", "left out"))
         chose = (f"; auto chose {strategy}{' (channels_last)' * channels_last}, in points/s {rates}, agreeing to "
-                 f"{measured['agreement']:.1e}")
+                 f"{measured['agreement']:.1e}"
+                 + "".join(f"; {label} left out: {why}" for label, why in measured.get("left out", {}).items()))
     plan = (f"scan: {total:,} points, {memory.size_text(need['memory'])} in memory{disk}, "
             f"{_duration(total * per_point / (world.size if world else 1))} at the centre's {per_point * 1e3:.2g} ms "
             f"a point{chose}") if progress else None

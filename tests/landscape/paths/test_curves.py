@@ -186,6 +186,7 @@ def test_the_ends_of_a_path_are_the_models_themselves(two_mlps):
     assert path.length == pytest.approx((theta_b - theta_a).norm().item(), rel=1e-6)
     middle = Objective(a.model, F.cross_entropy, a.data).loss((theta_a + theta_b) / 2).item()
     assert path.values["loss"][2] == pytest.approx(middle, rel=1e-6)
+    assert path.strategy == "loop"  # the CPU's rule, recorded
 
 
 def test_a_trained_bezier_curve_is_far_below_the_line_between_two_seeds(two_mlps):
@@ -389,4 +390,5 @@ def test_a_cuda_path_of_a_transformer_takes_the_loop_and_equals_the_cpus():
     far = cpu.theta0 + 0.1 * torch.randn(cpu.space.n, generator=torch.Generator().manual_seed(0))
     here = C.interpolate(cpu, cpu.theta0, far, num=5, progress=False)
     there = C.interpolate(tiny.objective(device="cuda"), cpu.theta0, far, num=5, progress=False)
+    assert there.strategy == "loop" and there.to_dict()["strategy"] == "loop"
     np.testing.assert_allclose(there.values["loss"], here.values["loss"], rtol=1e-5)

@@ -495,7 +495,7 @@ def test_auto_times_both_strategies_and_keeps_the_faster(digits_mlp, tmp_path):
     assert measured["agreement"] == np.max(np.abs(batched - loop) / np.abs(loop)) < 1e-5  # float32 rounding
     attention = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.TransformerEncoderLayer(4, 1, 8, batch_first=True))
     other = landscape.Objective(attention, lambda out, y: out.pow(2).mean(), (torch.randn(2, 3, 4), torch.zeros(2)))
-    assert points.choose(other, None, other.theta0.expand(4, -1)) == ("loop", False, None)  # vmap cannot serve attention
+    assert points.choose(other, None, other.theta0.expand(4, -1)) == ("loop", False, None)  # attention: no vmap
 
     side = int(np.ceil(np.sqrt(MEASURE_FROM)))
     grid = [f"-1:1:{side}", f"-1:1:{side}"]
@@ -612,11 +612,21 @@ def test_channels_last_gives_the_same_values_and_auto_measures_it(tmp_path):
     measured_scan = scan(obj, d, [f"-1:1:{side}"] * 2, progress=False)
     fastest = max(labels, key=measured_scan.strategy_measured.get)
     assert measured_scan.channels_last == (fastest == "loop (channels_last)")
+    big = [f"-1:1:{side}"] * 2
+    stored = scan(obj, d, big, channels_last=True, store=tmp_path / "big.h5", progress=False)
+    resumed = scan(obj, d, big, store=tmp_path / "big.h5", progress=False)  # auto keeps the stored layout
+    assert resumed.channels_last and resumed.points_computed == 0
+    np.testing.assert_array_equal(resumed.values["loss"], stored.values["loss"])
+    with pytest.raises(ValueError, match=r"different scan.*channels_last"):  # asked otherwise: refused
+        scan(obj, d, big, channels_last=False, store=tmp_path / "big.h5", progress=False)
 
     flat = landscape.Objective(Flattens(), torch.nn.functional.cross_entropy, (torch.rand(5, 3, 6, 6),
                                                                                  torch.randint(0, 3, (5,))))
     strategy, last, measured = points.choose(flat, None, flat.theta0.expand(3, -1))
-    assert not last and "loop (channels_last)" not in measured  # left out: the model fails on it
+    assert not last and "loop (channels_last)" not in measured  # left out, and said why
+    assert measured["left out"]["loop (channels_last)"].startswith(
+        "the model failed on its data laid out channels_last: view size is not compatible")
+    assert set(measured) == {"points", "loop", "batched", "agreement", "left out"}
     with pytest.raises(UserCodeError, match="^the model failed on its data laid out channels_last: view size"):
         scan(flat, dirs.random(flat, 1, seed=0), "-1:1:3", channels_last=True, progress=False)
     with pytest.raises(ValueError, match="channels_last applies to the loop strategy"):
