@@ -201,8 +201,7 @@ def scan_rates(depth: int, examples: int, batch: int, device, repeats: int, comp
     plain = copy.deepcopy(model)
     runs["plain torch loop"] = benchlib.timed(lambda: losses(plain, points, data, examples,
                                                              context=lambda: precision("float32")), device)
-    more = ideas(model, points, data, examples, device, compile_)
-    runs.update({label: run for label, run in more.items() if not few or "batches of" not in label})
+    runs.update(ideas(model, points, data, examples, device, compile_, few))
     rows = {label: (len(points) / seconds, values) for label, (seconds, values) in
             benchlib.interleaved(runs, repeats).items()}
     plain_rate = rows["plain torch loop"][0]
@@ -238,11 +237,11 @@ def copy_into(theta, params) -> None:
         offset += p.numel()
 
 
-def ideas(model, points, data, examples: int, device, compile_: bool) -> dict:
+def ideas(model, points, data, examples: int, device, compile_: bool, few: bool) -> dict:
     """The plain loop with one idea each, as runs for ``benchlib.interleaved``: channels_last memory, TF32
-    convolutions and products, batches 4 times as large (as free memory could allow a forward without a graph),
-    and, with ``compile_``, ``torch.compile`` and its CUDA graphs (mode
-    "reduce-overhead"). Parameters are copied in place (a compiled model keeps its tensors)."""
+    convolutions and products, batches 4 times as large (as free memory could allow a forward without a graph;
+    not with ``few``), and, with ``compile_``, ``torch.compile`` and its CUDA graphs (mode "reduce-overhead").
+    Parameters are copied in place (a compiled model keeps its tensors)."""
     def channels_last(m):
         return m.to(memory_format=torch.channels_last)
 
@@ -253,9 +252,10 @@ def ideas(model, points, data, examples: int, device, compile_: bool) -> dict:
     X, y = torch.cat([Xb for Xb, _ in data]), torch.cat([yb for _, yb in data])
     larger = 4 * len(data[0][1])
     variants = {"plain + channels_last": (channels_last, True, full, data),
-                "plain + TF32": (same, False, lambda: precision("tf32"), data),
-                f"plain + batches of {larger:,}": (same, False, full, [(X[i:i + larger], y[i:i + larger])
-                                                                   for i in range(0, len(y), larger)])}
+                "plain + TF32": (same, False, lambda: precision("tf32"), data)}
+    if not few:
+        variants[f"plain + batches of {larger:,}"] = (same, False, full, [(X[i:i + larger], y[i:i + larger])
+                                                                          for i in range(0, len(y), larger)])
     if compile_:
         variants["plain + torch.compile"] = (torch.compile, False, full, data)
         variants["plain + torch.compile (CUDA graphs)"] = (lambda m: torch.compile(m, mode="reduce-overhead"), False,
